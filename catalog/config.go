@@ -1,0 +1,390 @@
+// Package catalog loads reshard's configuration (PgDog's pgdog.toml and
+// users.toml), validates it and turns it into clusters, shards, nodes, users
+// and sharded tables. It also opens connection pools to the nodes, lazily.
+package catalog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Config is the content of pgdog.toml.
+type Config struct {
+	General       General          `toml:"general"`
+	Admin         Admin            `toml:"admin"`
+	Replication   Replication      `toml:"replication"`
+	Databases     []Database       `toml:"databases"`
+	ShardedTables []ShardedTable   `toml:"sharded_tables"`
+	Mappings      []ShardedMapping `toml:"sharded_mappings"`
+	OmniTables    []OmniTables     `toml:"omnisharded_tables"`
+
+	// Sections PgDog uses for pooling that reshard accepts and ignores, so
+	// an existing pgdog.toml loads unchanged.
+	TCP           any `toml:"tcp"`
+	MultiTenant   any `toml:"multi_tenant"`
+	Plugins       any `toml:"plugins"`
+	Mirroring     any `toml:"mirroring"`
+	ManualQueries any `toml:"manual_queries"`
+	QueryStats    any `toml:"query_stats"`
+	Memory        any `toml:"memory"`
+	Rewrite       any `toml:"rewrite"`
+
+	// Path is the file the configuration was read from.
+	Path string `toml:"-"`
+	pos  positions
+}
+
+// General is the [general] section.
+type General struct {
+	// Host is the address the admin server listens on.
+	Host string `toml:"host"`
+	// Port is the admin server's TCP port.
+	Port int `toml:"port"`
+	// ReshardingCopyFormat is "binary" or "text".
+	ReshardingCopyFormat string `toml:"resharding_copy_format"`
+	// ReshardingParallelCopies is the number of copy workers per source shard.
+	ReshardingParallelCopies int `toml:"resharding_parallel_copies"`
+	// OpenMetricsPort serves Prometheus metrics when non-zero.
+	OpenMetricsPort int `toml:"openmetrics_port"`
+	// TLSCertificate and TLSPrivateKey enable TLS on the admin server.
+	TLSCertificate string `toml:"tls_certificate"`
+	TLSPrivateKey  string `toml:"tls_private_key"`
+	// CutoverTrafficStopThreshold is the replication lag in bytes under which
+	// cutover blocks writes on the source.
+	CutoverTrafficStopThreshold int64 `toml:"cutover_traffic_stop_threshold"`
+	// CutoverReplicationLagThreshold is the lag in bytes under which cutover
+	// considers the destination caught up after writes are blocked.
+	CutoverReplicationLagThreshold int64 `toml:"cutover_replication_lag_threshold"`
+	// CutoverTimeout is how long, in milliseconds, cutover may keep writes
+	// blocked before it gives up.
+	CutoverTimeout int64 `toml:"cutover_timeout"`
+	// CutoverTimeoutAction is "abort" (unblock and keep streaming) or
+	// "cutover" (finish anyway).
+	CutoverTimeoutAction string `toml:"cutover_timeout_action"`
+	// CutoverCommand is an optional shell command run once cutover is ready.
+	CutoverCommand string `toml:"cutover_command"`
+
+	pgdogGeneral
+}
+
+// pgdogGeneral lists PgDog's pooler settings: accepted so that an existing
+// pgdog.toml loads, and not used by reshard.
+type pgdogGeneral struct {
+	Workers                  any `toml:"workers"`
+	DefaultPoolSize          any `toml:"default_pool_size"`
+	MinPoolSize              any `toml:"min_pool_size"`
+	PoolerMode               any `toml:"pooler_mode"`
+	HealthcheckInterval      any `toml:"healthcheck_interval"`
+	IdleHealthcheckInterval  any `toml:"idle_healthcheck_interval"`
+	IdleHealthcheckDelay     any `toml:"idle_healthcheck_delay"`
+	HealthcheckTimeout       any `toml:"healthcheck_timeout"`
+	HealthcheckPort          any `toml:"healthcheck_port"`
+	BanTimeout               any `toml:"ban_timeout"`
+	RollbackTimeout          any `toml:"rollback_timeout"`
+	LoadBalancingStrategy    any `toml:"load_balancing_strategy"`
+	ReadWriteStrategy        any `toml:"read_write_strategy"`
+	ReadWriteSplit           any `toml:"read_write_split"`
+	TLSVerify                any `toml:"tls_verify"`
+	TLSServerCACertificate   any `toml:"tls_server_ca_certificate"`
+	ShutdownTimeout          any `toml:"shutdown_timeout"`
+	BroadcastAddress         any `toml:"broadcast_address"`
+	BroadcastPort            any `toml:"broadcast_port"`
+	QueryTimeout             any `toml:"query_timeout"`
+	CheckoutTimeout          any `toml:"checkout_timeout"`
+	ConnectTimeout           any `toml:"connect_timeout"`
+	ConnectAttempts          any `toml:"connect_attempts"`
+	ConnectAttemptDelay      any `toml:"connect_attempt_delay"`
+	PreparedStatements       any `toml:"prepared_statements"`
+	PreparedStatementsLimit  any `toml:"prepared_statements_limit"`
+	QueryCacheLimit          any `toml:"query_cache_limit"`
+	PassthroughAuth          any `toml:"passthrough_auth"`
+	AuthType                 any `toml:"auth_type"`
+	DryRun                   any `toml:"dry_run"`
+	IdleTimeout              any `toml:"idle_timeout"`
+	ClientIdleTimeout        any `toml:"client_idle_timeout"`
+	ClientLoginTimeout       any `toml:"client_login_timeout"`
+	ServerLifetime           any `toml:"server_lifetime"`
+	MirrorQueue              any `toml:"mirror_queue"`
+	MirrorExposure           any `toml:"mirror_exposure"`
+	CrossShardDisabled       any `toml:"cross_shard_disabled"`
+	DNSTTL                   any `toml:"dns_ttl"`
+	PubSubChannelSize        any `toml:"pub_sub_channel_size"`
+	OpenMetricsNamespace     any `toml:"openmetrics_namespace"`
+	LogConnections           any `toml:"log_connections"`
+	LogDisconnections        any `toml:"log_disconnections"`
+	TwoPhaseCommit           any `toml:"two_phase_commit"`
+	TwoPhaseCommitAuto       any `toml:"two_phase_commit_auto"`
+	ExpandedExplain          any `toml:"expanded_explain"`
+	QueryLog                 any `toml:"query_log"`
+	StatsPeriod              any `toml:"stats_period"`
+	ShardingSchemaSchemaSync any `toml:"sharding_schema_schema_sync"`
+	LSNCheckDelay            any `toml:"lsn_check_delay"`
+	LSNCheckInterval         any `toml:"lsn_check_interval"`
+	LSNCheckTimeout          any `toml:"lsn_check_timeout"`
+}
+
+// Admin is the [admin] section: how operators log into the admin server.
+type Admin struct {
+	// Name is the database name clients connect to.
+	Name string `toml:"name"`
+	// User is the admin user name.
+	User string `toml:"user"`
+	// Password is the admin password.
+	Password string `toml:"password"`
+}
+
+// Replication is the [replication] section.
+type Replication struct {
+	// PgDumpPath is the pg_dump executable used by schema sync.
+	PgDumpPath string `toml:"pg_dump_path"`
+}
+
+// Database is one [[databases]] entry: a node of a cluster.
+type Database struct {
+	Name           string `toml:"name"`
+	Host           string `toml:"host"`
+	Port           int    `toml:"port"`
+	DatabaseName   string `toml:"database_name"`
+	Role           string `toml:"role"`
+	Shard          *int   `toml:"shard"`
+	ReshardingOnly bool   `toml:"resharding_only"`
+	User           string `toml:"user"`
+	Password       string `toml:"password"`
+
+	// PgDog pooler settings, accepted and ignored.
+	PoolSize         any `toml:"pool_size"`
+	MinPoolSize      any `toml:"min_pool_size"`
+	PoolerMode       any `toml:"pooler_mode"`
+	StatementTimeout any `toml:"statement_timeout"`
+	IdleTimeout      any `toml:"idle_timeout"`
+	ReadOnly         any `toml:"read_only"`
+	ServerLifetime   any `toml:"server_lifetime"`
+}
+
+// ShardedTable is one [[sharded_tables]] entry.
+type ShardedTable struct {
+	Database string    `toml:"database"`
+	Name     string    `toml:"name"`
+	Schema   string    `toml:"schema"`
+	Column   string    `toml:"column"`
+	DataType string    `toml:"data_type"`
+	Primary  bool      `toml:"primary"`
+	Mapping  []Mapping `toml:"mapping"`
+
+	// PgDog vector-sharding settings, accepted and ignored.
+	Centroids      any `toml:"centroids"`
+	CentroidsPath  any `toml:"centroids_path"`
+	CentroidProbes any `toml:"centroid_probes"`
+	Hasher         any `toml:"hasher"`
+}
+
+// Mapping is a list or range rule placing keys on a shard. A list rule has
+// Values; a range rule has Start and/or End ([Start, End)).
+type Mapping struct {
+	Shard  int   `toml:"shard"`
+	Values []any `toml:"values"`
+	Start  any   `toml:"start"`
+	End    any   `toml:"end"`
+}
+
+// ShardedMapping is PgDog's top-level [[sharded_mappings]] form of a Mapping.
+type ShardedMapping struct {
+	Database string `toml:"database"`
+	Table    string `toml:"table"`
+	Column   string `toml:"column"`
+	Kind     string `toml:"kind"`
+	Values   []any  `toml:"values"`
+	Start    any    `toml:"start"`
+	End      any    `toml:"end"`
+	Shard    int    `toml:"shard"`
+}
+
+// OmniTables is PgDog's [[omnisharded_tables]]: tables copied whole to every
+// shard even if they have a column named like a sharding column.
+type OmniTables struct {
+	Database string   `toml:"database"`
+	Tables   []string `toml:"tables"`
+}
+
+// Users is the content of users.toml.
+type Users struct {
+	Users []User `toml:"users"`
+
+	// Path is the file the users were read from.
+	Path string `toml:"-"`
+	pos  positions
+}
+
+// User is one [[users]] entry.
+type User struct {
+	Name           string `toml:"name"`
+	Database       string `toml:"database"`
+	Password       string `toml:"password"`
+	SchemaAdmin    bool   `toml:"schema_admin"`
+	ServerUser     string `toml:"server_user"`
+	ServerPassword string `toml:"server_password"`
+
+	// PgDog pooler settings, accepted and ignored.
+	PoolSize         any `toml:"pool_size"`
+	MinPoolSize      any `toml:"min_pool_size"`
+	PoolerMode       any `toml:"pooler_mode"`
+	StatementTimeout any `toml:"statement_timeout"`
+	ReplicationMode  any `toml:"replication_mode"`
+	ReadOnly         any `toml:"read_only"`
+	IdleTimeout      any `toml:"idle_timeout"`
+	TwoPC            any `toml:"two_phase_commit"`
+}
+
+// LoginUser is the PostgreSQL role reshard connects as for this user.
+func (u *User) LoginUser() string {
+	if u.ServerUser != "" {
+		return u.ServerUser
+	}
+	return u.Name
+}
+
+// LoginPassword is the password reshard sends for this user.
+func (u *User) LoginPassword() string {
+	if u.ServerPassword != "" {
+		return u.ServerPassword
+	}
+	return u.Password
+}
+
+// Defaults, as PgDog documents them where it has the same setting.
+const (
+	DefaultHost            = "0.0.0.0"
+	DefaultPort            = 6432
+	DefaultPostgresPort    = 5432
+	DefaultCopyFormat      = "binary"
+	DefaultParallelCopies  = 4
+	DefaultAdminName       = "admin"
+	DefaultAdminUser       = "admin"
+	DefaultPgDump          = "pg_dump"
+	DefaultCutoverTimeout  = 30_000
+	DefaultCutoverStopLag  = 1_000_000
+	DefaultCutoverLagBytes = 0
+)
+
+// ParseConfig decodes pgdog.toml content in strict mode. path is used in
+// error messages only.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	cfg := &Config{Path: path, pos: indexPositions(data)}
+	if err := decodeStrict(path, data, cfg.pos, cfg); err != nil {
+		return nil, err
+	}
+	cfg.applyDefaults()
+	return cfg, nil
+}
+
+// ParseUsers decodes users.toml content in strict mode.
+func ParseUsers(path string, data []byte) (*Users, error) {
+	u := &Users{Path: path, pos: indexPositions(data)}
+	if err := decodeStrict(path, data, u.pos, u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// LoadConfig reads and decodes a pgdog.toml file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// LoadUsers reads and decodes a users.toml file.
+func LoadUsers(path string) (*Users, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read users: %w", err)
+	}
+	return ParseUsers(path, data)
+}
+
+func decodeStrict(path string, data []byte, pos positions, v any) error {
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		return nil
+	}
+	var strictErr *toml.StrictMissingError
+	if errors.As(err, &strictErr) {
+		var errs ConfigErrors
+		for i := range strictErr.Errors {
+			de := &strictErr.Errors[i]
+			row, _ := de.Position()
+			errs = append(errs, &ConfigError{File: path, Line: row, Key: pos.pathAt(row, de.Key()), Msg: "unknown key"})
+		}
+		return errs
+	}
+	var decErr *toml.DecodeError
+	if errors.As(err, &decErr) {
+		row, _ := decErr.Position()
+		return &ConfigError{File: path, Line: row, Key: pos.pathAt(row, decErr.Key()), Msg: decErr.Error()}
+	}
+	return &ConfigError{File: path, Msg: err.Error()}
+}
+
+func (c *Config) applyDefaults() {
+	g := &c.General
+	if g.Host == "" {
+		g.Host = DefaultHost
+	}
+	if g.Port == 0 {
+		g.Port = DefaultPort
+	}
+	if g.ReshardingCopyFormat == "" {
+		g.ReshardingCopyFormat = DefaultCopyFormat
+	}
+	if g.ReshardingParallelCopies == 0 {
+		g.ReshardingParallelCopies = DefaultParallelCopies
+	}
+	if g.CutoverTimeout == 0 {
+		g.CutoverTimeout = DefaultCutoverTimeout
+	}
+	if g.CutoverTrafficStopThreshold == 0 {
+		g.CutoverTrafficStopThreshold = DefaultCutoverStopLag
+	}
+	if g.CutoverTimeoutAction == "" {
+		g.CutoverTimeoutAction = "abort"
+	}
+	if c.Admin.Name == "" {
+		c.Admin.Name = DefaultAdminName
+	}
+	if c.Admin.User == "" {
+		c.Admin.User = DefaultAdminUser
+	}
+	if c.Replication.PgDumpPath == "" {
+		c.Replication.PgDumpPath = DefaultPgDump
+	}
+	for i := range c.Databases {
+		d := &c.Databases[i]
+		if d.Port == 0 {
+			d.Port = DefaultPostgresPort
+		}
+		if d.DatabaseName == "" {
+			d.DatabaseName = d.Name
+		}
+		if d.Role == "" {
+			d.Role = "primary"
+		}
+		if d.Shard == nil {
+			zero := 0
+			d.Shard = &zero
+		}
+	}
+	for i := range c.ShardedTables {
+		t := &c.ShardedTables[i]
+		if t.DataType == "" {
+			t.DataType = "bigint"
+		}
+	}
+}
