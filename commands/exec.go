@@ -1,0 +1,249 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// Version is reshard's version string.
+const Version = "0.1.0"
+
+// Executor runs commands against the catalog and the engine. One Executor
+// serves every admin connection and CLI call.
+type Executor struct {
+	// Catalog is the validated configuration.
+	Catalog *catalog.Catalog
+	// Logger is the "commands" logger.
+	Logger hclog.Logger
+}
+
+// NewExecutor returns an executor for the catalog.
+func NewExecutor(cat *catalog.Catalog, logger hclog.Logger) *Executor {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Executor{Catalog: cat, Logger: logger.Named("commands")}
+}
+
+// Columns returns the columns cmd's result will have, before running it, so
+// that the extended protocol can describe a statement. A command whose
+// columns cannot be known (an unknown SHOW name) returns its error here.
+func (e *Executor) Columns(cmd Command) ([]Column, error) {
+	switch c := cmd.(type) {
+	case Show:
+		if v, ok := views[c.Name]; ok {
+			return v, nil
+		}
+		if _, ok := settings[c.Name]; ok || c.Name == "application_name" {
+			return []Column{{Name: c.Name, Type: TypeText}}, nil
+		}
+		return nil, unknownShow(c.Name)
+	case CopyData, Replicate, Reshard, Verify:
+		return taskIDColumns, nil
+	}
+	return nil, nil
+}
+
+func unknownShow(name string) *Error {
+	names := make([]string, 0, len(views))
+	for k := range views {
+		names = append(names, strings.ToUpper(k))
+	}
+	sort.Strings(names)
+	return Errorf(CodeUndefinedObject, "unrecognized configuration parameter or view %q", name).
+		WithHint("views: %s", strings.Join(names, ", "))
+}
+
+// Execute runs one command and returns its result set. Errors are *Error
+// values carrying a SQLSTATE.
+func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	switch c := cmd.(type) {
+	case Empty:
+		return &Result{}, nil
+	case Set:
+		tag := c.Verb
+		if c.Verb == "DISCARD" {
+			tag = "DISCARD ALL"
+		}
+		return &Result{Tag: tag}, nil
+	case Transaction:
+		return &Result{Tag: c.Tag}, nil
+	case Show:
+		return e.show(ctx, c)
+	case SchemaSync:
+		if err := e.checkRoute(c.Route); err != nil {
+			return nil, err
+		}
+		return nil, notYet(c)
+	case CopyData:
+		if err := e.checkRoute(c.Route); err != nil {
+			return nil, err
+		}
+		return nil, notYet(c)
+	case Replicate:
+		if err := e.checkRoute(c.Route); err != nil {
+			return nil, err
+		}
+		return nil, notYet(c)
+	case Reshard:
+		if err := e.checkRoute(c.Route); err != nil {
+			return nil, err
+		}
+		return nil, notYet(c)
+	case Verify:
+		if err := e.checkRoute(c.Route); err != nil {
+			return nil, err
+		}
+		return nil, notYet(c)
+	case Cutover, StopTask:
+		return nil, notYet(c)
+	}
+	return nil, Errorf(CodeInternalError, "no executor for %T", cmd)
+}
+
+func notYet(c Command) *Error {
+	return Errorf(CodeFeatureNotSupported, "%s is not implemented yet", c.Keyword()).
+		WithDetail("the command parsed as: %s", c.String())
+}
+
+// checkRoute verifies that both clusters exist and differ.
+func (e *Executor) checkRoute(r Route) error {
+	for _, name := range []string{r.Source, r.Destination} {
+		if _, ok := e.Catalog.Cluster(name); !ok {
+			return Errorf(CodeUndefinedDatabase, "database %q is not configured", name).
+				WithHint("configured databases: %s", strings.Join(e.Catalog.ClusterNames(), ", "))
+		}
+	}
+	if r.Source == r.Destination {
+		return Errorf(CodeInvalidParameterValue, "source and destination are both %q", r.Source).
+			WithHint("resharding moves data from one database cluster to another")
+	}
+	return nil
+}
+
+func (e *Executor) show(ctx context.Context, c Show) (*Result, error) {
+	columns, err := e.Columns(c)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Columns: columns, Tag: "SHOW"}
+	switch c.Name {
+	case "version":
+		res.Rows = [][]any{{fmt.Sprintf("reshard %s (%s, PostgreSQL wire protocol 3.0)", Version, runtime.Version())}}
+	case "databases":
+		res.Rows = e.databases()
+	case "config":
+		res.Rows = e.config()
+	case "schema_sync", "table_copies", "replication_slots", "tasks", "verify":
+		// No task engine runs in this build: nothing to list.
+	default:
+		v := settings[c.Name]
+		res.Rows = [][]any{{v}}
+	}
+	return res, nil
+}
+
+func (e *Executor) databases() [][]any {
+	var rows [][]any
+	for _, cl := range e.Catalog.Clusters() {
+		for _, sh := range cl.Shards {
+			nodes := append([]*catalog.Node{sh.Primary}, sh.Replicas...)
+			for _, n := range nodes {
+				if n == nil {
+					continue
+				}
+				rows = append(rows, []any{n.Cluster, n.Host, int64(n.Port), n.Database, n.Role, int64(n.Shard), n.ReshardingOnly})
+			}
+		}
+	}
+	return rows
+}
+
+const masked = "********"
+
+func (e *Executor) config() [][]any {
+	cfg := e.Catalog.Config
+	g := cfg.General
+	mask := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return masked
+	}
+	rows := [][]any{
+		{"config_path", cfg.Path},
+		{"users_path", e.Catalog.Users.Path},
+		{"general.host", g.Host},
+		{"general.port", strconv.Itoa(g.Port)},
+		{"general.resharding_copy_format", g.ReshardingCopyFormat},
+		{"general.resharding_parallel_copies", strconv.Itoa(g.ReshardingParallelCopies)},
+		{"general.openmetrics_port", strconv.Itoa(g.OpenMetricsPort)},
+		{"general.tls_certificate", g.TLSCertificate},
+		{"general.tls_private_key", g.TLSPrivateKey},
+		{"general.cutover_traffic_stop_threshold", strconv.FormatInt(g.CutoverTrafficStopThreshold, 10)},
+		{"general.cutover_replication_lag_threshold", strconv.FormatInt(g.CutoverReplicationLagThreshold, 10)},
+		{"general.cutover_timeout", strconv.FormatInt(g.CutoverTimeout, 10)},
+		{"general.cutover_timeout_action", g.CutoverTimeoutAction},
+		{"general.cutover_command", g.CutoverCommand},
+		{"admin.name", cfg.Admin.Name},
+		{"admin.user", cfg.Admin.User},
+		{"admin.password", mask(cfg.Admin.Password)},
+		{"replication.pg_dump_path", cfg.Replication.PgDumpPath},
+	}
+	for i, d := range cfg.Databases {
+		p := fmt.Sprintf("databases[%d].", i)
+		rows = append(rows,
+			[]any{p + "name", d.Name},
+			[]any{p + "host", d.Host},
+			[]any{p + "port", strconv.Itoa(d.Port)},
+			[]any{p + "database_name", d.DatabaseName},
+			[]any{p + "role", d.Role},
+			[]any{p + "shard", strconv.Itoa(*d.Shard)},
+			[]any{p + "resharding_only", strconv.FormatBool(d.ReshardingOnly)},
+		)
+		if d.User != "" {
+			rows = append(rows, []any{p + "user", d.User})
+		}
+		if d.Password != "" {
+			rows = append(rows, []any{p + "password", masked})
+		}
+	}
+	for i, t := range cfg.ShardedTables {
+		p := fmt.Sprintf("sharded_tables[%d].", i)
+		rows = append(rows,
+			[]any{p + "database", t.Database},
+			[]any{p + "schema", t.Schema},
+			[]any{p + "name", t.Name},
+			[]any{p + "column", t.Column},
+			[]any{p + "data_type", t.DataType},
+			[]any{p + "mappings", strconv.Itoa(len(t.Mapping))},
+		)
+	}
+	for i, u := range e.Catalog.Users.Users {
+		p := fmt.Sprintf("users[%d].", i)
+		rows = append(rows,
+			[]any{p + "name", u.Name},
+			[]any{p + "database", u.Database},
+			[]any{p + "password", mask(u.Password)},
+			[]any{p + "schema_admin", strconv.FormatBool(u.SchemaAdmin)},
+		)
+		if u.ServerUser != "" {
+			rows = append(rows, []any{p + "server_user", u.ServerUser})
+		}
+		if u.ServerPassword != "" {
+			rows = append(rows, []any{p + "server_password", masked})
+		}
+	}
+	return rows
+}

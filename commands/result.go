@@ -1,0 +1,41 @@
+package commands
+
+// Type is the PostgreSQL type OID of a result column. Numbers and times are
+// typed (int8, float8, timestamptz) so that drivers and BI tools get values
+// they can chart, not text.
+type Type uint32
+
+// Column types used by reshard's views.
+const (
+	TypeBool        Type = 16
+	TypeInt8        Type = 20
+	TypeInt4        Type = 23
+	TypeText        Type = 25
+	TypeFloat8      Type = 701
+	TypeTimestamptz Type = 1184
+)
+
+// Column is one column of a result set.
+type Column struct {
+	// Name is the column name.
+	Name string
+	// Type is the column's type OID.
+	Type Type
+}
+
+// Result is what executing a command yields: typed columns, rows whose
+// values match the column types (int64, float64, string, bool, time.Time or
+// nil), and the command tag.
+type Result struct {
+	Columns []Column
+	Rows    [][]any
+	Tag     string
+}
+
+func cols(spec ...any) []Column {
+	out := make([]Column, 0, len(spec)/2)
+	for i := 0; i+1 < len(spec); i += 2 {
+		out = append(out, Column{Name: spec[i].(string), Type: spec[i+1].(Type)})
+	}
+	return out
+}
