@@ -1,0 +1,40 @@
+# reshard — see README.md. `make demo` and `make test` install what is missing.
+GO      ?= go
+BIN     := bin/reshard
+PKGS    := ./...
+export CGO_ENABLED := 1
+
+.PHONY: all build test demo bench lint deps fuzz clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(GO) build -trimpath -o $(BIN) ./cmd/reshard
+
+# Every test, unit and integration (real PostgreSQL 15, started by tests/pgtest).
+# Fuzz targets run their seed corpus as normal tests.
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 14m $(PKGS)
+
+demo: build
+	$(BIN) demo
+
+# Throughput and allocation figures; see bench/README.md.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# Longer fuzzing of the admin grammar: make fuzz FUZZTIME=10m
+FUZZTIME ?= 60s
+fuzz: deps
+	$(GO) test ./commands -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/tests/pgtest"
+)
+
+// demoSchema is the sample shop: customers and their orders are sharded by
+// customer, countries is an omni table copied to every shard.
+const demoSchema = `
+CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE customers (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL,
+  country text REFERENCES countries(code), created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers(id),
+  total numeric(12,2) NOT NULL, status text NOT NULL DEFAULT 'new', created_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX orders_customer_idx ON orders (customer_id);
+INSERT INTO countries VALUES ('NL','Netherlands'),('DE','Germany'),('FR','France'),('US','United States'),('JP','Japan');
+INSERT INTO customers (email, name, country)
+  SELECT 'customer' || g || '@example.com', 'Customer ' || g, (ARRAY['NL','DE','FR','US','JP'])[1 + g % 5]
+  FROM generate_series(1, 2000) g;
+INSERT INTO orders (customer_id, total, status)
+  SELECT 1 + (g * 7919) % 2000, round((random() * 500)::numeric, 2), (ARRAY['new','paid','shipped'])[1 + g % 3]
+  FROM generate_series(1, 10000) g;
+CREATE PUBLICATION all_tables FOR ALL TABLES;
+`
+
+func demoCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
+	exit := fs.Bool("exit", false, "stop after the demo instead of waiting for Ctrl-C")
+	port := fs.Int("port", 6432, "admin server port (a free one is picked if it is taken)")
+	return func(ctx context.Context, e *env) error {
+		e.log.Info("starting throwaway PostgreSQL instances: a source and two shards")
+		cl, err := pgtest.Start(ctx, 3, pgtest.Options{})
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		defer cl.Stop()
+		src, s0, s1 := cl.Instances[0], cl.Instances[1], cl.Instances[2]
+		for _, inst := range cl.Instances {
+			if err := inst.CreateDatabase(ctx, "shop"); err != nil {
+				return fmt.Errorf("demo: %w", err)
+			}
+		}
+		if err := src.Exec(ctx, "shop", demoSchema); err != nil {
+			return fmt.Errorf("demo: load sample data: %w", err)
+		}
+		e.log.Info("sample shop loaded on the source", "customers", 2000, "orders", 10000)
+
+		adminPort := *port
+		if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))); err != nil {
+			l2, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			adminPort = l2.Addr().(*net.TCPAddr).Port
+			l2.Close()
+		} else {
+			l.Close()
+		}
+		dir, err := os.MkdirTemp("", "reshard-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfgPath, usersPath := filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml")
+		cfg := fmt.Sprintf(`[general]
+host = "127.0.0.1"
+port = %d
+
+[admin]
+password = "demo"
+
+[[databases]]
+name = "shop"
+host = %q
+port = %d
+
+[[databases]]
+name = "shop_sharded"
+host = %q
+port = %d
+database_name = "shop"
+shard = 0
+
+[[databases]]
+name = "shop_sharded"
+host = %q
+port = %d
+database_name = "shop"
+shard = 1
+
+[[sharded_tables]]
+database = "shop_sharded"
+name = "customers"
+column = "id"
+
+[[sharded_tables]]
+database = "shop_sharded"
+column = "customer_id"
+`, adminPort, src.Host, src.Port, s0.Host, s0.Port, s1.Host, s1.Port)
+		users := fmt.Sprintf(`[[users]]
+name = %q
+database = "shop"
+password = %q
+schema_admin = true
+
+[[users]]
+name = %q
+database = "shop_sharded"
+password = %q
+schema_admin = true
+`, pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			return err
+		}
+		if err := os.WriteFile(usersPath, []byte(users), 0o600); err != nil {
+			return err
+		}
+		cat, err := catalog.Load(cfgPath, usersPath)
+		if err != nil {
+			return err
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() { errc <- serve(sctx, cat, e.log) }()
+
+		dsn := fmt.Sprintf("postgres://admin:demo@127.0.0.1:%d/admin?sslmode=disable", adminPort)
+		if err := demoCheck(ctx, e, dsn); err != nil {
+			cancel()
+			<-errc
+			return err
+		}
+		fmt.Fprintf(e.stdout, `
+The admin server is up. Connect with:
+
+  psql "postgres://admin:demo@127.0.0.1:%d/admin"
+
+and try SHOW DATABASES; SHOW CONFIG; SHOW VERSION;
+Config files: %s, %s
+Source: %s   shards: %s, %s (user %s, password %s)
+`, adminPort, cfgPath, usersPath, src.DSN("shop"), s0.DSN("shop"), s1.DSN("shop"), pgtest.User, pgtest.Password)
+		fi, _ := os.Stdin.Stat()
+		interactive := fi != nil && fi.Mode()&os.ModeCharDevice != 0
+		if !*exit && interactive {
+			fmt.Fprintln(e.stdout, "\nPress Ctrl-C to stop and remove everything.")
+			select {
+			case <-ctx.Done():
+			case err := <-errc:
+				return err
+			}
+		}
+		cancel()
+		return <-errc
+	}
+}
+
+// demoCheck connects to the admin server as a client would and prints the
+// catalog it serves.
+func demoCheck(ctx context.Context, e *env, dsn string) error {
+	var conn *pgx.Conn
+	var err error
+	for i := 0; i < 50; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err = pgx.Connect(cctx, dsn)
+		cancel()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("demo: connect to the admin server: %w", err)
+	}
+	defer conn.Close(ctx)
+	var version string
+	if err := conn.QueryRow(ctx, "SHOW VERSION").Scan(&version); err != nil {
+		return fmt.Errorf("demo: SHOW VERSION: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "%s\n\nSHOW DATABASES:\n", version)
+	rows, err := conn.Query(ctx, "SHOW DATABASES", pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, host, dbname, role string
+		var port, shard int64
+		var ro bool
+		if err := rows.Scan(&name, &host, &port, &dbname, &role, &shard, &ro); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "  %-14s shard %d  %s  %s:%d/%s\n", name, shard, role, host, port, dbname)
+	}
+	return rows.Err()
+}

@@ -1,0 +1,319 @@
+// Command reshard is an online PostgreSQL resharding sidecar. It runs the
+// admin server (the default) or one engine command from the command line.
+// main only parses flags and calls the same packages the admin server uses.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/commands"
+	"github.com/reshard/reshard/wire"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+const usageText = `reshard: online PostgreSQL resharding
+
+Usage:
+  reshard [global flags] <command> [flags]
+
+Commands:
+  serve         run the admin server (PostgreSQL wire protocol; the default)
+  schema-sync   copy the schema: --from-database A --to-database B --publication P
+                [--dry-run] [--ignore-errors] [--data-sync-complete] [--cutover]
+  data-sync     copy rows and stream changes: --from-database A --to-database B
+                --publication P [--replication-slot S] [--replicate-only] [--sync-only]
+  verify        prove the destination equals the source: --from-database A
+                --to-database B --publication P
+  cutover       cut traffic over to the destination: --task ID
+  demo          start throwaway PostgreSQL instances and a resharding demo
+
+Global flags (before or after the command):
+  --config F      pgdog.toml path (default "pgdog.toml")
+  --users F       users.toml path (default "users.toml")
+  --log-level L   trace, debug, info, warn, error (default "info")
+  --log-json      log JSON lines instead of text
+
+Run 'reshard <command> --help' for a command's flags.
+`
+
+// globals are the flags every command accepts.
+type globals struct {
+	config, users, logLevel string
+	logJSON                 bool
+}
+
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.config, "config", "pgdog.toml", "pgdog.toml path")
+	fs.StringVar(&g.users, "users", "users.toml", "users.toml path")
+	fs.StringVar(&g.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	fs.BoolVar(&g.logJSON, "log-json", false, "log JSON lines")
+}
+
+func (g *globals) logger(out io.Writer) (hclog.Logger, error) {
+	level := hclog.LevelFromString(g.logLevel)
+	if level == hclog.NoLevel {
+		return nil, fmt.Errorf("--log-level %q is not one of trace, debug, info, warn, error", g.logLevel)
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: "reshard", Level: level, JSONFormat: g.logJSON, Output: out}), nil
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var g globals
+	top := flag.NewFlagSet("reshard", flag.ContinueOnError)
+	top.SetOutput(stderr)
+	top.Usage = func() {}
+	g.register(top)
+	if err := top.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usageText)
+			return exitOK
+		}
+		fmt.Fprint(stderr, "\n"+usageText)
+		return exitUsage
+	}
+	rest := top.Args()
+	name := "serve"
+	if len(rest) > 0 {
+		name, rest = rest[0], rest[1:]
+	}
+	if name == "help" {
+		fmt.Fprint(stdout, usageText)
+		return exitOK
+	}
+	cmd, ok := subcommands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "reshard: unknown command %q\n\n%s", name, usageText)
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("reshard "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	// Global flags given before the command are the defaults here.
+	before := g
+	g.register(fs)
+	_ = fs.Set("config", before.config)
+	_ = fs.Set("users", before.users)
+	_ = fs.Set("log-level", before.logLevel)
+	if before.logJSON {
+		_ = fs.Set("log-json", "true")
+	}
+	exec := cmd(fs)
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "reshard %s: unexpected argument %q\n", name, fs.Arg(0))
+		return exitUsage
+	}
+	log, err := g.logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "reshard:", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := exec(ctx, &env{globals: g, log: log, stdout: stdout, stderr: stderr}); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "reshard %s: %s\n", name, err)
+			return exitUsage
+		}
+		if g.logJSON {
+			log.Error(name+" failed", "error", err.Error())
+		} else {
+			printError(stderr, err)
+		}
+		return exitError
+	}
+	return exitOK
+}
+
+// env is what a subcommand runs with.
+type env struct {
+	globals
+	log            hclog.Logger
+	stdout, stderr io.Writer
+}
+
+// usageError is a flag problem found after parsing (a missing required flag).
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+type subcommand func(fs *flag.FlagSet) func(ctx context.Context, e *env) error
+
+var subcommands = map[string]subcommand{
+	"serve":       serveCmd,
+	"schema-sync": schemaSyncCmd,
+	"data-sync":   dataSyncCmd,
+	"verify":      verifyCmd,
+	"cutover":     cutoverCmd,
+	"demo":        demoCmd,
+}
+
+// load reads and validates the configuration files.
+func (e *env) load() (*catalog.Catalog, error) {
+	return catalog.Load(e.config, e.users)
+}
+
+func serveCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
+	return func(ctx context.Context, e *env) error {
+		cat, err := e.load()
+		if err != nil {
+			return err
+		}
+		if err := cat.CheckListen(); err != nil {
+			return err
+		}
+		return serve(ctx, cat, e.log)
+	}
+}
+
+// serve runs the admin server until ctx ends.
+func serve(ctx context.Context, cat *catalog.Catalog, log hclog.Logger) error {
+	if cat.Config.Admin.Password == "" {
+		return &catalog.ConfigError{File: cat.Config.Path, Key: "admin.password", Msg: "set an admin password: the admin server does not accept logins without one"}
+	}
+	exec := commands.NewExecutor(cat, log)
+	srv, err := wire.New(cat, exec, log)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(ctx)
+}
+
+// runCommand runs one admin command through the same executor the admin
+// server uses and prints its result.
+func runCommand(ctx context.Context, e *env, cmd commands.Command) error {
+	cat, err := e.load()
+	if err != nil {
+		return err
+	}
+	exec := commands.NewExecutor(cat, e.log)
+	res, err := exec.Execute(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	printResult(e.stdout, res)
+	return nil
+}
+
+func required(fs *flag.FlagSet, names ...string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var missing []string
+	for _, n := range names {
+		if !set[n] {
+			missing = append(missing, "--"+n)
+		}
+	}
+	if len(missing) > 0 {
+		return usageError("missing required flag " + strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+type routeFlags struct{ from, to, publication string }
+
+func (r *routeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&r.from, "from-database", "", "source database (cluster name in pgdog.toml) (required)")
+	fs.StringVar(&r.to, "to-database", "", "destination database (required)")
+	fs.StringVar(&r.publication, "publication", "", "publication on the source (required)")
+}
+
+func (r *routeFlags) route() commands.Route {
+	return commands.Route{Source: r.from, Destination: r.to, Publication: r.publication}
+}
+
+func schemaSyncCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
+	var r routeFlags
+	r.register(fs)
+	dryRun := fs.Bool("dry-run", false, "print the SQL each phase would run on each shard; change nothing")
+	ignore := fs.Bool("ignore-errors", false, "continue past failing statements and list them at the end")
+	post := fs.Bool("data-sync-complete", false, "run the POST phase (after the data copy)")
+	cutover := fs.Bool("cutover", false, "run the CUTOVER phase")
+	return func(ctx context.Context, e *env) error {
+		if err := required(fs, "from-database", "to-database", "publication"); err != nil {
+			return err
+		}
+		if *post && *cutover {
+			return usageError("--data-sync-complete and --cutover are different phases: give one")
+		}
+		phase := commands.PhasePre
+		switch {
+		case *post:
+			phase = commands.PhasePost
+		case *cutover:
+			phase = commands.PhaseCutover
+		}
+		_, _ = dryRun, ignore // honoured by the schema engine (issue 4)
+		return runCommand(ctx, e, commands.SchemaSync{Phase: phase, Route: r.route()})
+	}
+}
+
+func dataSyncCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
+	var r routeFlags
+	r.register(fs)
+	slot := fs.String("replication-slot", "", "replication slot to use (created if missing)")
+	replicateOnly := fs.Bool("replicate-only", false, "do not copy; stream changes from the slot")
+	syncOnly := fs.Bool("sync-only", false, "copy the data and exit; do not stream")
+	return func(ctx context.Context, e *env) error {
+		if err := required(fs, "from-database", "to-database", "publication"); err != nil {
+			return err
+		}
+		if *replicateOnly && *syncOnly {
+			return usageError("--replicate-only and --sync-only exclude each other")
+		}
+		if *replicateOnly {
+			if *slot == "" {
+				return usageError("--replicate-only needs --replication-slot")
+			}
+			return runCommand(ctx, e, commands.Replicate{Route: r.route(), Slot: *slot})
+		}
+		return runCommand(ctx, e, commands.CopyData{Route: r.route(), Slot: *slot})
+	}
+}
+
+func verifyCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
+	var r routeFlags
+	r.register(fs)
+	return func(ctx context.Context, e *env) error {
+		if err := required(fs, "from-database", "to-database", "publication"); err != nil {
+			return err
+		}
+		return runCommand(ctx, e, commands.Verify{Route: r.route()})
+	}
+}
+
+func cutoverCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
+	task := fs.String("task", "", "task id, as SHOW TASKS lists it (required)")
+	return func(ctx context.Context, e *env) error {
+		if err := required(fs, "task"); err != nil {
+			return err
+		}
+		return runCommand(ctx, e, commands.Cutover{Task: *task})
+	}
+}

@@ -1,0 +1,519 @@
+package tests
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/commands"
+	"github.com/reshard/reshard/wire"
+)
+
+const adminPassword = "s3cret-admin"
+
+// adminServer is an admin server running in the test process.
+type adminServer struct {
+	port   int
+	cancel context.CancelFunc
+	done   chan error
+	dir    string
+}
+
+func (a *adminServer) dsn(extra string) string {
+	return fmt.Sprintf("postgres://admin:%s@127.0.0.1:%d/admin?sslmode=disable%s", adminPassword, a.port, extra)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// writeConfig writes a pgdog.toml describing the test cluster: "prod" on
+// instance 0 and "prod_sharded" with two shards on instances 1 and 2.
+func writeConfig(t *testing.T, dir string, port int, extraGeneral string) (string, string) {
+	t.Helper()
+	i0, i1, i2 := cluster.Instances[0], cluster.Instances[1], cluster.Instances[2]
+	cfg := fmt.Sprintf(`[general]
+host = "127.0.0.1"
+port = %d
+%s
+
+[admin]
+password = %q
+
+[[databases]]
+name = "prod"
+host = "127.0.0.1"
+port = %d
+database_name = "postgres"
+
+[[databases]]
+name = "prod_sharded"
+host = "127.0.0.1"
+port = %d
+database_name = "postgres"
+shard = 0
+
+[[databases]]
+name = "prod_sharded"
+host = "127.0.0.1"
+port = %d
+database_name = "postgres"
+shard = 1
+
+[[sharded_tables]]
+database = "prod_sharded"
+column = "user_id"
+`, port, extraGeneral, adminPassword, i0.Port, i1.Port, i2.Port)
+	users := `[[users]]
+name = "postgres"
+database = "prod"
+password = "user-secret-1"
+schema_admin = true
+
+[[users]]
+name = "postgres"
+database = "prod_sharded"
+password = "user-secret-2"
+schema_admin = true
+`
+	cfgPath, usersPath := filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(usersPath, []byte(users), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, usersPath
+}
+
+func startAdmin(t *testing.T, extraGeneral string) *adminServer {
+	t.Helper()
+	dir := t.TempDir()
+	port := freePort(t)
+	cfgPath, usersPath := writeConfig(t, dir, port, extraGeneral)
+	cat, err := catalog.Load(cfgPath, usersPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Warn, Output: os.Stderr})
+	srv, err := wire.New(cat, commands.NewExecutor(cat, log), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &adminServer{port: port, cancel: cancel, done: make(chan error, 1), dir: dir}
+	go func() { a.done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-a.done:
+		case <-time.After(10 * time.Second):
+			t.Error("admin server did not shut down")
+		}
+	})
+	return a
+}
+
+func connect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+var execModes = map[string]pgx.QueryExecMode{
+	"simple":          pgx.QueryExecModeSimpleProtocol,
+	"exec":            pgx.QueryExecModeExec,
+	"cache_statement": pgx.QueryExecModeCacheStatement,
+	"cache_describe":  pgx.QueryExecModeCacheDescribe,
+	"describe_exec":   pgx.QueryExecModeDescribeExec,
+}
+
+func TestAdminViewsPgx(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := startAdmin(t, "")
+	conn := connect(t, ctx, a.dsn(""))
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	for name, mode := range execModes {
+		t.Run(name, func(t *testing.T) {
+			var version string
+			if err := conn.QueryRow(ctx, "SHOW VERSION", mode).Scan(&version); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(version, "reshard "+commands.Version) {
+				t.Fatalf("version %q", version)
+			}
+
+			rows, err := conn.Query(ctx, "show databases;", mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			type dbrow struct {
+				name, host, dbname, role string
+				port, shard              int64
+				ro                       bool
+			}
+			var got []dbrow
+			for rows.Next() {
+				var r dbrow
+				if err := rows.Scan(&r.name, &r.host, &r.port, &r.dbname, &r.role, &r.shard, &r.ro); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, r)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			fds := rows.FieldDescriptions()
+			wantCols := []string{"name", "host", "port", "database_name", "role", "shard", "resharding_only"}
+			if len(fds) != len(wantCols) {
+				t.Fatalf("columns %v", fds)
+			}
+			for i, fd := range fds {
+				if fd.Name != wantCols[i] {
+					t.Fatalf("column %d = %s, want %s", i, fd.Name, wantCols[i])
+				}
+			}
+			if fds[2].DataTypeOID != 20 || fds[6].DataTypeOID != 16 {
+				t.Fatalf("port/resharding_only types %d/%d, want int8/bool", fds[2].DataTypeOID, fds[6].DataTypeOID)
+			}
+			if len(got) != 3 || got[0].name != "prod" || got[1].name != "prod_sharded" || got[2].shard != 1 ||
+				got[2].port != int64(cluster.Instances[2].Port) || got[0].role != "primary" {
+				t.Fatalf("SHOW DATABASES = %+v", got)
+			}
+
+			rows, err = conn.Query(ctx, "SHOW CONFIG", mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := map[string]string{}
+			for rows.Next() {
+				var k, v string
+				if err := rows.Scan(&k, &v); err != nil {
+					t.Fatal(err)
+				}
+				cfg[k] = v
+			}
+			if rows.Err() != nil {
+				t.Fatal(rows.Err())
+			}
+			if cfg["general.port"] != fmt.Sprint(a.port) || cfg["admin.password"] != "********" || cfg["users[1].password"] != "********" {
+				t.Fatalf("SHOW CONFIG: %v", cfg)
+			}
+			for k, v := range cfg {
+				for _, secret := range []string{adminPassword, "user-secret-1", "user-secret-2"} {
+					if strings.Contains(v, secret) {
+						t.Fatalf("SHOW CONFIG leaks a password in %s", k)
+					}
+				}
+			}
+
+			// Progress views answer with their DESIGN columns (empty: no task runs).
+			for view, first := range map[string]string{"TABLE_COPIES": "schema", "SCHEMA_SYNC": "database", "REPLICATION_SLOTS": "host", "TASKS": "id", "VERIFY": "task"} {
+				rows, err := conn.Query(ctx, "SHOW "+view, mode)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				for rows.Next() {
+					n++
+				}
+				if rows.Err() != nil {
+					t.Fatalf("SHOW %s: %v", view, rows.Err())
+				}
+				if fds := rows.FieldDescriptions(); len(fds) == 0 || fds[0].Name != first || n != 0 {
+					t.Fatalf("SHOW %s: columns %v rows %d", view, fds, n)
+				}
+			}
+
+			// Driver probes.
+			var scs string
+			if err := conn.QueryRow(ctx, "SHOW standard_conforming_strings", mode).Scan(&scs); err != nil || scs != "on" {
+				t.Fatalf("standard_conforming_strings = %q, %v", scs, err)
+			}
+			if _, err := conn.Exec(ctx, "SET extra_float_digits = 3", mode); err != nil {
+				t.Fatalf("SET: %v", err)
+			}
+		})
+	}
+}
+
+func TestAdminMultipleStatements(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := startAdmin(t, "")
+	conn := connect(t, ctx, a.dsn(""))
+	results, err := conn.PgConn().Exec(ctx, "SHOW VERSION; SHOW DATABASES").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 2 || len(results[0].Rows) != 1 || len(results[1].Rows) != 3 {
+		t.Fatalf("got %d results", len(results))
+	}
+	if results[0].FieldDescriptions[0].Name != "version" || results[1].FieldDescriptions[0].Name != "name" {
+		t.Fatalf("wrong result order: %v / %v", results[0].FieldDescriptions, results[1].FieldDescriptions)
+	}
+	// The extended protocol takes one command per statement, as PostgreSQL does.
+	_, err = conn.PgConn().ExecParams(ctx, "SHOW VERSION; SHOW DATABASES", nil, nil, nil, nil).Close()
+	expectCode(t, err, "42601")
+	// An error in any statement of a simple query runs none of them.
+	_, err = conn.PgConn().Exec(ctx, "SHOW VERSION; SHOW NOPE_NOT_A_VIEW").ReadAll()
+	expectCode(t, err, "42704")
+}
+
+func expectCode(t *testing.T, err error, code string) *pgconn.PgError {
+	t.Helper()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		t.Fatalf("want SQLSTATE %s, got %v", code, err)
+	}
+	if pe.Code != code {
+		t.Fatalf("want SQLSTATE %s, got %s: %s (hint %q)", code, pe.Code, pe.Message, pe.Hint)
+	}
+	return pe
+}
+
+func TestAdminAuth(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := startAdmin(t, "")
+	_, err := pgx.Connect(ctx, strings.Replace(a.dsn(""), adminPassword, "wrong", 1))
+	pe := expectCode(t, err, "28P01")
+	if pe.Severity != "FATAL" {
+		t.Fatalf("severity %s", pe.Severity)
+	}
+	_, err = pgx.Connect(ctx, strings.Replace(a.dsn(""), "admin:", "root:", 1))
+	expectCode(t, err, "28P01")
+	_, err = pgx.Connect(ctx, strings.Replace(a.dsn(""), "/admin?", "/prod?", 1))
+	pe = expectCode(t, err, "3D000")
+	if !strings.Contains(pe.Message, `"prod"`) {
+		t.Fatalf("message %q does not name the database", pe.Message)
+	}
+	// The server is still fine after refused logins.
+	conn := connect(t, ctx, a.dsn(""))
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAdminMalformed sends malformed and unrunnable commands through the
+// wire: each gets an ErrorResponse with a SQLSTATE naming the problem, and
+// the same connection keeps working afterwards.
+func TestAdminMalformed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := startAdmin(t, "")
+	conn := connect(t, ctx, a.dsn(""))
+	cases := []struct{ sql, code, msg string }{
+		{"SCHEMA_SYNC", "42601", "missing the phase"},
+		{"SCHEMA_SYNC PRE prod", "42601", "missing <destination>"},
+		{"SCHEMA_SYNC LATER prod prod_sharded pub", "42601", "unknown schema sync phase"},
+		{"SCHEMA_SYNC PRE prod prod_sharded pub extra", "42601", `"extra"`},
+		{"SCHEMA_SYNC PRE 'prod' prod_sharded pub", "42601", "string constant"},
+		{"COPY_DATA prod", "42601", "missing <destination>"},
+		{"COPY_DATA prod prod_sharded pub slot more", "42601", `"more"`},
+		{"REPLICATE prod prod_sharded pub", "42601", "missing <replication slot>"},
+		{"RESHARD prod prod_sharded", "42601", "missing <publication>"},
+		{"VERIFY", "42601", "missing <source>"},
+		{"CUTOVER", "42601", "missing the task id"},
+		{"CUTOVER 1 2", "42601", `"2"`},
+		{"STOP_TASK", "42601", "missing the task id"},
+		{"SHOW", "42601", "missing what to show"},
+		{"SHOW TASKS please", "42601", `"please"`},
+		{"SHOW nonsense_view", "42704", `"nonsense_view"`},
+		{"SELECT 1", "42601", `unknown admin command "SELECT"`},
+		{"INSERT INTO t VALUES (1)", "42601", `unknown admin command "INSERT"`},
+		{"COPYDATA prod prod_sharded pub", "42601", "COPYDATA"},
+		{"'SHOW' TASKS", "42601", "starts with a keyword"},
+		{`SHOW "unterminated`, "42601", "unterminated"},
+		{"SHOW TASKS; 'oops", "42601", "unterminated"},
+		{"/* never closed", "42601", "unterminated"},
+		{"RESHARD a.b c d", "42601", `"."`},
+		{"VERIFY prod prod_sharded pub;;; BOGUS", "42601", "BOGUS"},
+		{`RESHARD "" prod_sharded pub`, "42601", "zero-length"},
+		{"SCHEMA_SYNC PRE nope prod_sharded pub", "3D000", `"nope"`},
+		{"COPY_DATA prod missing_db pub", "3D000", `"missing_db"`},
+		{"RESHARD Prod_Sharded2 prod pub", "3D000", `"prod_sharded2"`},
+		{`VERIFY "PROD" prod_sharded pub`, "3D000", `"PROD"`},
+		{"REPLICATE prod prod pub slot", "22023", "source and destination"},
+		{"SCHEMA_SYNC PRE prod prod_sharded pub", "0A000", "not implemented yet"},
+		{"COPY_DATA prod prod_sharded pub", "0A000", "not implemented yet"},
+		{"CUTOVER 1", "0A000", "not implemented yet"},
+		{"SHOW " + strings.Repeat("x", commands.MaxQueryBytes), "54000", "longer than"},
+	}
+	if len(cases) < 30 {
+		t.Fatalf("only %d cases", len(cases))
+	}
+	for _, c := range cases {
+		for _, extended := range []bool{false, true} {
+			var err error
+			if extended {
+				_, err = conn.PgConn().ExecParams(ctx, c.sql, nil, nil, nil, nil).Close()
+			} else {
+				_, err = conn.Exec(ctx, c.sql, pgx.QueryExecModeSimpleProtocol)
+			}
+			mode := map[bool]string{false: "simple", true: "extended"}[extended]
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) {
+				t.Fatalf("%.50q (%s): want an ErrorResponse, got %v", c.sql, mode, err)
+			}
+			if pe.Code != c.code || !strings.Contains(pe.Message+" "+pe.Detail, c.msg) {
+				t.Errorf("%.50q (%s): got [%s] %q, want [%s] containing %q", c.sql, mode, pe.Code, pe.Message, c.code, c.msg)
+			}
+			if pe.Code == "42601" && strings.HasPrefix(strings.ToUpper(c.sql), "SCHEMA_SYNC") && !strings.Contains(pe.Hint, "SCHEMA_SYNC PRE|POST|CUTOVER|POST_CUTOVER") {
+				t.Errorf("%q: hint %q lacks the expected form", c.sql, pe.Hint)
+			}
+			var v string
+			if err := conn.QueryRow(ctx, "SHOW VERSION").Scan(&v); err != nil {
+				t.Fatalf("connection unusable after %q: %v", c.sql, err)
+			}
+		}
+	}
+}
+
+func psqlPath(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("psql")
+	if err != nil {
+		t.Fatal("psql is not installed: .ci/run installs postgresql-client")
+	}
+	return p
+}
+
+func runPsql(t *testing.T, a *adminServer, password string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(psqlPath(t), append([]string{"-X", "-h", "127.0.0.1", "-p", fmt.Sprint(a.port), "-U", "admin", "-d", "admin"}, args...)...)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+password, "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestAdminPsql(t *testing.T) {
+	a := startAdmin(t, "")
+	out, err := runPsql(t, a, adminPassword, "-c", "SHOW VERSION")
+	if err != nil || !strings.Contains(out, "reshard "+commands.Version) || !strings.Contains(out, "(1 row)") {
+		t.Fatalf("SHOW VERSION via psql: %v\n%s", err, out)
+	}
+	out, err = runPsql(t, a, adminPassword, "-A", "-F", "|", "-c", "SHOW DATABASES")
+	want := fmt.Sprintf("prod_sharded|127.0.0.1|%d|postgres|primary|1|f", cluster.Instances[2].Port)
+	if err != nil || !strings.Contains(out, want) || !strings.Contains(out, "(3 rows)") {
+		t.Fatalf("SHOW DATABASES via psql: %v\n%s\nwant line %s", err, out, want)
+	}
+	out, err = runPsql(t, a, adminPassword, "-c", "SHOW CONFIG")
+	if err != nil || !strings.Contains(out, "admin.password") || strings.Contains(out, adminPassword) {
+		t.Fatalf("SHOW CONFIG via psql: %v\n%s", err, out)
+	}
+	// Both results of one query string.
+	out, err = runPsql(t, a, adminPassword, "-c", "SHOW VERSION; SHOW DATABASES")
+	if err != nil || !strings.Contains(out, "(1 row)") || !strings.Contains(out, "(3 rows)") {
+		t.Fatalf("two statements via psql: %v\n%s", err, out)
+	}
+	// Errors carry SQLSTATE and hint; psql exits non-zero; the server stays up.
+	out, err = runPsql(t, a, adminPassword, "-v", "VERBOSITY=verbose", "-c", "SCHEMA_SYNC PRE prod")
+	if err == nil || !strings.Contains(out, "42601") || !strings.Contains(out, "HINT:  expected: SCHEMA_SYNC PRE|POST|CUTOVER|POST_CUTOVER") {
+		t.Fatalf("syntax error via psql: %v\n%s", err, out)
+	}
+	out, err = runPsql(t, a, "wrong-password", "-c", "SHOW VERSION")
+	if err == nil || !strings.Contains(out, "password authentication failed") {
+		t.Fatalf("wrong password via psql: %v\n%s", err, out)
+	}
+	// Script mode: several lines, comments, and a ping-style empty query.
+	out, err = runPsql(t, a, adminPassword, "-v", "ON_ERROR_STOP=1", "-c", "-- just a comment", "-c", "SET application_name = 'ops'", "-c", "show tasks")
+	if err != nil || !strings.Contains(out, "SET") || !strings.Contains(out, "(0 rows)") {
+		t.Fatalf("psql script: %v\n%s", err, out)
+	}
+}
+
+func TestAdminTLS(t *testing.T) {
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeSelfSigned(t, certPath, keyPath)
+	a := startAdmin(t, fmt.Sprintf("tls_certificate = %q\ntls_private_key = %q", certPath, keyPath))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn := connect(t, ctx, strings.Replace(a.dsn(""), "sslmode=disable", "sslmode=require", 1))
+	if _, ok := conn.PgConn().Conn().(*tls.Conn); !ok {
+		t.Fatalf("connection is %T, not TLS", conn.PgConn().Conn())
+	}
+	var v string
+	if err := conn.QueryRow(ctx, "SHOW VERSION").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runPsqlTLS(t, a)
+	if err != nil || !strings.Contains(out, "SSL connection") {
+		t.Fatalf("psql over TLS: %v\n%s", err, out)
+	}
+}
+
+func runPsqlTLS(t *testing.T, a *adminServer) (string, error) {
+	cmd := exec.Command(psqlPath(t), "-X", "-h", "127.0.0.1", "-p", fmt.Sprint(a.port), "-U", "admin", "-d", "admin", "-c", `\conninfo`)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+adminPassword, "PGSSLMODE=require", "PGCONNECT_TIMEOUT=10")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func writeSelfSigned(t *testing.T, certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
