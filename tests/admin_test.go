@@ -262,6 +262,10 @@ func TestAdminViewsPgx(t *testing.T) {
 			}
 
 			// Driver probes.
+			var iso string
+			if err := conn.QueryRow(ctx, "SHOW transaction_isolation", mode).Scan(&iso); err != nil || iso != "read committed" {
+				t.Fatalf("transaction_isolation = %q, %v", iso, err)
+			}
 			var scs string
 			if err := conn.QueryRow(ctx, "SHOW standard_conforming_strings", mode).Scan(&scs); err != nil || scs != "on" {
 				t.Fatalf("standard_conforming_strings = %q, %v", scs, err)

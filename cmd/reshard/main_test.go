@@ -202,3 +202,16 @@ func TestCLIUsesTheSameEngine(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 }
+
+func TestLogFlags(t *testing.T) {
+	cfg, users := files(t, strings.Replace(fmt.Sprintf(baseConfig, freePort(t)), "[admin]", "[admin]\nbogus = 1", 1), baseUsers)
+	var out, errb bytes.Buffer
+	code := run([]string{"--log-json", "--config", cfg, "--users", users, "serve"}, &out, &errb)
+	if code != exitError || !strings.Contains(errb.String(), `"@level":"error"`) || !strings.Contains(errb.String(), "admin.bogus: unknown key") {
+		t.Fatalf("--log-json: exit %d\n%s", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"serve", "--log-level", "loud"}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), `--log-level "loud"`) {
+		t.Fatalf("bad --log-level: exit %d %s", code, errb.String())
+	}
+}
