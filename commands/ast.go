@@ -43,6 +43,9 @@ func (r Route) String() string {
 type SchemaSync struct {
 	Phase Phase
 	Route
+	// DryRun and IgnoreErrors come from the CLI (--dry-run,
+	// --ignore-errors); the admin grammar has no syntax for them.
+	DryRun, IgnoreErrors bool
 }
 
 // CopyData is COPY_DATA <src> <dst> <pub> [<slot>].

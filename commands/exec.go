@@ -7,10 +7,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/progress"
 )
 
 // Version is reshard's version string.
@@ -23,6 +25,8 @@ type Executor struct {
 	Catalog *catalog.Catalog
 	// Logger is the "commands" logger.
 	Logger hclog.Logger
+	// Registry is the engine's progress, read by the SHOW views.
+	Registry *progress.Registry
 }
 
 // NewExecutor returns an executor for the catalog.
@@ -30,7 +34,7 @@ func NewExecutor(cat *catalog.Catalog, logger hclog.Logger) *Executor {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Executor{Catalog: cat, Logger: logger.Named("commands")}
+	return &Executor{Catalog: cat, Logger: logger.Named("commands"), Registry: progress.NewRegistry()}
 }
 
 // Columns returns the columns cmd's result will have, before running it, so
@@ -48,6 +52,11 @@ func (e *Executor) Columns(cmd Command) ([]Column, error) {
 		return nil, unknownShow(c.Name)
 	case CopyData, Replicate, Reshard, Verify:
 		return taskIDColumns, nil
+	case SchemaSync:
+		if c.DryRun {
+			return schemaSyncDryRunColumns, nil
+		}
+		return schemaSyncResultColumns, nil
 	}
 	return nil, nil
 }
@@ -85,7 +94,7 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
 		}
-		return nil, notYet(c)
+		return e.schemaSync(ctx, c)
 	case CopyData:
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
@@ -145,8 +154,10 @@ func (e *Executor) show(ctx context.Context, c Show) (*Result, error) {
 		res.Rows = e.databases()
 	case "config":
 		res.Rows = e.config()
-	case "schema_sync", "table_copies", "replication_slots", "tasks", "verify":
-		// No task engine runs in this build: nothing to list.
+	case "schema_sync":
+		res.Rows = e.showSchemaSync()
+	case "table_copies", "replication_slots", "tasks", "verify":
+		// No copy, stream or verify task can run in this build yet.
 	default:
 		v := settings[c.Name]
 		res.Rows = [][]any{{v}}
@@ -244,6 +255,19 @@ func (e *Executor) config() [][]any {
 		if u.ServerPassword != "" {
 			rows = append(rows, []any{p + "server_password", masked})
 		}
+	}
+	return rows
+}
+
+func (e *Executor) showSchemaSync() [][]any {
+	var rows [][]any
+	for _, r := range e.Registry.Schema() {
+		var started any
+		if !r.StartedAt.IsZero() {
+			started = r.StartedAt
+		}
+		rows = append(rows, []any{r.Database, r.User, int64(r.Shard), r.Kind, r.State, started,
+			r.Elapsed.Round(time.Millisecond).String(), r.Elapsed.Milliseconds(), r.Schema, r.Table, r.SQL})
 	}
 	return rows
 }

@@ -13,11 +13,11 @@ func TestParseValid(t *testing.T) {
 		in   string
 		want []Command
 	}{
-		{"SCHEMA_SYNC PRE prod prod_sharded all_tables;", []Command{SchemaSync{PhasePre, r}}},
-		{"schema_sync post PROD Prod_Sharded ALL_TABLES", []Command{SchemaSync{PhasePost, r}}},
-		{"SCHEMA_SYNC cutover prod prod_sharded all_tables", []Command{SchemaSync{PhaseCutover, r}}},
-		{"SCHEMA_SYNC POST_CUTOVER prod prod_sharded all_tables", []Command{SchemaSync{PhasePostCutover, r}}},
-		{`SCHEMA_SYNC PRE "Prod" "my ""db""" "all tables"`, []Command{SchemaSync{PhasePre, Route{"Prod", `my "db"`, "all tables"}}}},
+		{"SCHEMA_SYNC PRE prod prod_sharded all_tables;", []Command{SchemaSync{Phase: PhasePre, Route: r}}},
+		{"schema_sync post PROD Prod_Sharded ALL_TABLES", []Command{SchemaSync{Phase: PhasePost, Route: r}}},
+		{"SCHEMA_SYNC cutover prod prod_sharded all_tables", []Command{SchemaSync{Phase: PhaseCutover, Route: r}}},
+		{"SCHEMA_SYNC POST_CUTOVER prod prod_sharded all_tables", []Command{SchemaSync{Phase: PhasePostCutover, Route: r}}},
+		{`SCHEMA_SYNC PRE "Prod" "my ""db""" "all tables"`, []Command{SchemaSync{Phase: PhasePre, Route: Route{"Prod", `my "db"`, "all tables"}}}},
 		{"COPY_DATA prod prod_sharded all_tables", []Command{CopyData{Route: r}}},
 		{"COPY_DATA prod prod_sharded all_tables my_slot;", []Command{CopyData{Route: r, Slot: "my_slot"}}},
 		{"REPLICATE prod prod_sharded all_tables my_slot", []Command{Replicate{Route: r, Slot: "my_slot"}}},

@@ -30,6 +30,13 @@ var (
 	configColumns  = cols("name", TypeText, "value", TypeText)
 	versionColumns = cols("version", TypeText)
 	taskIDColumns  = cols("task_id", TypeText)
+	// schemaSyncResultColumns answer SCHEMA_SYNC: one row per shard.
+	schemaSyncResultColumns = cols(
+		"database", TypeText, "shard", TypeInt8, "phase", TypeText, "statements", TypeInt8,
+		"applied", TypeInt8, "already_present", TypeInt8, "failed", TypeInt8,
+		"elapsed_ms", TypeInt8, "notes", TypeText)
+	// schemaSyncDryRunColumns answer a dry run: every statement per shard.
+	schemaSyncDryRunColumns = cols("shard", TypeInt8, "phase", TypeText, "sql", TypeText)
 )
 
 // views maps SHOW names to their columns.

@@ -93,13 +93,13 @@ column = "user_id"
 	users := `[[users]]
 name = "postgres"
 database = "prod"
-password = "user-secret-1"
+password = "pgtest-secret"
 schema_admin = true
 
 [[users]]
 name = "postgres"
 database = "prod_sharded"
-password = "user-secret-2"
+password = "pgtest-secret"
 schema_admin = true
 `
 	cfgPath, usersPath := filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml")
@@ -236,7 +236,7 @@ func TestAdminViewsPgx(t *testing.T) {
 				t.Fatalf("SHOW CONFIG: %v", cfg)
 			}
 			for k, v := range cfg {
-				for _, secret := range []string{adminPassword, "user-secret-1", "user-secret-2"} {
+				for _, secret := range []string{adminPassword, "pgtest-secret"} {
 					if strings.Contains(v, secret) {
 						t.Fatalf("SHOW CONFIG leaks a password in %s", k)
 					}
@@ -375,7 +375,7 @@ func TestAdminMalformed(t *testing.T) {
 		{"RESHARD Prod_Sharded2 prod pub", "3D000", `"prod_sharded2"`},
 		{`VERIFY "PROD" prod_sharded pub`, "3D000", `"PROD"`},
 		{"REPLICATE prod prod pub slot", "22023", "source and destination"},
-		{"SCHEMA_SYNC PRE prod prod_sharded pub", "0A000", "not implemented yet"},
+		{"SCHEMA_SYNC PRE prod prod_sharded pub", "42704", `publication "pub" does not exist`},
 		{"COPY_DATA prod prod_sharded pub", "0A000", "not implemented yet"},
 		{"CUTOVER 1", "0A000", "not implemented yet"},
 		{"SHOW " + strings.Repeat("x", commands.MaxQueryBytes), "54000", "longer than"},

@@ -19,11 +19,6 @@ func TestPoolsOpenLazily(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The test config's users carry placeholder passwords; point them at
-	// the harness's real password.
-	for i := range cat.Users.Users {
-		cat.Users.Users[i].Password = "pgtest-secret"
-	}
 	count := func() int {
 		conn, err := cluster.Instances[2].Connect(ctx, "postgres")
 		if err != nil {

@@ -269,8 +269,20 @@ func schemaSyncCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 		case *cutover:
 			phase = commands.PhaseCutover
 		}
-		_, _ = dryRun, ignore // honoured by the schema engine (issue 4)
-		return runCommand(ctx, e, commands.SchemaSync{Phase: phase, Route: r.route()})
+		cmd := commands.SchemaSync{Phase: phase, Route: r.route(), DryRun: *dryRun, IgnoreErrors: *ignore}
+		if !*dryRun {
+			return runCommand(ctx, e, cmd)
+		}
+		cat, err := e.load()
+		if err != nil {
+			return err
+		}
+		res, err := commands.NewExecutor(cat, e.log).Execute(ctx, cmd)
+		if err != nil {
+			return err
+		}
+		printDryRun(e.stdout, cmd, res)
+		return nil
 	}
 }
 

@@ -62,3 +62,18 @@ func printError(w io.Writer, err error) {
 	}
 	fmt.Fprintf(w, "reshard: %s\n", err)
 }
+
+// printDryRun prints a schema-sync dry run as a SQL script per shard.
+func printDryRun(w io.Writer, cmd commands.SchemaSync, res *commands.Result) {
+	shard := int64(-1)
+	for _, row := range res.Rows {
+		if s := row[0].(int64); s != shard {
+			shard = s
+			fmt.Fprintf(w, "\n-- SCHEMA_SYNC %s: %s shard %d\n", cmd.Phase, cmd.Destination, shard)
+		}
+		fmt.Fprintf(w, "%s;\n", row[2])
+	}
+	if len(res.Rows) == 0 {
+		fmt.Fprintf(w, "-- SCHEMA_SYNC %s: nothing to run\n", cmd.Phase)
+	}
+}

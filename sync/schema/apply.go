@@ -1,0 +1,372 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/progress"
+)
+
+// Target is one destination shard to apply statements on.
+type Target struct {
+	// Database is the destination cluster name.
+	Database string
+	// Shard is the shard number.
+	Shard int
+	// Node is the shard's primary.
+	Node *catalog.Node
+	// ConnString connects to it as the schema_admin user.
+	ConnString string
+	// User is the login role, for progress display.
+	User string
+}
+
+// ShardResult is what one phase did on one shard.
+type ShardResult struct {
+	Shard      int
+	Phase      Phase
+	Statements int
+	// Applied ran and changed the shard; Skipped were already present.
+	Applied, Skipped, Failed int
+	Elapsed                  time.Duration
+	// Errors lists failed statements (with --ignore-errors; otherwise the
+	// first one stops the phase).
+	Errors []*StatementError
+	// MissingRoles are roles named by GRANT/OWNER statements that do not
+	// exist on the shard; those statements are reported, not fatal.
+	MissingRoles []string
+}
+
+// StatementError is a statement that failed on a shard.
+type StatementError struct {
+	Database string
+	Shard    int
+	Node     string
+	SQL      string
+	Code     string
+	Message  string
+}
+
+func (e *StatementError) Error() string {
+	return fmt.Sprintf("%s shard %d (%s): ERROR %s (SQLSTATE %s) in: %s", e.Database, e.Shard, e.Node, e.Message, e.Code, abbreviate(e.SQL))
+}
+
+// SQLState is the failing statement's SQLSTATE.
+func (e *StatementError) SQLState() string { return e.Code }
+
+// alreadyExists are SQLSTATEs that mean the object a CREATE makes is there:
+// the statement was applied by an earlier run.
+var alreadyExists = map[string]bool{
+	"42P07": true, // duplicate_table (tables, indexes, sequences, views)
+	"42710": true, // duplicate_object (types, constraints, triggers, publications, ...)
+	"42P06": true, // duplicate_schema
+	"42723": true, // duplicate_function
+	"42701": true, // duplicate_column
+	"42P16": true, // invalid_table_definition: "multiple primary keys" on a re-run
+}
+
+var missingRole = regexp.MustCompile(`role "([^"]+)" does not exist`)
+
+// applier runs statements on destination shards, recording progress.
+type applier struct {
+	preamble     []string
+	parallel     int
+	ignoreErrors bool
+	reg          *progress.Registry
+	log          hclog.Logger
+}
+
+// shardWork is one shard's statements with their progress entries.
+type shardWork struct {
+	target *Target
+	stmts  []*Statement
+	items  []*progress.SchemaStatement
+}
+
+func (a *applier) register(phase Phase, targets []*Target, stmts func(t *Target) []*Statement) []*shardWork {
+	var works []*shardWork
+	for _, t := range targets {
+		w := &shardWork{target: t, stmts: stmts(t)}
+		for _, st := range w.stmts {
+			w.items = append(w.items, &progress.SchemaStatement{
+				Database: t.Database, User: t.User, Shard: t.Shard, Phase: string(phase),
+				Kind: st.Kind, Schema: st.Schema, Table: st.Table, SQL: st.SQL,
+			})
+		}
+		a.reg.AddSchema(w.items...)
+		works = append(works, w)
+	}
+	return works
+}
+
+// run applies every shard's work concurrently. Without ignoreErrors the
+// first failure cancels the other shards and is returned.
+func (a *applier) run(ctx context.Context, phase Phase, works []*shardWork) ([]*ShardResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make([]*ShardResult, len(works))
+	errs := make([]error, len(works))
+	var wg sync.WaitGroup
+	for i, w := range works {
+		wg.Add(1)
+		go func(i int, w *shardWork) {
+			defer wg.Done()
+			results[i], errs[i] = a.applyShard(ctx, phase, w)
+			if errs[i] != nil {
+				cancel()
+			}
+		}(i, w)
+	}
+	wg.Wait()
+	for _, w := range works {
+		a.reg.RemoveSchema(w.items)
+	}
+	// Report the first real failure, not the cancellations it caused.
+	for _, err := range errs {
+		var se *StatementError
+		if errors.As(err, &se) {
+			return results, err
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return results, err
+		}
+	}
+	return results, nil
+}
+
+// conn opens a connection to the target and runs the dump's preamble.
+func (a *applier) conn(ctx context.Context, t *Target) (*pgx.Conn, error) {
+	conn, err := pgx.Connect(ctx, t.ConnString)
+	if err != nil {
+		return nil, &unreachableError{target: t, err: err}
+	}
+	for _, sql := range a.preamble {
+		if _, err := conn.PgConn().Exec(ctx, sql).ReadAll(); err != nil {
+			conn.Close(context.Background())
+			return nil, fmt.Errorf("%s shard %d: session setting %q: %w", t.Database, t.Shard, sql, err)
+		}
+	}
+	return conn, nil
+}
+
+func (a *applier) applyShard(ctx context.Context, phase Phase, w *shardWork) (*ShardResult, error) {
+	res := &ShardResult{Shard: w.target.Shard, Phase: phase, Statements: len(w.stmts)}
+	start := time.Now()
+	defer func() { res.Elapsed = time.Since(start) }()
+	if len(w.stmts) == 0 {
+		return res, nil
+	}
+	main, err := a.conn(ctx, w.target)
+	if err != nil {
+		return res, err
+	}
+	defer main.Close(context.Background())
+	var mu sync.Mutex // guards res
+	roles := map[string]bool{}
+	exec := func(conn *pgx.Conn, i int) error {
+		st, item := w.stmts[i], w.items[i]
+		a.reg.Start(item)
+		skipped, err := execStatement(ctx, conn, st)
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil {
+			if skipped {
+				res.Skipped++
+				a.reg.Finish(item, progress.StateSkipped, nil)
+			} else {
+				res.Applied++
+				a.reg.Finish(item, progress.StateDone, nil)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			a.reg.Finish(item, progress.StateFailed, ctx.Err())
+			return ctx.Err()
+		}
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && st.roleStatement && pe.Code == "42704" {
+			if m := missingRole.FindStringSubmatch(pe.Message); m != nil {
+				roles[m[1]] = true
+				res.Skipped++
+				a.reg.Finish(item, progress.StateSkipped, err)
+				return nil
+			}
+		}
+		se := &StatementError{Database: w.target.Database, Shard: w.target.Shard, Node: w.target.Node.Addr() + "/" + w.target.Node.Database, SQL: st.SQL, Code: "XX000", Message: err.Error()}
+		if pe != nil {
+			se.Code, se.Message = pe.Code, pe.Message
+		}
+		res.Failed++
+		res.Errors = append(res.Errors, se)
+		a.reg.Finish(item, progress.StateFailed, se)
+		a.log.Warn("schema statement failed", "database", w.target.Database, "shard", w.target.Shard, "sqlstate", se.Code, "error", se.Message, "sql", abbreviate(st.SQL))
+		if a.ignoreErrors {
+			return nil
+		}
+		return se
+	}
+	defer func() {
+		for r := range roles {
+			res.MissingRoles = append(res.MissingRoles, r)
+		}
+		sort.Strings(res.MissingRoles)
+	}()
+	// Runs of statements of the same stage: parallel stages use a pool of
+	// connections, the others run in order on the main connection.
+	for lo := 0; lo < len(w.stmts); {
+		hi := lo + 1
+		for hi < len(w.stmts) && w.stmts[hi].Stage == w.stmts[lo].Stage {
+			hi++
+		}
+		stage := w.stmts[lo].Stage
+		if (stage == StageIndexes || stage == StageValidate) && a.parallel > 1 && hi-lo > 1 {
+			if err := a.parallelRun(ctx, w.target, main, lo, hi, exec); err != nil {
+				return res, err
+			}
+		} else {
+			for i := lo; i < hi; i++ {
+				if err := exec(main, i); err != nil {
+					return res, err
+				}
+			}
+		}
+		lo = hi
+	}
+	return res, nil
+}
+
+// parallelRun runs statements lo..hi-1 on up to a.parallel connections.
+func (a *applier) parallelRun(ctx context.Context, t *Target, main *pgx.Conn, lo, hi int, exec func(*pgx.Conn, int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan int)
+	workers := a.parallel
+	if workers > hi-lo {
+		workers = hi - lo
+	}
+	errc := make(chan error, workers)
+	var wg sync.WaitGroup
+	for k := 0; k < workers; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			conn := main
+			if k > 0 {
+				c, err := a.conn(ctx, t)
+				if err != nil {
+					errc <- err
+					cancel()
+					return
+				}
+				defer c.Close(context.Background())
+				conn = c
+			}
+			for i := range next {
+				if err := exec(conn, i); err != nil {
+					errc <- err
+					cancel()
+					return
+				}
+			}
+		}(k)
+	}
+feed:
+	for i := lo; i < hi; i++ {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	close(errc)
+	var first error
+	for err := range errc {
+		var se *StatementError
+		if errors.As(err, &se) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		// No worker failed; a cancelled parent may still have stopped the feed.
+		return ctx.Err()
+	}
+	return first
+}
+
+// execStatement runs one statement; skipped reports that it was already
+// applied (its Exists check said so, or PostgreSQL answered "already
+// exists").
+func execStatement(ctx context.Context, conn *pgx.Conn, st *Statement) (skipped bool, err error) {
+	if st.Exists != nil {
+		var present bool
+		if err := conn.QueryRow(ctx, st.Exists.SQL, st.Exists.Args...).Scan(&present); err != nil {
+			return false, fmt.Errorf("check whether already applied: %w", err)
+		}
+		if present {
+			return true, nil
+		}
+	}
+	_, err = conn.PgConn().Exec(ctx, st.SQL).ReadAll()
+	if err != nil {
+		var pe *pgconn.PgError
+		// A statement without an exact existence check that fails with
+		// "already exists" was applied by an earlier run. One with a check
+		// that said "absent" has met a conflicting object: a real error.
+		if errors.As(err, &pe) && alreadyExists[pe.Code] && st.Exists == nil {
+			return true, nil
+		}
+		return false, err
+	}
+	return false, nil
+}
+
+// unreachableError is a destination shard that cannot be connected to.
+type unreachableError struct {
+	target *Target
+	err    error
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("cannot connect to %s shard %d at %s/%s: %v", e.target.Database, e.target.Shard, e.target.Node.Addr(), e.target.Node.Database, e.err)
+}
+
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// SQLState is connection_failure... unless PostgreSQL said something precise.
+func (e *unreachableError) SQLState() string {
+	var pe *pgconn.PgError
+	if errors.As(e.err, &pe) {
+		return pe.Code
+	}
+	return "08006"
+}
+
+// summarize joins results for messages.
+func summarize(results []*ShardResult) string {
+	var parts []string
+	for _, r := range results {
+		if r == nil {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("shard %d: %d applied, %d already present, %d failed of %d", r.Shard, r.Applied, r.Skipped, r.Failed, r.Statements))
+	}
+	return strings.Join(parts, "; ")
+}
