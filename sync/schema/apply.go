@@ -237,9 +237,35 @@ func (a *applier) applyShard(ctx context.Context, phase Phase, w *shardWork) (*S
 				return res, err
 			}
 		} else {
-			for i := lo; i < hi; i++ {
-				if err := exec(main, i); err != nil {
-					return res, err
+			// Optimistic batches: on a fresh shard nothing fails and a batch
+			// costs one round trip; a batch that fails (a re-run, a real
+			// error) rolls back whole and its statements run one by one.
+			for b := lo; b < hi; b += maxBatch {
+				e := b + maxBatch
+				if e > hi {
+					e = hi
+				}
+				if e-b > 1 {
+					for i := b; i < e; i++ {
+						a.reg.Start(w.items[i])
+					}
+					if execBatch(ctx, main, w.stmts[b:e]) {
+						mu.Lock()
+						for i := b; i < e; i++ {
+							res.Applied++
+							a.reg.Finish(w.items[i], progress.StateDone, nil)
+						}
+						mu.Unlock()
+						continue
+					}
+					if ctx.Err() != nil {
+						return res, ctx.Err()
+					}
+				}
+				for i := b; i < e; i++ {
+					if err := exec(main, i); err != nil {
+						return res, err
+					}
 				}
 			}
 		}
@@ -312,30 +338,53 @@ feed:
 }
 
 // execStatement runs one statement; skipped reports that it was already
-// applied (its Exists check said so, or PostgreSQL answered "already
-// exists").
+// applied. It runs first and asks later: when the statement fails, its
+// Exists check (if it has one) decides between "already applied" and a real
+// error, so a fresh shard costs one round trip per statement. Without a
+// check, PostgreSQL's "already exists" errors mean applied.
 func execStatement(ctx context.Context, conn *pgx.Conn, st *Statement) (skipped bool, err error) {
+	_, err = conn.PgConn().Exec(ctx, st.SQL).ReadAll()
+	if err == nil {
+		return false, nil
+	}
+	if ctx.Err() != nil {
+		return false, err
+	}
 	if st.Exists != nil {
 		var present bool
-		if err := conn.QueryRow(ctx, st.Exists.SQL, st.Exists.Args...).Scan(&present); err != nil {
-			return false, fmt.Errorf("check whether already applied: %w", err)
+		if cerr := conn.QueryRow(ctx, st.Exists.SQL, st.Exists.Args...).Scan(&present); cerr != nil {
+			return false, fmt.Errorf("%w (checking whether it was already applied failed too: %v)", err, cerr)
 		}
 		if present {
 			return true, nil
 		}
-	}
-	_, err = conn.PgConn().Exec(ctx, st.SQL).ReadAll()
-	if err != nil {
-		var pe *pgconn.PgError
-		// A statement without an exact existence check that fails with
-		// "already exists" was applied by an earlier run. One with a check
-		// that said "absent" has met a conflicting object: a real error.
-		if errors.As(err, &pe) && alreadyExists[pe.Code] && st.Exists == nil {
-			return true, nil
-		}
+		// The object is absent, so this is a real failure: for instance a
+		// different kind of object holding the name.
 		return false, err
 	}
-	return false, nil
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && alreadyExists[pe.Code] {
+		return true, nil
+	}
+	return false, err
+}
+
+// maxBatch bounds how many statements go to a shard in one round trip.
+const maxBatch = 64
+
+// execBatch sends statements lo..hi-1 as one simple query: one implicit
+// transaction, so it either applies all of them or none. Returns false when
+// the batch failed and the statements must be run one by one.
+func execBatch(ctx context.Context, conn *pgx.Conn, stmts []*Statement) bool {
+	var b strings.Builder
+	for i, st := range stmts {
+		if i > 0 {
+			b.WriteString("\n;\n")
+		}
+		b.WriteString(st.SQL)
+	}
+	_, err := conn.PgConn().Exec(ctx, b.String()).ReadAll()
+	return err == nil
 }
 
 // unreachableError is a destination shard that cannot be connected to.

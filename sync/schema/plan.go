@@ -88,10 +88,12 @@ func (p *Plan) Statements(phase Phase) []*Statement {
 	return nil
 }
 
-// parsed is one dump statement with its parse tree.
+// parsed is one dump statement with its parse tree. Node locations are
+// offsets into the dump; offset is where sql starts there.
 type parsed struct {
-	sql  string
-	node *pg_query.Node
+	sql    string
+	node   *pg_query.Node
+	offset int
 }
 
 // BuildPlan turns pg_dump --schema-only output into a plan.
@@ -112,8 +114,9 @@ func BuildPlan(dump string) (*Plan, error) {
 	}
 	sortStrings(plan.Partitioned)
 	var post []*Statement
+	edits := info.typeEdits(widen)
 	for i, ps := range stmts {
-		sql := info.rewrite(i, ps.sql, widen)
+		sql := rewrite(ps.sql, edits[i])
 		if isPreamble(ps.node) {
 			plan.Preamble = append(plan.Preamble, sql)
 			continue
@@ -137,9 +140,11 @@ func BuildPlan(dump string) (*Plan, error) {
 	return plan, nil
 }
 
-// splitDump splits the dump into statements (with the parser: the scanner
-// silently drops what it cannot place), dropping psql meta-commands
+// splitDump splits the dump into statements, dropping psql meta-commands
 // (pg_dump writes \restrict / \unrestrict and \connect lines) and comments.
+// The whole dump is parsed once (the scanner-based splitter silently drops
+// what it cannot place; the parser reports it); node locations are made
+// relative to each statement's own text.
 func splitDump(dump string) ([]parsed, error) {
 	var b strings.Builder
 	for _, line := range strings.SplitAfter(dump, "\n") {
@@ -148,24 +153,29 @@ func splitDump(dump string) ([]parsed, error) {
 		}
 		b.WriteString(line)
 	}
-	parts, err := pg_query.SplitWithParser(b.String(), true)
+	text := b.String()
+	tree, err := pg_query.Parse(text)
 	if err != nil {
-		return nil, fmt.Errorf("split schema dump: %w", err)
+		return nil, fmt.Errorf("parse schema dump: %w", err)
 	}
-	out := make([]parsed, 0, len(parts))
-	for _, sql := range parts {
-		sql = strings.TrimSpace(stripLeadingComments(sql))
+	out := make([]parsed, 0, len(tree.Stmts))
+	for _, raw := range tree.Stmts {
+		start := int(raw.StmtLocation)
+		end := len(text)
+		if raw.StmtLen > 0 {
+			end = start + int(raw.StmtLen)
+		}
+		if start < 0 || end > len(text) || start > end {
+			return nil, fmt.Errorf("parse schema dump: statement range %d..%d outside the dump", start, end)
+		}
+		stmt := text[start:end]
+		trimmed := stripLeadingComments(stmt)
+		offset := start + len(stmt) - len(trimmed)
+		sql := strings.TrimRight(trimmed, " \t\r\n")
 		if sql == "" {
 			continue
 		}
-		tree, err := pg_query.Parse(sql)
-		if err != nil {
-			return nil, fmt.Errorf("parse schema statement %q: %w", abbreviate(sql), err)
-		}
-		if len(tree.Stmts) != 1 {
-			return nil, fmt.Errorf("schema statement %q holds %d statements", abbreviate(sql), len(tree.Stmts))
-		}
-		out = append(out, parsed{sql: sql, node: tree.Stmts[0].Stmt})
+		out = append(out, parsed{sql: sql, node: raw.Stmt, offset: offset})
 	}
 	return out, nil
 }

@@ -173,10 +173,13 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 			}
 			return nil, &Error{Code: code, Message: err.Error(), Err: err}
 		}
+		dumped := time.Now()
 		plan, err := BuildPlan(dump)
 		if err != nil {
 			return nil, &Error{Code: "XX000", Message: err.Error(), Err: err}
 		}
+		log.Debug("schema dumped and planned", "dump", dumped.Sub(start).Round(time.Millisecond), "plan", time.Since(dumped).Round(time.Millisecond),
+			"pre", len(plan.Pre), "post", len(plan.Post))
 		a.preamble = plan.Preamble
 		res.Preamble = plan.Preamble
 		if req.Phase == PhasePre {

@@ -76,7 +76,7 @@ func analyze(stmts []parsed) *schemaInfo {
 				if cd := elt.GetColumnDef(); cd != nil {
 					info.tableCols[t] = append(info.tableCols[t], cd.Colname)
 					if tn := cd.TypeName; tn != nil && len(tn.ArrayBounds) == 0 {
-						info.columns[colKey{t, cd.Colname}] = typeRef{stmt: i, loc: int(tn.Location), typ: typeNameOf(tn)}
+						info.columns[colKey{t, cd.Colname}] = typeRef{stmt: i, loc: int(tn.Location) - ps.offset, typ: typeNameOf(tn)}
 					}
 					for _, c := range cd.Constraints {
 						if con := c.GetConstraint(); con != nil {
@@ -114,7 +114,7 @@ func analyze(stmts []parsed) *schemaInfo {
 			for _, o := range s.CreateSeqStmt.Options {
 				if de := o.GetDefElem(); de != nil && de.Defname == "as" {
 					if tn := de.GetArg().GetTypeName(); tn != nil {
-						info.seqType[seq] = typeRef{stmt: i, loc: int(tn.Location), typ: typeNameOf(tn)}
+						info.seqType[seq] = typeRef{stmt: i, loc: int(tn.Location) - ps.offset, typ: typeNameOf(tn)}
 					}
 				}
 			}
@@ -233,27 +233,36 @@ func (info *schemaInfo) widenedColumns() map[colKey]bool {
 	return w
 }
 
-// rewrite returns statement i's SQL with widened types: a widened column's
-// integer/smallint becomes bigint, and so does the AS type of a sequence
-// owned by a widened column.
-func (info *schemaInfo) rewrite(i int, sql string, w map[colKey]bool) string {
-	var locs []int
+// typeEdits maps statement index -> offsets of type names to widen: a
+// widened column's integer/smallint, and the AS type of a sequence owned by
+// a widened column.
+func (info *schemaInfo) typeEdits(w map[colKey]bool) map[int][]int {
+	edits := map[int][]int{}
 	for k := range w {
-		if ref := info.columns[k]; ref.stmt == i {
-			locs = append(locs, ref.loc)
+		if ref, ok := info.columns[k]; ok {
+			edits[ref.stmt] = append(edits[ref.stmt], ref.loc)
 		}
 	}
 	for seq, owner := range info.seqOwner {
-		if ref, ok := info.seqType[seq]; ok && ref.stmt == i && w[owner] && isNarrowInt(ref.typ) {
-			locs = append(locs, ref.loc)
+		if ref, ok := info.seqType[seq]; ok && w[owner] && isNarrowInt(ref.typ) {
+			edits[ref.stmt] = append(edits[ref.stmt], ref.loc)
 		}
 	}
+	return edits
+}
+
+// rewrite returns sql with bigint written at each of locs (offsets of an
+// integer type name in sql).
+func rewrite(sql string, locs []int) string {
 	if len(locs) == 0 {
 		return sql
 	}
 	// Replace from the end so earlier offsets stay valid.
 	sort.Sort(sort.Reverse(sort.IntSlice(locs)))
 	for _, loc := range locs {
+		if loc < 0 || loc >= len(sql) {
+			continue
+		}
 		end := loc
 		for end < len(sql) && (isIdentByte(sql[end])) {
 			end++

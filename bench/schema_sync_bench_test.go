@@ -1,0 +1,132 @@
+// Package bench compares reshard's pipeline stages against the plain tools
+// an operator would otherwise use, in one run on one machine, and reports
+// ratios. Run with `make bench`; nothing here runs in `make test`.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/schema"
+	"github.com/reshard/reshard/tests/pgtest"
+)
+
+// manyTables is a schema of n tables with 3 secondary indexes each.
+func manyTables(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "CREATE TABLE t%04d (id serial PRIMARY KEY, user_id int NOT NULL, a text, b timestamptz, c numeric);\n", i)
+		fmt.Fprintf(&b, "CREATE INDEX t%04d_user ON t%04d (user_id);\nCREATE INDEX t%04d_a ON t%04d (a);\nCREATE INDEX t%04d_bc ON t%04d (b, c);\n", i, i, i, i, i, i)
+	}
+	b.WriteString("CREATE PUBLICATION all_tables FOR ALL TABLES;\n")
+	return b.String()
+}
+
+// BenchmarkSchemaSync1000Tables: PRE+POST of 1,000 tables and 3,000 indexes
+// into 2 shards, against `pg_dump -s | psql` into 1 database, same run.
+func BenchmarkSchemaSync1000Tables(b *testing.B) {
+	ctx := context.Background()
+	cl, err := pgtest.Start(ctx, 3, pgtest.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Stop()
+	src, s0, s1 := cl.Instances[0], cl.Instances[1], cl.Instances[2]
+	if err := src.CreateDatabase(ctx, "app"); err != nil {
+		b.Fatal(err)
+	}
+	if err := src.Exec(ctx, "app", manyTables(1000)); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	cfg := fmt.Sprintf(`[general]
+port = 6999
+[admin]
+password = "x"
+[[databases]]
+name = "src"
+host = "127.0.0.1"
+port = %d
+database_name = "app"
+[[databases]]
+name = "dst"
+host = "127.0.0.1"
+port = %d
+database_name = "dst"
+shard = 0
+[[databases]]
+name = "dst"
+host = "127.0.0.1"
+port = %d
+database_name = "dst"
+shard = 1
+`, src.Port, s0.Port, s1.Port)
+	users := fmt.Sprintf("[[users]]\nname = %q\ndatabase = \"src\"\npassword = %q\nschema_admin = true\n[[users]]\nname = %q\ndatabase = \"dst\"\npassword = %q\nschema_admin = true\n",
+		pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
+	os.WriteFile(filepath.Join(dir, "pgdog.toml"), []byte(cfg), 0o600)
+	os.WriteFile(filepath.Join(dir, "users.toml"), []byte(users), 0o600)
+	cat, err := catalog.Load(filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var baseline, ours time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		for _, inst := range []*pgtest.Instance{s0, s1} {
+			if err := inst.CreateDatabase(ctx, "dst"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s0.CreateDatabase(ctx, "plain"); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+
+		// Baseline: pg_dump -s | psql into one database.
+		start := time.Now()
+		pipe := exec.Command("bash", "-o", "pipefail", "-c", fmt.Sprintf(
+			"pg_dump -s -h 127.0.0.1 -p %d -U %s app | psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p %d -U %s plain",
+			src.Port, pgtest.User, s0.Port, pgtest.User))
+		pipe.Env = append(os.Environ(), "PGPASSWORD="+pgtest.Password)
+		var stderr bytes.Buffer
+		pipe.Stderr = &stderr
+		if err := pipe.Run(); err != nil {
+			b.Fatalf("pg_dump | psql: %v\n%s", err, stderr.String())
+		}
+		baseline += time.Since(start)
+
+		// reshard: PRE then POST into both shards.
+		start = time.Now()
+		for _, phase := range []schema.Phase{schema.PhasePre, schema.PhasePost} {
+			res, err := schema.Run(ctx, schema.Request{Catalog: cat, Source: "src", Destination: "dst", Publication: "all_tables",
+				Phase: phase, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.LevelFromString(os.Getenv("BENCH_LOG")), Output: os.Stderr})})
+			if err != nil {
+				b.Fatalf("%s: %v", phase, err)
+			}
+			for _, sh := range res.Shards {
+				if sh.Failed > 0 {
+					b.Fatalf("%s shard %d: %d failed", phase, sh.Shard, sh.Failed)
+				}
+			}
+		}
+		ours += time.Since(start)
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(baseline.Seconds()/n, "s/pg_dump|psql-1db")
+	b.ReportMetric(ours.Seconds()/n, "s/reshard-2shards")
+	b.ReportMetric(ours.Seconds()/baseline.Seconds(), "ratio")
+	fmt.Printf("schema sync, 1000 tables + 3000 indexes: pg_dump -s | psql into 1 db %.2fs; reshard PRE+POST into 2 shards %.2fs; ratio %.2fx\n",
+		baseline.Seconds()/n, ours.Seconds()/n, ours.Seconds()/baseline.Seconds())
+}
