@@ -113,6 +113,9 @@ func New(cfg *Config, users *Users) (*Catalog, error) {
 	if g.ReshardingParallelCopies < 1 || g.ReshardingParallelCopies > 256 {
 		ce.add("general.resharding_parallel_copies", "%d is out of range 1-256", g.ReshardingParallelCopies)
 	}
+	if g.ReshardingSplitThreshold < 0 {
+		ce.add("general.resharding_split_threshold", "must not be negative")
+	}
 	if (g.TLSCertificate == "") != (g.TLSPrivateKey == "") {
 		ce.add("general.tls_certificate", "tls_certificate and tls_private_key must be set together")
 	}

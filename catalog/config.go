@@ -48,6 +48,9 @@ type General struct {
 	ReshardingCopyFormat string `toml:"resharding_copy_format"`
 	// ReshardingParallelCopies is the number of copy workers per source shard.
 	ReshardingParallelCopies int `toml:"resharding_parallel_copies"`
+	// ReshardingSplitThreshold is the table size in bytes above which a
+	// table is copied as several ranges at once (default 256 MiB).
+	ReshardingSplitThreshold int64 `toml:"resharding_split_threshold"`
 	// OpenMetricsPort serves Prometheus metrics when non-zero.
 	OpenMetricsPort int `toml:"openmetrics_port"`
 	// TLSCertificate and TLSPrivateKey enable TLS on the admin server.

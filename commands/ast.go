@@ -53,6 +53,9 @@ type CopyData struct {
 	Route
 	// Slot is the replication slot name; empty means generate one.
 	Slot string
+	// Foreground and SyncOnly come from the CLI (data-sync, --sync-only):
+	// run in the caller, and copy without streaming.
+	Foreground, SyncOnly bool
 }
 
 // Replicate is REPLICATE <src> <dst> <pub> <slot>.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sync/progress"
+	"github.com/reshard/reshard/sync/task"
 )
 
 // Version is reshard's version string.
@@ -27,6 +28,8 @@ type Executor struct {
 	Logger hclog.Logger
 	// Registry is the engine's progress, read by the SHOW views.
 	Registry *progress.Registry
+	// Tasks are the background tasks.
+	Tasks *task.Manager
 }
 
 // NewExecutor returns an executor for the catalog.
@@ -34,7 +37,7 @@ func NewExecutor(cat *catalog.Catalog, logger hclog.Logger) *Executor {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Executor{Catalog: cat, Logger: logger.Named("commands"), Registry: progress.NewRegistry()}
+	return &Executor{Catalog: cat, Logger: logger.Named("commands"), Registry: progress.NewRegistry(), Tasks: task.NewManager()}
 }
 
 // Columns returns the columns cmd's result will have, before running it, so
@@ -50,7 +53,12 @@ func (e *Executor) Columns(cmd Command) ([]Column, error) {
 			return []Column{{Name: c.Name, Type: TypeText}}, nil
 		}
 		return nil, unknownShow(c.Name)
-	case CopyData, Replicate, Reshard, Verify:
+	case CopyData:
+		if c.Foreground {
+			return copyDataResultColumns, nil
+		}
+		return taskIDColumns, nil
+	case Replicate, Reshard, Verify:
 		return taskIDColumns, nil
 	case SchemaSync:
 		if c.DryRun {
@@ -99,7 +107,7 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
 		}
-		return nil, notYet(c)
+		return e.copyData(ctx, c)
 	case Replicate:
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
@@ -115,7 +123,9 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 			return nil, err
 		}
 		return nil, notYet(c)
-	case Cutover, StopTask:
+	case StopTask:
+		return e.stopTask(ctx, c)
+	case Cutover:
 		return nil, notYet(c)
 	}
 	return nil, Errorf(CodeInternalError, "no executor for %T", cmd)
@@ -156,8 +166,12 @@ func (e *Executor) show(ctx context.Context, c Show) (*Result, error) {
 		res.Rows = e.config()
 	case "schema_sync":
 		res.Rows = e.showSchemaSync()
-	case "table_copies", "replication_slots", "tasks", "verify":
-		// No copy, stream or verify task can run in this build yet.
+	case "table_copies":
+		res.Rows = e.showTableCopies()
+	case "tasks":
+		res.Rows = e.showTasks()
+	case "replication_slots", "verify":
+		// No stream or verify task can run in this build yet.
 	default:
 		v := settings[c.Name]
 		res.Rows = [][]any{{v}}

@@ -305,7 +305,7 @@ func dataSyncCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 			}
 			return runCommand(ctx, e, commands.Replicate{Route: r.route(), Slot: *slot})
 		}
-		return runCommand(ctx, e, commands.CopyData{Route: r.route(), Slot: *slot})
+		return runCommand(ctx, e, commands.CopyData{Route: r.route(), Slot: *slot, Foreground: true, SyncOnly: *syncOnly})
 	}
 }
 

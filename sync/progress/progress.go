@@ -54,6 +54,7 @@ type Registry struct {
 	mu     sync.Mutex
 	schema map[*SchemaStatement]struct{}
 	order  []*SchemaStatement
+	copies []*TableCopy
 }
 
 // NewRegistry returns an empty registry.

@@ -1,0 +1,149 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/progress"
+	"github.com/reshard/reshard/sync/task"
+)
+
+// copyDataResultColumns answer a foreground copy (CLI data-sync --sync-only).
+var copyDataResultColumns = cols(
+	"slot", TypeText, "consistent_lsn", TypeText, "resumed", TypeBool, "tables", TypeInt8,
+	"units_copied", TypeInt8, "units_already_done", TypeInt8, "rows", TypeInt8, "bytes", TypeInt8, "elapsed_ms", TypeInt8)
+
+func streamingNotYet(res *copier.Result, route Route) string {
+	return fmt.Sprintf("copy complete (slot %s, consistent at %s); streaming changes is not implemented in this build yet: slot %s keeps the WAL since then (REPLICATE %s %s will continue from it)",
+		res.Slot, lsnList(res), res.Slot, route.String(), res.Slot)
+}
+
+func lsnList(res *copier.Result) string {
+	parts := make([]string, len(res.ConsistentLSN))
+	for i, l := range res.ConsistentLSN {
+		parts[i] = l.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (e *Executor) copyRequest(c CopyData, taskID string) copier.Request {
+	return copier.Request{Catalog: e.Catalog, Source: c.Source, Destination: c.Destination, Publication: c.Publication,
+		Slot: c.Slot, SyncOnly: c.SyncOnly, Task: taskID, Registry: e.Registry, Logger: e.Logger}
+}
+
+// copyData runs COPY_DATA. From the admin server it is a background task
+// answering its id at once; from the CLI (Foreground) it runs to the end.
+func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
+	if c.Foreground {
+		res, err := copier.Run(ctx, e.copyRequest(c, "cli"))
+		if err != nil {
+			return nil, engineError(err)
+		}
+		if !c.SyncOnly {
+			return nil, Errorf(CodeFeatureNotSupported, "%s", streamingNotYet(res, c.Route))
+		}
+		return &Result{Columns: copyDataResultColumns, Tag: "COPY_DATA", Rows: [][]any{{
+			res.Slot, lsnList(res), res.Resumed, int64(res.Tables), int64(res.Units), int64(res.UnitsSkipped),
+			res.Rows, res.Bytes, res.Elapsed.Milliseconds()}}}, nil
+	}
+	t := e.Tasks.Start("copy_data", c.Source, c.Destination, c.Publication, task.StateCopying,
+		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
+			defer func() {
+				// Finished tables stay listed until the task ends.
+				go func() { <-t.Done(); e.Registry.RemoveCopies(t.ID) }()
+			}()
+			res, err := copier.Run(ctx, e.copyRequest(c, t.ID))
+			if err != nil {
+				return task.Outcome{}, err
+			}
+			return task.Outcome{Stopped: streamingNotYet(res, c.Route)}, nil
+		})
+	return &Result{Columns: taskIDColumns, Tag: "COPY_DATA", Rows: [][]any{{t.ID}}}, nil
+}
+
+func humanCount(n int64) string {
+	f := float64(n)
+	switch {
+	case f >= 1e9:
+		return fmt.Sprintf("%.1fB", f/1e9)
+	case f >= 1e6:
+		return fmt.Sprintf("%.1fM", f/1e6)
+	case f >= 1e3:
+		return fmt.Sprintf("%.1fK", f/1e3)
+	}
+	return fmt.Sprint(n)
+}
+
+func humanBytes(n int64) string {
+	f := float64(n)
+	for _, u := range []string{"B", "kB", "MB", "GB", "TB"} {
+		if math.Abs(f) < 1024 || u == "TB" {
+			if u == "B" {
+				return fmt.Sprintf("%d B", n)
+			}
+			return fmt.Sprintf("%.1f %s", f, u)
+		}
+		f /= 1024
+	}
+	return ""
+}
+
+func (e *Executor) showTableCopies() [][]any {
+	var rows [][]any
+	for _, c := range e.Registry.Copies() {
+		rate := int64(0)
+		if c.Elapsed > 0 {
+			rate = int64(float64(c.Bytes) / c.Elapsed.Seconds())
+		}
+		percent := 0.0
+		if c.EstimateBytes > 0 {
+			percent = math.Min(99.9, 100*float64(c.Bytes)/float64(c.EstimateBytes))
+		}
+		eta := ""
+		switch c.State {
+		case progress.CopyDone:
+			percent = 100
+		case progress.CopyRunning:
+			if rate > 0 && c.EstimateBytes > c.Bytes {
+				eta = (time.Duration(float64(c.EstimateBytes-c.Bytes)/float64(rate)) * time.Second).Round(time.Second).String()
+			}
+		}
+		sql := c.SQL
+		if c.Units > 1 {
+			sql = fmt.Sprintf("-- range %d/%d, source shard %d\n%s", c.Unit, c.Units, c.SourceShard, c.SQL)
+		}
+		status := c.State
+		if c.Error != "" && c.State == progress.CopyFailed {
+			status = c.State + ": " + c.Error
+		}
+		rows = append(rows, []any{c.Schema, c.Table, status, c.Rows, humanCount(c.Rows), c.Bytes, humanBytes(c.Bytes),
+			rate, humanBytes(rate) + "/s", c.Elapsed.Round(time.Millisecond).String(), c.Elapsed.Milliseconds(), sql,
+			c.EstimateBytes, percent, eta})
+	}
+	return rows
+}
+
+func (e *Executor) showTasks() [][]any {
+	var rows [][]any
+	for _, t := range e.Tasks.List() {
+		rows = append(rows, []any{t.ID, t.Kind, t.Source, t.Destination, t.Publication, t.State, t.StartedAt,
+			t.Elapsed.Round(time.Millisecond).String(), t.Error})
+	}
+	return rows
+}
+
+func (e *Executor) stopTask(ctx context.Context, c StopTask) (*Result, error) {
+	if _, ok := e.Tasks.Get(c.Task); !ok {
+		return nil, Errorf(CodeUndefinedObject, "task %q does not exist", c.Task).WithHint("SHOW TASKS lists the tasks")
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := e.Tasks.Stop(sctx, c.Task); err != nil {
+		return nil, Errorf(CodeObjectInUse, "task %s did not stop within 30s: %v", c.Task, err)
+	}
+	return &Result{Tag: "STOP_TASK"}, nil
+}

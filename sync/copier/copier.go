@@ -1,0 +1,527 @@
+package copier
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sharding"
+	"github.com/reshard/reshard/sync/progress"
+)
+
+// DefaultSplitThreshold is the table size above which a table is copied as
+// several ranges at once ([general] resharding_split_threshold).
+const DefaultSplitThreshold = 256 << 20
+
+// maxAttempts bounds how often a unit is tried on transient failures.
+const maxAttempts = 5
+
+// Request is one copy.
+type Request struct {
+	Catalog *catalog.Catalog
+	// Source and Destination are cluster names; Publication is on the source.
+	Source, Destination, Publication string
+	// Slot names the replication slot (generated when empty). With several
+	// source shards the slot of shard k is <Slot>_<k>. Running again with
+	// the same slot resumes.
+	Slot string
+	// SyncOnly skips the primary-key check (no streaming follows).
+	SyncOnly bool
+	// SplitThreshold overrides [general] resharding_split_threshold.
+	SplitThreshold int64
+	// Task identifies the copy in the progress registry.
+	Task     string
+	Registry *progress.Registry
+	Logger   hclog.Logger
+}
+
+// Result is what a copy did.
+type Result struct {
+	// Slot is the slot name given or generated; Slots the per-shard names.
+	Slot  string
+	Slots []string
+	// ConsistentLSN is each source shard's slot position: the copy equals
+	// the source as of these LSNs (for units copied by this run or the
+	// first one), and streaming starts there.
+	ConsistentLSN []pglogrepl.LSN
+	// Resumed tells whether an earlier copy with this slot was continued.
+	Resumed bool
+	// Tables, Units, UnitsSkipped: tables copied, units copied in this run,
+	// units finished by an earlier run.
+	Tables, Units, UnitsSkipped int
+	Rows, Bytes                 int64
+	Elapsed                     time.Duration
+}
+
+// copyRun is the state shared by a copy's workers.
+type copyRun struct {
+	req       *Request
+	log       hclog.Logger
+	format    sharding.Format
+	srcDSN    []string // per source shard
+	dstDSN    []string // per destination shard
+	state     *pgx.Conn
+	stateMu   sync.Mutex
+	watermark []pglogrepl.LSN // per source shard: LSN of the snapshot in use
+}
+
+func newSlotName() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "reshard_" + hex.EncodeToString(b)
+}
+
+// Run copies every table of the publication. Before anything is created it
+// checks the source shards (logical WAL, a free slot and sender, the
+// publication), the tables (a primary key or replica identity, unless
+// SyncOnly) and the destination (tables exist with compatible columns and,
+// for a fresh copy, are empty). Then it creates one slot per source shard
+// with an exported snapshot, and copies.
+func Run(ctx context.Context, req Request) (*Result, error) {
+	start := time.Now()
+	log := req.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	log = log.Named("copy")
+	if req.Registry == nil {
+		req.Registry = progress.NewRegistry()
+	}
+	cfg := req.Catalog.Config.General
+	if req.SplitThreshold == 0 {
+		req.SplitThreshold = cfg.ReshardingSplitThreshold
+	}
+	if req.SplitThreshold == 0 {
+		req.SplitThreshold = DefaultSplitThreshold
+	}
+	format, err := sharding.ParseFormat(cfg.ReshardingCopyFormat)
+	if err != nil {
+		return nil, err
+	}
+	src, ok := req.Catalog.Cluster(req.Source)
+	if !ok {
+		return nil, &Error{Code: "3D000", Message: fmt.Sprintf("database %q is not configured", req.Source)}
+	}
+	dst, ok := req.Catalog.Cluster(req.Destination)
+	if !ok {
+		return nil, &Error{Code: "3D000", Message: fmt.Sprintf("database %q is not configured", req.Destination)}
+	}
+	run := &copyRun{req: &req, log: log, format: format}
+	res := &Result{Slot: req.Slot}
+	if res.Slot == "" {
+		res.Slot = newSlotName()
+	}
+	req.Slot = res.Slot
+	for _, sh := range src.Shards {
+		name := res.Slot
+		if len(src.Shards) > 1 {
+			name = fmt.Sprintf("%s_%d", res.Slot, sh.Number)
+		}
+		res.Slots = append(res.Slots, name)
+		dsn, err := req.Catalog.ConnString(sh.Primary, nil)
+		if err != nil {
+			return nil, err
+		}
+		run.srcDSN = append(run.srcDSN, dsn)
+		if len(sh.Replicas) > 0 {
+			log.Info("source shard has replicas, but PostgreSQL 15 replicas cannot hold a logical slot: the primary does the copy", "shard", sh.Number)
+		}
+	}
+	for _, sh := range dst.Shards {
+		dsn, err := req.Catalog.ConnString(sh.Primary, nil)
+		if err != nil {
+			return nil, err
+		}
+		run.dstDSN = append(run.dstDSN, dsn)
+	}
+
+	// Connections used for planning and checks.
+	srcConns := make([]*pgx.Conn, len(src.Shards))
+	defer func() {
+		for _, c := range srcConns {
+			if c != nil {
+				c.Close(context.Background())
+			}
+		}
+	}()
+	for i, sh := range src.Shards {
+		if srcConns[i], err = pgx.Connect(ctx, run.srcDSN[i]); err != nil {
+			return nil, &Error{Code: "08006", Message: fmt.Sprintf("cannot connect to source %s", sh.Primary), Err: err}
+		}
+	}
+	dstConns := make([]*pgx.Conn, len(dst.Shards))
+	defer func() {
+		for _, c := range dstConns {
+			if c != nil {
+				c.Close(context.Background())
+			}
+		}
+	}()
+	for i, sh := range dst.Shards {
+		if dstConns[i], err = pgx.Connect(ctx, run.dstDSN[i]); err != nil {
+			return nil, &Error{Code: "08006", Message: fmt.Sprintf("cannot connect to destination %s", sh.Primary), Err: err}
+		}
+	}
+	run.state = dstConns[0]
+	saved, err := loadState(ctx, run.state, res.Slot)
+	if err != nil {
+		return nil, err
+	}
+	res.Resumed = len(saved) > 0
+
+	// Preflight.
+	var problems []string
+	for i, sh := range src.Shards {
+		p, err := sourceChecks(ctx, srcConns[i], "source "+sh.Primary.String(), req.Publication, 1)
+		if err != nil {
+			return nil, err
+		}
+		problems = append(problems, p...)
+		var exists bool
+		if err := srcConns[i].QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, res.Slots[i]).Scan(&exists); err != nil {
+			return nil, err
+		}
+		switch {
+		case exists && !res.Resumed:
+			problems = append(problems, fmt.Sprintf("replication slot %q already exists on %s but no copy state records it: to stream from it use REPLICATE; to start over drop it (SELECT pg_drop_replication_slot('%s'))", res.Slots[i], sh.Primary, res.Slots[i]))
+		case !exists && res.Resumed:
+			problems = append(problems, fmt.Sprintf("the copy with slot %q cannot resume: the slot is gone from %s (start over: DELETE FROM reshard.copy_units WHERE slot = '%s' and empty the destination tables)", res.Slots[i], sh.Primary, res.Slot))
+		}
+	}
+	if len(problems) > 0 {
+		return nil, &Error{Code: "55000", Message: "cannot copy", Problems: problems}
+	}
+	names, err := publicationTables(ctx, srcConns[0], req.Publication)
+	if err != nil {
+		return nil, err
+	}
+	var tables []*Table
+	var noIdentity []string
+	for _, n := range names {
+		t, err := describeTable(ctx, srcConns[0], n[0], n[1])
+		if err != nil {
+			return nil, err
+		}
+		if err := route(t, dst); err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		if !t.HasIdentity {
+			noIdentity = append(noIdentity, t.String())
+		}
+		tables = append(tables, t)
+	}
+	if len(noIdentity) > 0 && !req.SyncOnly {
+		problems = append(problems, fmt.Sprintf("tables without a primary key or replica identity (their updates and deletes cannot be streamed): %s; add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL", joinList(noIdentity)))
+	}
+	for i, sh := range dst.Shards {
+		p, err := destinationChecks(ctx, dstConns[i], fmt.Sprintf("destination %s", sh.Primary), tables, !res.Resumed)
+		if err != nil {
+			return nil, err
+		}
+		problems = append(problems, p...)
+	}
+	if len(problems) > 0 {
+		return nil, &Error{Code: "55000", Message: "cannot copy", Problems: problems}
+	}
+	if len(tables) == 0 {
+		return nil, &Error{Code: "55000", Message: fmt.Sprintf("publication %q has no tables", req.Publication)}
+	}
+
+	// Slots and snapshots: the permanent slots on a fresh copy; temporary
+	// ones (for a newer snapshot) on a resumed one.
+	slots := make([]*snapshotSlot, len(src.Shards))
+	defer func() {
+		for _, s := range slots {
+			s.close()
+		}
+	}()
+	dropCreated := func() {
+		for i, s := range slots {
+			if s != nil && !res.Resumed {
+				s.close()
+				slots[i] = nil
+				_, _ = srcConns[i].Exec(context.Background(), "SELECT pg_drop_replication_slot($1)", s.name)
+			}
+		}
+	}
+	for i, sh := range src.Shards {
+		name, temporary := res.Slots[i], false
+		if res.Resumed {
+			name, temporary = newSlotName()+"_resume", true
+		}
+		s, err := createSlot(ctx, req.Catalog, sh.Primary, name, temporary)
+		if err != nil {
+			dropCreated()
+			return nil, &Error{Code: "55000", Message: err.Error(), Err: err}
+		}
+		slots[i] = s
+		run.watermark = append(run.watermark, s.lsn)
+		log.Info("snapshot exported", "source_shard", sh.Number, "slot", s.name, "temporary", temporary, "lsn", s.lsn, "snapshot", s.snapshot)
+	}
+	if !res.Resumed {
+		for _, s := range slots {
+			res.ConsistentLSN = append(res.ConsistentLSN, s.lsn)
+		}
+	} else {
+		for i := range src.Shards {
+			var lsn string
+			if err := srcConns[i].QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, res.Slots[i]).Scan(&lsn); err != nil {
+				return nil, err
+			}
+			l, _ := pglogrepl.ParseLSN(lsn)
+			res.ConsistentLSN = append(res.ConsistentLSN, l)
+		}
+	}
+
+	// Plan, or reload the plan and decide what to copy again.
+	var units []*unit
+	if !res.Resumed {
+		for i := range src.Shards {
+			for _, t := range tables {
+				if t.Omni && i > 0 {
+					continue // omni tables come from source shard 0 only
+				}
+				us, err := planUnits(ctx, srcConns[i], t, src.Shards[i].Number, req.SplitThreshold)
+				if err != nil {
+					dropCreated()
+					return nil, err
+				}
+				units = append(units, us...)
+			}
+		}
+		if err := ensureState(ctx, run.state); err != nil {
+			dropCreated()
+			return nil, err
+		}
+		if err := saveUnits(ctx, run.state, res.Slot, units); err != nil {
+			dropCreated()
+			return nil, err
+		}
+	} else {
+		units, err = resumePlan(ctx, run, saved, tables, len(src.Shards), dstConns)
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	// Copy.
+	var todo []*unit
+	items := map[*unit]*progress.TableCopy{}
+	for _, u := range units {
+		if u.done {
+			res.UnitsSkipped++
+			continue
+		}
+		todo = append(todo, u)
+		where := ""
+		if u.predicate != "" {
+			where = " WHERE " + u.predicate
+		}
+		item := &progress.TableCopy{Task: req.Task, Schema: u.table.Schema, Table: u.table.Name, SourceShard: u.sourceShard,
+			Unit: u.n, Units: u.of, EstimateBytes: u.estimateBytes,
+			SQL: fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT %s)", u.table.columnList(), u.table.Qualified(), where, format)}
+		items[u] = item
+	}
+	// Biggest first, so the long ones start early.
+	sort.SliceStable(todo, func(a, b int) bool { return todo[a].estimateBytes > todo[b].estimateBytes })
+	for _, u := range todo {
+		req.Registry.AddCopies(items[u])
+	}
+	log.Info("copy starting", "tables", len(tables), "units", len(todo), "already_done", res.UnitsSkipped, "resumed", res.Resumed,
+		"workers_per_source_shard", cfg.ReshardingParallelCopies, "format", format)
+	err = run.copyAll(ctx, todo, items, slots, cfg.ReshardingParallelCopies)
+	for _, it := range req.Registry.Copies() {
+		if it.Task == req.Task && it.State == progress.CopyDone {
+			res.Rows += it.Rows
+			res.Bytes += it.Bytes
+		}
+	}
+	res.Tables = len(tables)
+	res.Units = len(todo)
+	res.Elapsed = time.Since(start)
+	if err != nil {
+		return res, err
+	}
+	log.Info("copy done", "tables", res.Tables, "units", res.Units, "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond))
+	return res, nil
+}
+
+// resumePlan rebuilds the units of an earlier copy and prepares the
+// unfinished ones per the resume rule (see state.go).
+func resumePlan(ctx context.Context, run *copyRun, saved []savedUnit, tables []*Table, sourceShards int, dst []*pgx.Conn) ([]*unit, error) {
+	byName := map[string]*Table{}
+	for _, t := range tables {
+		byName[t.Schema+"."+t.Name] = t
+	}
+	var units []*unit
+	reset := map[*Table]bool{}
+	for _, s := range saved {
+		t, ok := byName[s.schema+"."+s.name]
+		if !ok {
+			return nil, &Error{Code: "55000", Message: fmt.Sprintf("cannot resume: table %s.%s of the earlier copy is no longer in the publication", s.schema, s.name)}
+		}
+		u := &unit{sourceShard: s.sourceShard, table: t, n: s.unit, of: s.units, kind: s.kind, predicate: s.predicate, estimateBytes: s.estimate, done: s.done}
+		units = append(units, u)
+		clearable := u.kind != unitCtid && (sourceShards == 1 || t.Omni)
+		if !u.done && !clearable {
+			reset[t] = true
+		}
+	}
+	for t := range reset {
+		for k, c := range dst {
+			if _, err := c.Exec(ctx, "TRUNCATE "+t.Qualified()); err != nil {
+				return nil, fmt.Errorf("empty %s on destination shard %d to copy it again: %w", t, k, err)
+			}
+		}
+		if err := markTableUndone(ctx, run.state, run.req.Slot, t); err != nil {
+			return nil, err
+		}
+		run.log.Info("table emptied to be copied again: its unfinished ranges cannot be told apart on the destination", "table", t.String())
+	}
+	for _, u := range units {
+		if reset[u.table] {
+			u.done = false
+			continue
+		}
+		if u.done {
+			continue
+		}
+		sql := "TRUNCATE " + u.table.Qualified()
+		if u.predicate != "" {
+			sql = "DELETE FROM " + u.table.Qualified() + " WHERE " + u.predicate
+		}
+		for k, c := range dst {
+			if _, err := c.Exec(ctx, sql); err != nil {
+				return nil, fmt.Errorf("clear partial rows of %s on destination shard %d: %w", u, k, err)
+			}
+		}
+	}
+	return units, nil
+}
+
+// copyAll runs the units with `parallel` workers per source shard, all
+// source shards at once. The first unit that fails for good stops the rest.
+func (r *copyRun) copyAll(ctx context.Context, todo []*unit, items map[*unit]*progress.TableCopy, slots []*snapshotSlot, parallel int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queues := make([]chan *unit, len(slots))
+	for i := range queues {
+		queues[i] = make(chan *unit, len(todo))
+	}
+	for _, u := range todo {
+		queues[u.sourceShard] <- u
+	}
+	for _, q := range queues {
+		close(q)
+	}
+	var (
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+		cancel()
+	}
+	for s := range slots {
+		for k := 0; k < parallel; k++ {
+			wg.Add(1)
+			go func(s int) {
+				defer wg.Done()
+				w := &worker{run: r, shard: s, snapshot: slots[s].snapshot, dst: make([]*pgx.Conn, len(r.dstDSN))}
+				defer w.close()
+				for u := range queues[s] {
+					if ctx.Err() != nil {
+						return
+					}
+					if err := r.copyWithRetry(ctx, w, u, items[u]); err != nil {
+						fail(err)
+						return
+					}
+				}
+			}(s)
+		}
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+func (r *copyRun) copyWithRetry(ctx context.Context, w *worker, u *unit, item *progress.TableCopy) error {
+	reg := r.req.Registry
+	clearable := u.kind != unitCtid && (len(r.srcDSN) == 1 || u.table.Omni)
+	backoff := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		reg.StartCopy(item)
+		item.Reset()
+		started := time.Now()
+		rows, bytes, committed, err := w.copyUnit(ctx, u, item)
+		if err == nil {
+			r.stateMu.Lock()
+			err = markDone(ctx, r.state, r.req.Slot, u, r.watermark[u.sourceShard], rows, bytes)
+			r.stateMu.Unlock()
+			if err == nil {
+				reg.FinishCopy(item, nil)
+				r.log.Info("copied", "unit", u.String(), "rows", rows, "bytes", bytes, "elapsed", time.Since(started).Round(time.Millisecond))
+				return nil
+			}
+			committed = true
+		}
+		w.close() // a failed COPY leaves connections in unknown states
+		if !retryable(err) || attempt >= maxAttempts || ctx.Err() != nil {
+			reg.FinishCopy(item, err)
+			return fmt.Errorf("copy %s: %w", u, err)
+		}
+		if committed && !clearable {
+			reg.FinishCopy(item, err)
+			return fmt.Errorf("copy %s failed after some shards committed (run the copy again to resume: the table is copied again): %w", u, err)
+		}
+		r.log.Warn("copy failed, retrying", "unit", u.String(), "attempt", attempt, "error", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			reg.FinishCopy(item, ctx.Err())
+			return ctx.Err()
+		}
+		backoff *= 2
+		if committed {
+			if cerr := w.clearUnit(ctx, u); cerr != nil {
+				if !retryable(cerr) {
+					reg.FinishCopy(item, cerr)
+					return cerr
+				}
+				w.close()
+			}
+		}
+	}
+}
+
+func joinList(s []string) string {
+	if len(s) > 20 {
+		return fmt.Sprintf("%s and %d more", joinList(s[:20]), len(s)-20)
+	}
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += ", "
+		}
+		out += x
+	}
+	return out
+}

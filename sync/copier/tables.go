@@ -1,0 +1,232 @@
+// Package copier is the copy stage of resharding: it copies every table of
+// a publication from every source shard into the destination shards at one
+// consistent snapshot per source shard (the snapshot a logical replication
+// slot exports, so streaming starts exactly where the copy ends), routing
+// each row to its shard in flight, in parallel, split into ranges, and
+// resumable after a crash.
+package copier
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sharding"
+)
+
+// Column is one copied column.
+type Column struct {
+	Name string
+	// Type is the source type name (pg_type.typname), DstType the
+	// destination's.
+	Type, DstType string
+}
+
+// Table is one table of the publication and how to copy it.
+type Table struct {
+	Schema, Name string
+	// Columns are the copied columns (generated columns excluded), in
+	// source order.
+	Columns []Column
+	// PK lists the primary-key columns; PKType is the type of a one-column
+	// key ("" otherwise).
+	PK     []string
+	PKType string
+	// HasIdentity is true when the table has a primary key or a replica
+	// identity usable for UPDATE and DELETE.
+	HasIdentity bool
+	// Omni tables are copied whole to every shard.
+	Omni bool
+	// ShardColumn is the sharding column (sharded tables).
+	ShardColumn string
+	// Router routes rows to destination shards.
+	Router *sharding.Router
+	// Widen lists positions (in Columns) of int2/int4 columns the
+	// destination holds as int8.
+	Widen []int
+	// SizeBytes is the source's pg_relation_size (shard 0), for estimates.
+	SizeBytes int64
+}
+
+// Qualified is the table's quoted schema.name.
+func (t *Table) Qualified() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+
+// String is schema.name, unquoted, for messages.
+func (t *Table) String() string { return t.Schema + "." + t.Name }
+
+func (t *Table) columnList() string {
+	parts := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		parts[i] = pgx.Identifier{c.Name}.Sanitize()
+	}
+	return strings.Join(parts, ", ")
+}
+
+// publicationTables lists the publication's tables on a source node: leaf
+// partitions, or roots when the publication publishes via the root, never
+// both.
+func publicationTables(ctx context.Context, conn *pgx.Conn, publication string) ([][2]string, error) {
+	rows, err := conn.Query(ctx, `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2`, publication)
+	if err != nil {
+		return nil, fmt.Errorf("tables of publication %q: %w", publication, err)
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var s, n string
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, err
+		}
+		out = append(out, [2]string{s, n})
+	}
+	return out, rows.Err()
+}
+
+type columnInfo struct {
+	name, typ string
+	generated bool
+}
+
+func tableColumns(ctx context.Context, conn *pgx.Conn, qualified string) ([]columnInfo, error) {
+	rows, err := conn.Query(ctx, `SELECT a.attname, t.typname, a.attgenerated <> ''
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, qualified)
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", qualified, err)
+	}
+	defer rows.Close()
+	var out []columnInfo
+	for rows.Next() {
+		var c columnInfo
+		if err := rows.Scan(&c.name, &c.typ, &c.generated); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// describeTable reads a source table's copy-relevant facts.
+func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*Table, error) {
+	t := &Table{Schema: schema, Name: name}
+	q := t.Qualified()
+	cols, err := tableColumns(ctx, conn, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cols {
+		if !c.generated {
+			t.Columns = append(t.Columns, Column{Name: c.name, Type: c.typ})
+		}
+	}
+	rows, err := conn.Query(ctx, `SELECT a.attname, ty.typname
+		FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		JOIN pg_type ty ON ty.oid = a.atttypid
+		WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY k.ord`, q)
+	if err != nil {
+		return nil, fmt.Errorf("primary key of %s: %w", t, err)
+	}
+	var pkTypes []string
+	for rows.Next() {
+		var c, ty string
+		if err := rows.Scan(&c, &ty); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		t.PK = append(t.PK, c)
+		pkTypes = append(pkTypes, ty)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(t.PK) == 1 {
+		t.PKType = pkTypes[0]
+	}
+	var replident string
+	var identIndex bool
+	err = conn.QueryRow(ctx, `SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident), pg_relation_size(c.oid)
+		FROM pg_class c WHERE c.oid = to_regclass($1)`, q).Scan(&replident, &identIndex, &t.SizeBytes)
+	if err != nil {
+		return nil, fmt.Errorf("describe %s: %w", t, err)
+	}
+	t.HasIdentity = len(t.PK) > 0 && replident == "d" || replident == "f" || (replident == "i" && identIndex)
+	return t, nil
+}
+
+// route decides how the table is sharded on the destination cluster: the
+// first [[sharded_tables]] entry whose name/schema match (or are omitted)
+// and whose column the table has; otherwise it is an omni table.
+func route(t *Table, dst *catalog.Cluster) error {
+	shards := len(dst.Shards)
+	for _, o := range dst.OmniTables {
+		if o == t.Name || o == t.String() {
+			t.Omni = true
+		}
+	}
+	if !t.Omni {
+		for _, st := range dst.ShardedTables {
+			if st.Name != "" && st.Name != t.Name {
+				continue
+			}
+			if st.Schema != "" && st.Schema != t.Schema {
+				continue
+			}
+			pos := -1
+			for i, c := range t.Columns {
+				if c.Name == st.Column {
+					pos = i
+				}
+			}
+			if pos < 0 {
+				if st.Name != "" {
+					return fmt.Errorf("table %s is configured as sharded by %q, which it does not have", t, st.Column)
+				}
+				continue
+			}
+			typ, err := sharding.ParseDataType(st.DataType)
+			if err != nil {
+				return err
+			}
+			var mappings []sharding.Mapping
+			for _, m := range st.Mapping {
+				sm := sharding.Mapping{Shard: m.Shard}
+				for _, v := range m.Values {
+					val, err := sharding.ValueOf(v)
+					if err != nil {
+						return fmt.Errorf("table %s mapping value %v: %w", t, v, err)
+					}
+					sm.Values = append(sm.Values, val)
+				}
+				if m.Start != nil {
+					if sm.Start, err = sharding.ValueOf(m.Start); err != nil {
+						return err
+					}
+				}
+				if m.End != nil {
+					if sm.End, err = sharding.ValueOf(m.End); err != nil {
+						return err
+					}
+				}
+				mappings = append(mappings, sm)
+			}
+			r, err := sharding.NewRouter(sharding.Table{Column: pos, Type: typ, Shards: shards, Mappings: mappings})
+			if err != nil {
+				return fmt.Errorf("table %s: %w", t, err)
+			}
+			t.Router, t.ShardColumn = r, st.Column
+			return nil
+		}
+	}
+	t.Omni = true
+	r, err := sharding.NewRouter(sharding.Table{Omni: true, Shards: shards})
+	if err != nil {
+		return err
+	}
+	t.Router = r
+	return nil
+}

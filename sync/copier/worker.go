@@ -1,0 +1,244 @@
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/sharding"
+	"github.com/reshard/reshard/sync/progress"
+)
+
+// worker copies units from one source shard: one source connection inside
+// a REPEATABLE READ transaction on the exported snapshot, and one
+// connection per destination shard.
+type worker struct {
+	run      *copyRun
+	shard    int // source shard
+	snapshot string
+	src      *pgx.Conn
+	dst      []*pgx.Conn
+}
+
+func (w *worker) close() {
+	if w.src != nil {
+		w.src.Close(context.Background())
+		w.src = nil
+	}
+	for i, c := range w.dst {
+		if c != nil {
+			c.Close(context.Background())
+			w.dst[i] = nil
+		}
+	}
+}
+
+// openSource connects to the source shard and imports the snapshot.
+func (w *worker) openSource(ctx context.Context) error {
+	if w.src != nil {
+		return nil
+	}
+	conn, err := pgx.Connect(ctx, w.run.srcDSN[w.shard])
+	if err != nil {
+		return fmt.Errorf("connect to source shard %d: %w", w.shard, err)
+	}
+	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		conn.Close(context.Background())
+		return err
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", w.snapshot)); err != nil {
+		conn.Close(context.Background())
+		return fmt.Errorf("import snapshot %s on source shard %d: %w", w.snapshot, w.shard, err)
+	}
+	w.src = conn
+	return nil
+}
+
+// destination returns the connection to destination shard k.
+func (w *worker) destination(ctx context.Context, k int) (*pgx.Conn, error) {
+	if w.dst[k] != nil {
+		return w.dst[k], nil
+	}
+	conn, err := pgx.Connect(ctx, w.run.dstDSN[k])
+	if err != nil {
+		return nil, fmt.Errorf("connect to destination shard %d: %w", k, err)
+	}
+	// Replayed rows are data, not application events: no triggers, no FK
+	// checks (as PostgreSQL's own subscriber). Needs superuser; without it
+	// the copy still works (no triggers or FKs exist before POST).
+	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42501" {
+			conn.Close(context.Background())
+			return nil, err
+		}
+	}
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	w.dst[k] = conn
+	return conn, nil
+}
+
+// countingWriter feeds a splitter and reports progress every ~1 MiB.
+type countingWriter struct {
+	sp       *sharding.Splitter
+	item     *progress.TableCopy
+	pending  int64
+	lastRows int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.sp.Write(p)
+	c.pending += int64(n)
+	if c.pending >= 1<<20 {
+		c.flush()
+	}
+	return n, err
+}
+
+func (c *countingWriter) flush() {
+	rows := c.sp.Stats().Rows
+	c.item.Add(rows-c.lastRows, c.pending)
+	c.lastRows, c.pending = rows, 0
+}
+
+// copyUnit streams one unit: COPY TO STDOUT on the source, through the
+// splitter, into one COPY FROM STDIN per destination shard. committed
+// reports whether some destination may have committed rows (the failure
+// came after the source stream ended).
+func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy) (rows, bytes int64, committed bool, err error) {
+	if err := w.openSource(ctx); err != nil {
+		return 0, 0, false, err
+	}
+	t := u.table
+	format := w.run.format
+	fmtName := format.String()
+	where := ""
+	if u.predicate != "" {
+		where = " WHERE " + u.predicate
+	}
+	srcSQL := fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT %s)", t.columnList(), t.Qualified(), where, fmtName)
+	dstSQL := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT %s)", t.Qualified(), t.columnList(), fmtName)
+	n := len(w.dst)
+	conns := make([]*pgx.Conn, n)
+	for k := 0; k < n; k++ {
+		if conns[k], err = w.destination(ctx, k); err != nil {
+			return 0, 0, false, err
+		}
+	}
+	readers := make([]*io.PipeReader, n)
+	writers := make([]*io.PipeWriter, n)
+	outs := make([]io.Writer, n)
+	for k := 0; k < n; k++ {
+		readers[k], writers[k] = io.Pipe()
+		outs[k] = writers[k]
+	}
+	results := make(chan error, n)
+	for k := 0; k < n; k++ {
+		go func(k int) {
+			_, err := conns[k].PgConn().CopyFrom(ctx, readers[k], dstSQL)
+			if err != nil {
+				err = fmt.Errorf("destination shard %d: %w", k, err)
+				readers[k].CloseWithError(err)
+			}
+			results <- err
+		}(k)
+	}
+	sp, err := sharding.NewSplitter(format, t.Router, outs, sharding.Options{Columns: len(t.Columns), Widen: t.Widen})
+	if err != nil {
+		for _, pw := range writers {
+			pw.CloseWithError(err)
+		}
+		for k := 0; k < n; k++ {
+			<-results
+		}
+		return 0, 0, false, err
+	}
+	cw := &countingWriter{sp: sp, item: item}
+	_, srcErr := w.src.PgConn().CopyTo(ctx, cw, srcSQL)
+	if srcErr != nil {
+		srcErr = fmt.Errorf("source shard %d: %w", w.shard, srcErr)
+	} else if srcErr = sp.Close(); srcErr != nil {
+		srcErr = fmt.Errorf("route rows of %s: %w", t, srcErr)
+	}
+	if srcErr != nil {
+		for _, pw := range writers {
+			pw.CloseWithError(srcErr)
+		}
+	} else {
+		for _, pw := range writers {
+			pw.Close()
+		}
+	}
+	var dstErr error
+	for k := 0; k < n; k++ {
+		if err := <-results; err != nil && dstErr == nil {
+			dstErr = err
+		}
+	}
+	cw.flush()
+	st := sp.Stats()
+	if srcErr != nil {
+		// A destination error makes the splitter fail too: report the cause.
+		if dstErr != nil {
+			return st.Rows, st.Bytes, false, dstErr
+		}
+		return st.Rows, st.Bytes, false, srcErr
+	}
+	if dstErr != nil {
+		return st.Rows, st.Bytes, true, dstErr
+	}
+	return st.Rows, st.Bytes, false, nil
+}
+
+// clearUnit removes what an attempt of u may have written on every
+// destination shard: the unit's key range, or the whole table.
+func (w *worker) clearUnit(ctx context.Context, u *unit) error {
+	for k := range w.dst {
+		conn, err := w.destination(ctx, k)
+		if err != nil {
+			return err
+		}
+		sql := "TRUNCATE " + u.table.Qualified()
+		if u.predicate != "" {
+			sql = "DELETE FROM " + u.table.Qualified() + " WHERE " + u.predicate
+		}
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("clear %s on destination shard %d: %w", u, k, err)
+		}
+	}
+	return nil
+}
+
+// retryable tells transient failures (lost connections, a server shutting
+// down or starting) from errors that copying again cannot fix.
+func retryable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code[:2] {
+		case "08", "57", "53", "40":
+			return pe.Code != "57014" // query_canceled: we cancelled it
+		}
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || isConnError(err)
+}
+
+func isConnError(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}
