@@ -4,7 +4,7 @@ BIN     := bin/reshard
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test demo bench lint deps fuzz clean
+.PHONY: all build test demo bench bench-copy bench-schema lint deps fuzz clean
 
 all: build
 
@@ -26,6 +26,16 @@ demo: build
 # Throughput and allocation figures; see bench/README.md.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Copy: psql COPY pipe, pgcopydb, CREATE SUBSCRIPTION and reshard on the same
+# 3M-row data set, one run (BENCH_COPY_ROWS rows per table, default 1M).
+bench-copy: deps
+	@command -v pgcopydb >/dev/null 2>&1 || { apt-get install -y -qq pgcopydb >/dev/null 2>&1 || sudo apt-get install -y -qq pgcopydb >/dev/null 2>&1 || echo "pgcopydb unavailable: its column is skipped"; }
+	$(GO) test ./bench -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 30m
+
+# Schema sync: 1,000 tables and 3,000 indexes, against pg_dump -s | psql.
+bench-schema: deps
+	$(GO) test ./bench -run '^$$' -bench BenchmarkSchemaSync -benchtime 3x -timeout 30m
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -75,6 +76,18 @@ func (g *globals) logger(out io.Writer) (hclog.Logger, error) {
 }
 
 func main() {
+	// RESHARD_CPUPROFILE=file writes a CPU profile (used by the benchmarks
+	// to show where the time goes).
+	if p := os.Getenv("RESHARD_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			if err := pprof.StartCPUProfile(f); err == nil {
+				code := run(os.Args[1:], os.Stdout, os.Stderr)
+				pprof.StopCPUProfile()
+				f.Close()
+				os.Exit(code)
+			}
+		}
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
