@@ -376,7 +376,7 @@ func TestAdminMalformed(t *testing.T) {
 		{`VERIFY "PROD" prod_sharded pub`, "3D000", `"PROD"`},
 		{"REPLICATE prod prod pub slot", "22023", "source and destination"},
 		{"SCHEMA_SYNC PRE prod prod_sharded pub", "42704", `publication "pub" does not exist`},
-		{"COPY_DATA prod prod_sharded pub", "0A000", "not implemented yet"},
+		{"STOP_TASK 999", "42704", `task "999" does not exist`},
 		{"CUTOVER 1", "0A000", "not implemented yet"},
 		{"SHOW " + strings.Repeat("x", commands.MaxQueryBytes), "54000", "longer than"},
 	}
