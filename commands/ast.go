@@ -62,6 +62,8 @@ type CopyData struct {
 type Replicate struct {
 	Route
 	Slot string
+	// Foreground comes from the CLI (data-sync --replicate-only).
+	Foreground bool
 }
 
 // Reshard is RESHARD <src> <dst> <pub>.

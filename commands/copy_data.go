@@ -9,6 +9,7 @@ import (
 
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/progress"
+	"github.com/reshard/reshard/sync/stream"
 	"github.com/reshard/reshard/sync/task"
 )
 
@@ -17,9 +18,13 @@ var copyDataResultColumns = cols(
 	"slot", TypeText, "consistent_lsn", TypeText, "resumed", TypeBool, "tables", TypeInt8,
 	"units_copied", TypeInt8, "units_already_done", TypeInt8, "rows", TypeInt8, "bytes", TypeInt8, "elapsed_ms", TypeInt8)
 
-func streamingNotYet(res *copier.Result, route Route) string {
-	return fmt.Sprintf("copy complete (slot %s, consistent at %s); streaming changes is not implemented in this build yet: slot %s keeps the WAL since then (REPLICATE %s %s will continue from it)",
-		res.Slot, lsnList(res), res.Slot, route.String(), res.Slot)
+func (e *Executor) streamRequest(r Route, slot, taskID string, copied bool) stream.Request {
+	return stream.Request{Catalog: e.Catalog, Source: r.Source, Destination: r.Destination, Publication: r.Publication,
+		Slot: slot, CopyData: copied, Task: taskID, Registry: e.Registry, Logger: e.Logger}
+}
+
+func stoppedMessage(r Route, slot string) string {
+	return fmt.Sprintf("stopped; the slot %s keeps the changes since: REPLICATE %s %s continues", slot, r.String(), slot)
 }
 
 func lsnList(res *copier.Result) string {
@@ -44,7 +49,10 @@ func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 			return nil, engineError(err)
 		}
 		if !c.SyncOnly {
-			return nil, Errorf(CodeFeatureNotSupported, "%s", streamingNotYet(res, c.Route))
+			e.Logger.Info("copy done, streaming changes (Ctrl-C stops; the slot keeps them)", "slot", res.Slot)
+			if err := stream.Run(ctx, e.streamRequest(c.Route, res.Slot, "cli", true)); err != nil {
+				return nil, engineError(err)
+			}
 		}
 		return &Result{Columns: copyDataResultColumns, Tag: "COPY_DATA", Rows: [][]any{{
 			res.Slot, lsnList(res), res.Resumed, int64(res.Tables), int64(res.Units), int64(res.UnitsSkipped),
@@ -60,7 +68,11 @@ func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 			if err != nil {
 				return task.Outcome{}, err
 			}
-			return task.Outcome{Stopped: streamingNotYet(res, c.Route)}, nil
+			t.SetState(task.StateStreaming)
+			if err := stream.Run(ctx, e.streamRequest(c.Route, res.Slot, t.ID, true)); err != nil {
+				return task.Outcome{}, err
+			}
+			return task.Outcome{Stopped: stoppedMessage(c.Route, res.Slot)}, nil
 		})
 	return &Result{Columns: taskIDColumns, Tag: "COPY_DATA", Rows: [][]any{{t.ID}}}, nil
 }
@@ -146,4 +158,37 @@ func (e *Executor) stopTask(ctx context.Context, c StopTask) (*Result, error) {
 		return nil, Errorf(CodeObjectInUse, "task %s did not stop within 30s: %v", c.Task, err)
 	}
 	return &Result{Tag: "STOP_TASK"}, nil
+}
+
+// replicate runs REPLICATE: stream only, from an existing slot.
+func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) {
+	if c.Foreground {
+		if err := stream.Run(ctx, e.streamRequest(c.Route, c.Slot, "cli", false)); err != nil {
+			return nil, engineError(err)
+		}
+		return &Result{Tag: "REPLICATE"}, nil
+	}
+	t := e.Tasks.Start("replicate", c.Source, c.Destination, c.Publication, task.StateStreaming,
+		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
+			if err := stream.Run(ctx, e.streamRequest(c.Route, c.Slot, t.ID, false)); err != nil {
+				return task.Outcome{}, err
+			}
+			return task.Outcome{Stopped: stoppedMessage(c.Route, c.Slot)}, nil
+		})
+	return &Result{Columns: taskIDColumns, Tag: "REPLICATE", Rows: [][]any{{t.ID}}}, nil
+}
+
+func (e *Executor) showReplicationSlots() [][]any {
+	var rows [][]any
+	for _, s := range e.Registry.Slots() {
+		var last any
+		var lastMS any
+		if !s.LastTransaction.IsZero() {
+			last = s.LastTransaction
+			lastMS = time.Since(s.LastTransaction).Milliseconds()
+		}
+		rows = append(rows, []any{s.Host, int64(s.Port), s.Database, s.Name, s.Confirmed.String(), humanBytes(s.LagBytes), s.LagBytes,
+			s.CopyData, last, lastMS})
+	}
+	return rows
 }

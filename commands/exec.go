@@ -112,7 +112,7 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
 		}
-		return nil, notYet(c)
+		return e.replicate(ctx, c)
 	case Reshard:
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
@@ -170,8 +170,10 @@ func (e *Executor) show(ctx context.Context, c Show) (*Result, error) {
 		res.Rows = e.showTableCopies()
 	case "tasks":
 		res.Rows = e.showTasks()
-	case "replication_slots", "verify":
-		// No stream or verify task can run in this build yet.
+	case "replication_slots":
+		res.Rows = e.showReplicationSlots()
+	case "verify":
+		// No verify task can run in this build yet.
 	default:
 		v := settings[c.Name]
 		res.Rows = [][]any{{v}}

@@ -316,7 +316,7 @@ func dataSyncCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 			if *slot == "" {
 				return usageError("--replicate-only needs --replication-slot")
 			}
-			return runCommand(ctx, e, commands.Replicate{Route: r.route(), Slot: *slot})
+			return runCommand(ctx, e, commands.Replicate{Route: r.route(), Slot: *slot, Foreground: true})
 		}
 		return runCommand(ctx, e, commands.CopyData{Route: r.route(), Slot: *slot, Foreground: true, SyncOnly: *syncOnly})
 	}

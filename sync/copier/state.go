@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS reshard.copy_units (
 	units int NOT NULL,
 	kind text NOT NULL,
 	predicate text NOT NULL,
+	lo bigint,
+	hi bigint,
 	estimate_bytes bigint NOT NULL,
 	done bool NOT NULL DEFAULT false,
 	watermark_lsn pg_lsn,
@@ -60,6 +62,7 @@ type unit struct {
 	n, of         int // 1-based
 	kind          string
 	predicate     string // SQL condition, "" for the whole table
+	lo, hi        *int64 // primary-key range [lo, hi) of a pk_range unit; nil is open
 	estimateBytes int64
 	done          bool
 }
@@ -115,9 +118,9 @@ func loadState(ctx context.Context, conn *pgx.Conn, slot string) ([]savedUnit, e
 func saveUnits(ctx context.Context, conn *pgx.Conn, slot string, units []*unit) error {
 	batch := &pgx.Batch{}
 	for _, u := range units {
-		batch.Queue(`INSERT INTO reshard.copy_units (slot, source_shard, table_schema, table_name, unit, units, kind, predicate, estimate_bytes)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
-			slot, u.sourceShard, u.table.Schema, u.table.Name, u.n, u.of, u.kind, u.predicate, u.estimateBytes)
+		batch.Queue(`INSERT INTO reshard.copy_units (slot, source_shard, table_schema, table_name, unit, units, kind, predicate, lo, hi, estimate_bytes)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING`,
+			slot, u.sourceShard, u.table.Schema, u.table.Name, u.n, u.of, u.kind, u.predicate, u.lo, u.hi, u.estimateBytes)
 	}
 	if err := conn.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("record copy plan: %w", err)

@@ -230,3 +230,21 @@ func route(t *Table, dst *catalog.Cluster) error {
 	t.Router = r
 	return nil
 }
+
+// RouteColumns returns the router of a table given its (non-generated)
+// column names in source order, as the destination cluster's sharding rules
+// place it, and the sharding column's position (-1 for an omni table). The
+// stream uses it for the relations pgoutput describes.
+func RouteColumns(schema, name string, columns []string, dst *catalog.Cluster) (*sharding.Router, int, error) {
+	t := &Table{Schema: schema, Name: name}
+	for _, c := range columns {
+		t.Columns = append(t.Columns, Column{Name: c})
+	}
+	if err := route(t, dst); err != nil {
+		return nil, -1, err
+	}
+	if t.Omni {
+		return t.Router, -1, nil
+	}
+	return t.Router, t.Router.Column(), nil
+}

@@ -33,6 +33,7 @@ func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, t
 		return whole, nil
 	}
 	var preds []string
+	var ranges [][2]*int64
 	kind := unitCtid
 	switch t.PKType {
 	case "int2", "int4", "int8":
@@ -53,10 +54,19 @@ func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, t
 			return whole, nil
 		}
 		bounds := make([]int64, 0, k-1)
+		ranges = make([][2]*int64, 0, k)
 		for i := int64(1); i < k; i++ {
 			bounds = append(bounds, *lo+span/k*i)
 		}
 		for i := 0; i <= len(bounds); i++ {
+			var lo, hi *int64
+			if i > 0 {
+				lo = &bounds[i-1]
+			}
+			if i < len(bounds) {
+				hi = &bounds[i]
+			}
+			ranges = append(ranges, [2]*int64{lo, hi})
 			switch {
 			case i == 0:
 				preds = append(preds, fmt.Sprintf("%s < %d", pk, bounds[0]))
@@ -89,6 +99,9 @@ func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, t
 	units := make([]*unit, len(preds))
 	for i, p := range preds {
 		units[i] = &unit{sourceShard: sourceShard, table: t, n: i + 1, of: len(preds), kind: kind, predicate: p, estimateBytes: size / int64(len(preds))}
+		if ranges != nil {
+			units[i].lo, units[i].hi = ranges[i][0], ranges[i][1]
+		}
 	}
 	return units, nil
 }

@@ -55,6 +55,7 @@ type Registry struct {
 	schema map[*SchemaStatement]struct{}
 	order  []*SchemaStatement
 	copies []*TableCopy
+	slots  []*Slot
 }
 
 // NewRegistry returns an empty registry.

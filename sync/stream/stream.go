@@ -1,0 +1,1071 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sharding"
+	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/progress"
+)
+
+// Request is one stream: every source shard's slot into the destination.
+type Request struct {
+	Catalog *catalog.Catalog
+	// Source and Destination are cluster names; Publication is on the source.
+	Source, Destination, Publication string
+	// Slot is the slot name (<Slot>_<k> for source shard k when the source
+	// has several shards).
+	Slot string
+	// CopyData tells SHOW REPLICATION_SLOTS the slot was created by a copy.
+	CopyData bool
+	// BatchChanges and BatchDelay bound a destination transaction: this
+	// many changes, or this long since its first source transaction.
+	BatchChanges int
+	BatchDelay   time.Duration
+	Task         string
+	Registry     *progress.Registry
+	Logger       hclog.Logger
+}
+
+// Run streams until ctx ends (nil) or a change cannot be applied (an error
+// naming it). Lost connections are retried with backoff; every restart
+// resumes from the slot and the destination shards' origins, so no change
+// is skipped or applied twice.
+func Run(ctx context.Context, req Request) error {
+	if req.BatchChanges == 0 {
+		req.BatchChanges = 10000
+	}
+	if req.BatchDelay == 0 {
+		req.BatchDelay = 50 * time.Millisecond
+	}
+	if req.Registry == nil {
+		req.Registry = progress.NewRegistry()
+	}
+	log := req.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	src, ok := req.Catalog.Cluster(req.Source)
+	if !ok {
+		return fmt.Errorf("database %q is not configured", req.Source)
+	}
+	dst, ok := req.Catalog.Cluster(req.Destination)
+	if !ok {
+		return fmt.Errorf("database %q is not configured", req.Destination)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(src.Shards))
+	var wg sync.WaitGroup
+	for i, sh := range src.Shards {
+		slot := req.Slot
+		if len(src.Shards) > 1 {
+			slot = fmt.Sprintf("%s_%d", req.Slot, sh.Number)
+		}
+		s := &streamer{req: &req, log: log.Named("stream").With("slot", slot), sourceShard: sh.Number, node: sh.Primary, slot: slot, dst: dst}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if errs[i] = s.run(ctx); errs[i] != nil {
+				cancel()
+			}
+		}(i)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return nil
+}
+
+// streamer streams one source shard's slot.
+type streamer struct {
+	req         *Request
+	log         hclog.Logger
+	sourceShard int
+	node        *catalog.Node
+	slot        string
+	dst         *catalog.Cluster
+
+	appliers  []*applier
+	relations map[uint32]*relation
+	marks     map[string][]watermark
+	status    *progress.Slot
+
+	// Confirmation bookkeeping.
+	lastProcessed pglogrepl.LSN   // commit LSN of the last transaction handled
+	lastWork      []pglogrepl.LSN // per shard: last commit LSN applied there
+	serverEnd     pglogrepl.LSN
+}
+
+// watermark: rows of a unit copied by a resumed copy already hold the
+// changes committed at or before lsn.
+type watermark struct {
+	lo, hi *int64
+	lsn    pglogrepl.LSN
+}
+
+func (s *streamer) run(ctx context.Context) error {
+	s.status = &progress.Slot{Task: s.req.Task, Host: s.node.Host, Port: s.node.Port, Database: s.node.Database, Name: s.slot, CopyData: s.req.CopyData}
+	s.req.Registry.AddSlot(s.status)
+	defer s.req.Registry.RemoveSlot(s.status)
+	backoff := 500 * time.Millisecond
+	for {
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil || !retryable(err) {
+			return err
+		}
+		s.log.Warn("stream interrupted, reconnecting", "error", err, "backoff", backoff)
+		s.status.SetError(err.Error())
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		if backoff < 10*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+func retryable(err error) bool {
+	var fatal *fatalError
+	if errors.As(err, &fatal) {
+		return false
+	}
+	return isConnErr(err) || errors.Is(err, errReconnect)
+}
+
+var errReconnect = errors.New("reconnect")
+
+// fatalError stops the stream: the change cannot be applied as it is.
+type fatalError struct{ msg string }
+
+func (e *fatalError) Error() string { return e.msg }
+
+// session is one connection's worth of streaming.
+func (s *streamer) session(ctx context.Context) error {
+	cat := s.req.Catalog
+	// Destination appliers, one per shard, each with its origin.
+	s.appliers = make([]*applier, len(s.dst.Shards))
+	s.lastWork = make([]pglogrepl.LSN, len(s.dst.Shards))
+	defer func() {
+		for _, a := range s.appliers {
+			if a != nil {
+				a.rollback()
+				a.close()
+			}
+		}
+	}()
+	for k, sh := range s.dst.Shards {
+		dsn, err := cat.ConnString(sh.Primary, nil)
+		if err != nil {
+			return &fatalError{err.Error()}
+		}
+		a := &applier{shard: k, dsn: dsn, origin: OriginName(s.slot, k)}
+		if err := a.connect(ctx); err != nil {
+			return err
+		}
+		s.appliers[k] = a
+		s.lastWork[k] = a.applied
+	}
+	if err := s.loadWatermarks(ctx); err != nil {
+		return err
+	}
+	s.relations = map[uint32]*relation{}
+	dsn, err := cat.ConnString(s.node, map[string]string{"replication": "database"})
+	if err != nil {
+		return &fatalError{err.Error()}
+	}
+	conn, err := pgconn.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("replication connection to %s: %w", s.node, err)
+	}
+	defer conn.Close(context.Background())
+	var confirmed pglogrepl.LSN
+	{
+		plain, err := pgx.Connect(ctx, mustDSN(cat, s.node))
+		if err != nil {
+			return err
+		}
+		var lsn *string
+		err = plain.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, s.slot).Scan(&lsn)
+		plain.Close(context.Background())
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &fatalError{fmt.Sprintf("replication slot %q does not exist on %s", s.slot, s.node)}
+		}
+		if err != nil {
+			return err
+		}
+		if lsn != nil {
+			confirmed, _ = pglogrepl.ParseLSN(*lsn)
+		}
+	}
+	s.lastProcessed = confirmed
+	args := []string{"proto_version '2'", fmt.Sprintf("publication_names '%s'", strings.ReplaceAll(s.req.Publication, "'", "''")), "streaming 'true'"}
+	if err := pglogrepl.StartReplication(ctx, conn, s.slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+		return fmt.Errorf("start replication from slot %q on %s: %w", s.slot, s.node, err)
+	}
+	s.log.Info("streaming", "from", confirmed, "shard_origins", s.originPositions())
+	s.status.SetError("")
+	lagCtx, stopLag := context.WithCancel(ctx)
+	defer stopLag()
+	go s.refreshLag(lagCtx)
+
+	var (
+		pending      []*txn
+		pendingCount int
+		pendingSince time.Time
+		cur          *txn
+		streamed     = map[uint32]*txn{} // in-progress streamed transactions
+		streamXid    uint32
+		inStream     bool
+		lastStatus   time.Time
+	)
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		if err := s.applyBatch(ctx, pending); err != nil {
+			return err
+		}
+		pending, pendingCount = nil, 0
+		return nil
+	}
+	for {
+		if time.Since(lastStatus) > time.Second {
+			if err := flush(); err != nil {
+				return err
+			}
+			idle := cur == nil && len(streamed) == 0
+			if err := s.sendStatus(ctx, conn, idle); err != nil {
+				return err
+			}
+			lastStatus = time.Now()
+		}
+		rctx, rcancel := context.WithTimeout(ctx, s.req.BatchDelay)
+		msg, err := conn.ReceiveMessage(rctx)
+		rcancel()
+		if err != nil {
+			if pgconn.Timeout(err) && ctx.Err() == nil {
+				// Nothing arrived: apply what is pending.
+				if err := flush(); err != nil {
+					return err
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				_ = flush()
+				return ctx.Err()
+			}
+			return fmt.Errorf("receive from %s: %w", s.node, err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication error from %s: %s (SQLSTATE %s)", s.node, m.Message, m.Code)
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				continue
+			}
+			switch m.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+				if err != nil {
+					return err
+				}
+				if ka.ServerWALEnd > s.serverEnd {
+					s.serverEnd = ka.ServerWALEnd
+				}
+				if ka.ReplyRequested {
+					lastStatus = time.Time{}
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(m.Data[1:])
+				if err != nil {
+					return err
+				}
+				lm, err := parseV2(xld.WALData, inStream)
+				if err != nil {
+					return &fatalError{fmt.Sprintf("decode pgoutput message at %s: %v", xld.WALStart, err)}
+				}
+				switch lm := lm.(type) {
+				case *pglogrepl.RelationMessageV2:
+					if err := s.relation(ctx, lm); err != nil {
+						return err
+					}
+				case *pglogrepl.BeginMessage:
+					cur = &txn{xid: lm.Xid}
+				case *pglogrepl.CommitMessage:
+					if cur == nil {
+						return &fatalError{"commit without begin"}
+					}
+					cur.commitLSN, cur.endLSN = lm.CommitLSN, lm.TransactionEndLSN
+					s.status.Transaction(lm.CommitTime)
+					if len(pending) == 0 {
+						pendingSince = time.Now()
+					}
+					pending = append(pending, cur)
+					pendingCount += len(cur.changes)
+					cur = nil
+					if pendingCount >= s.req.BatchChanges || time.Since(pendingSince) >= s.req.BatchDelay {
+						if err := flush(); err != nil {
+							return err
+						}
+					}
+				case *pglogrepl.StreamStartMessageV2:
+					inStream, streamXid = true, lm.Xid
+					if streamed[lm.Xid] == nil {
+						streamed[lm.Xid] = &txn{xid: lm.Xid}
+					}
+				case *pglogrepl.StreamStopMessageV2:
+					inStream = false
+				case *pglogrepl.StreamAbortMessageV2:
+					if lm.Xid == lm.SubXid {
+						delete(streamed, lm.Xid)
+					} else if t := streamed[lm.Xid]; t != nil {
+						kept := t.changes[:0]
+						for _, c := range t.changes {
+							if c.subxid != lm.SubXid {
+								kept = append(kept, c)
+							}
+						}
+						t.changes = kept
+					}
+				case *pglogrepl.StreamCommitMessageV2:
+					t := streamed[lm.Xid]
+					delete(streamed, lm.Xid)
+					if t == nil {
+						t = &txn{xid: lm.Xid}
+					}
+					t.commitLSN, t.endLSN = lm.CommitLSN, lm.TransactionEndLSN
+					s.status.Transaction(lm.CommitTime)
+					if err := flush(); err != nil {
+						return err
+					}
+					if err := s.applyBatch(ctx, []*txn{t}); err != nil {
+						return err
+					}
+				default:
+					c, err := s.toChange(lm)
+					if err != nil {
+						return err
+					}
+					if c == nil {
+						continue
+					}
+					if inStream {
+						c.subxid = subXid(lm)
+						streamed[streamXid].changes = append(streamed[streamXid].changes, c)
+					} else if cur != nil {
+						cur.changes = append(cur.changes, c)
+					}
+				}
+			}
+		}
+	}
+}
+
+func subXid(m pglogrepl.Message) uint32 {
+	switch m := m.(type) {
+	case *pglogrepl.InsertMessageV2:
+		return m.Xid
+	case *pglogrepl.UpdateMessageV2:
+		return m.Xid
+	case *pglogrepl.DeleteMessageV2:
+		return m.Xid
+	case *pglogrepl.TruncateMessageV2:
+		return m.Xid
+	}
+	return 0
+}
+
+// parseV2 decodes a pgoutput message, turning a decoder panic on malformed
+// input into an error.
+func parseV2(data []byte, inStream bool) (m pglogrepl.Message, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed message: %v", r)
+		}
+	}()
+	return pglogrepl.ParseV2(data, inStream)
+}
+
+func mustDSN(cat *catalog.Catalog, n *catalog.Node) string {
+	dsn, _ := cat.ConnString(n, nil)
+	return dsn
+}
+
+func (s *streamer) originPositions() string {
+	parts := make([]string, len(s.appliers))
+	for i, a := range s.appliers {
+		parts[i] = fmt.Sprintf("%d:%s", i, a.applied)
+	}
+	return strings.Join(parts, " ")
+}
+
+// relation records a table description, checks the destination can take
+// its columns, and routes it.
+func (s *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessageV2) error {
+	r := &relation{id: m.RelationID, schema: m.Namespace, name: m.RelationName, identity: m.ReplicaIdentity}
+	r.qualified = pgx.Identifier{r.schema, r.name}.Sanitize()
+	for i, c := range m.Columns {
+		r.columns = append(r.columns, c.Name)
+		if c.Flags&1 != 0 {
+			r.key = append(r.key, i)
+		}
+	}
+	// The destination must already have every column (DDL is not
+	// replicated): stop with the table and the columns to add.
+	a := s.appliers[0]
+	rows, err := a.conn.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, r.qualified)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		have[n] = true
+	}
+	rows.Close()
+	var missing []string
+	for _, c := range r.columns {
+		if !have[c] {
+			missing = append(missing, c)
+		}
+	}
+	if len(have) == 0 {
+		return &fatalError{fmt.Sprintf("table %s is not on the destination: DDL is not replicated; create it on every shard (SCHEMA_SYNC PRE) and restart the stream", r)}
+	}
+	if len(missing) > 0 {
+		return &fatalError{fmt.Sprintf("table %s changed on the source: columns %s are missing on the destination; run ALTER TABLE %s ADD COLUMN ... on every shard (DDL is not replicated) and restart the stream",
+			r, strings.Join(missing, ", "), r.qualified)}
+	}
+	router, col, err := copier.RouteColumns(r.schema, r.name, r.columns, s.dst)
+	if err != nil {
+		return &fatalError{err.Error()}
+	}
+	r.router, r.shardCol = router, col
+	s.relations[r.id] = r
+	return nil
+}
+
+func (s *streamer) rel(id uint32) (*relation, error) {
+	r, ok := s.relations[id]
+	if !ok {
+		return nil, &fatalError{fmt.Sprintf("change for unknown relation %d", id)}
+	}
+	return r, nil
+}
+
+func (s *streamer) toChange(m pglogrepl.Message) (*change, error) {
+	switch m := m.(type) {
+	case *pglogrepl.InsertMessageV2:
+		r, err := s.rel(m.RelationID)
+		if err != nil {
+			return nil, err
+		}
+		return &change{kind: opInsert, rel: r, newRow: tupleValues(m.Tuple)}, nil
+	case *pglogrepl.UpdateMessageV2:
+		r, err := s.rel(m.RelationID)
+		if err != nil {
+			return nil, err
+		}
+		return &change{kind: opUpdate, rel: r, newRow: tupleValues(m.NewTuple), oldRow: tupleValues(m.OldTuple), oldIsKey: m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey}, nil
+	case *pglogrepl.DeleteMessageV2:
+		r, err := s.rel(m.RelationID)
+		if err != nil {
+			return nil, err
+		}
+		return &change{kind: opDelete, rel: r, oldRow: tupleValues(m.OldTuple), oldIsKey: m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey}, nil
+	case *pglogrepl.TruncateMessageV2:
+		c := &change{kind: opTruncate, cascade: m.Option&pglogrepl.TruncateOptionCascade != 0}
+		for _, id := range m.RelationIDs {
+			r, err := s.rel(id)
+			if err != nil {
+				return nil, err
+			}
+			c.truncated = append(c.truncated, r)
+		}
+		return c, nil
+	}
+	return nil, nil
+}
+
+// loadWatermarks reads the copy's units finished under a newer snapshot
+// than the slot's (a resumed copy): changes to their rows at or below the
+// watermark are already in the copy.
+func (s *streamer) loadWatermarks(ctx context.Context) error {
+	s.marks = map[string][]watermark{}
+	a := s.appliers[0]
+	var exists bool
+	if err := a.conn.QueryRow(ctx, `SELECT to_regclass('reshard.copy_units') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return err
+	}
+	copySlot := s.req.Slot
+	rows, err := a.conn.Query(ctx, `SELECT table_schema, table_name, lo, hi, watermark_lsn::text FROM reshard.copy_units
+		WHERE slot = $1 AND source_shard = $2 AND done`, copySlot, s.sourceShard)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, name, lsn string
+		var w watermark
+		if err := rows.Scan(&schema, &name, &w.lo, &w.hi, &lsn); err != nil {
+			return err
+		}
+		if w.lsn, err = pglogrepl.ParseLSN(lsn); err != nil {
+			return err
+		}
+		s.marks[schema+"."+name] = append(s.marks[schema+"."+name], w)
+	}
+	return rows.Err()
+}
+
+// coveredByCopy reports whether a change committed at lsn is already in
+// the copied rows.
+func (s *streamer) coveredByCopy(c *change, lsn pglogrepl.LSN) bool {
+	if c.rel == nil {
+		return false // TRUNCATE: applies whatever the copy holds
+	}
+	marks := s.marks[c.rel.String()]
+	if len(marks) == 0 {
+		return false
+	}
+	if len(marks) == 1 || marks[0].lo == nil && marks[0].hi == nil {
+		return lsn <= marks[0].lsn
+	}
+	// Primary-key ranges: find the row's range by its key.
+	row := c.newRow
+	if row == nil {
+		row = c.oldRow
+	}
+	if len(c.rel.key) != 1 || row == nil {
+		return false
+	}
+	v := row[c.rel.key[0]]
+	if v.null || v.toasted {
+		return false
+	}
+	k, err := sharding.DecodeInt(sharding.FormatText, v.data)
+	if err != nil {
+		return false
+	}
+	for _, m := range marks {
+		if (m.lo == nil || k >= *m.lo) && (m.hi == nil || k < *m.hi) {
+			return lsn <= m.lsn
+		}
+	}
+	return false
+}
+
+// sendStatus confirms to the source what every shard has durably applied.
+func (s *streamer) sendStatus(ctx context.Context, conn *pgconn.PgConn, idle bool) error {
+	confirm := s.lastProcessed
+	allClean := true
+	for k, a := range s.appliers {
+		flushed, err := a.flushed(ctx, a.conn)
+		if err != nil {
+			return err
+		}
+		// A shard whose last work is durable has everything up to the last
+		// transaction handled; otherwise only what it flushed.
+		eff := s.lastProcessed
+		if flushed < s.lastWork[k] {
+			eff = flushed
+			allClean = false
+		}
+		if eff < confirm {
+			confirm = eff
+		}
+	}
+	if idle && allClean && s.serverEnd > confirm {
+		confirm = s.serverEnd
+	}
+	s.status.Confirmed(confirm)
+	return pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: confirm, WALFlushPosition: confirm, WALApplyPosition: confirm, ClientTime: time.Now()})
+}
+
+// op is one statement for one shard.
+type op struct {
+	sql  string
+	args [][]byte
+	// check: an UPDATE that must find its row (the sharding key could not
+	// be read from the change, so a moved row would otherwise go unseen).
+	mustHit *relation
+}
+
+// applyBatch applies committed transactions: every shard's part in one
+// destination transaction, shards at once. A transaction that moves a row
+// between shards is applied on its own (rows move atomically per shard,
+// in source order).
+func (s *streamer) applyBatch(ctx context.Context, txns []*txn) error {
+	var run []*txn
+	for _, t := range txns {
+		if s.movesRows(t) {
+			if err := s.applyConcurrent(ctx, run); err != nil {
+				return err
+			}
+			run = nil
+			if err := s.applySerial(ctx, t); err != nil {
+				return err
+			}
+			continue
+		}
+		run = append(run, t)
+	}
+	return s.applyConcurrent(ctx, run)
+}
+
+// movesRows tells whether a transaction has an UPDATE whose sharding key
+// changes shard (known from the old tuple).
+func (s *streamer) movesRows(t *txn) bool {
+	for _, c := range t.changes {
+		if c.kind != opUpdate || c.oldRow == nil || c.rel.shardCol < 0 {
+			continue
+		}
+		if !s.keyInOld(c) {
+			continue
+		}
+		so, err1 := c.rel.shardOf(c.oldRow)
+		sn, err2 := c.rel.shardOf(newRowOf(c))
+		if err1 == nil && err2 == nil && so != sn {
+			return true
+		}
+	}
+	return false
+}
+
+// keyInOld tells whether the old tuple carries the sharding column.
+func (s *streamer) keyInOld(c *change) bool {
+	if !c.oldIsKey {
+		return true // REPLICA IDENTITY FULL: the whole old row
+	}
+	for _, k := range c.rel.key {
+		if k == c.rel.shardCol {
+			return true
+		}
+	}
+	return false
+}
+
+// newRowOf returns the change's new row, with unchanged TOASTed values
+// filled from the old row when the change carries the whole old row
+// (REPLICA IDENTITY FULL). A key-only old tuple has NULLs for non-key
+// columns: it fills nothing.
+func newRowOf(c *change) []value {
+	if c.oldIsKey {
+		return c.newRow
+	}
+	return mergeRow(c.newRow, c.oldRow)
+}
+
+// mergeRow fills a new row's unchanged TOASTed values from the old row.
+func mergeRow(newRow, oldRow []value) []value {
+	out, copied := newRow, false
+	for i, v := range newRow {
+		if v.toasted && i < len(oldRow) && !oldRow[i].toasted {
+			if !copied {
+				out, copied = append([]value(nil), newRow...), true
+			}
+			out[i] = oldRow[i]
+		}
+	}
+	return out
+}
+
+// route turns a change into statements per shard (the change stays on one
+// shard, or every shard for omni tables, broadcast deletes and truncates).
+func (s *streamer) route(c *change) (map[int][]op, error) {
+	n := len(s.appliers)
+	out := map[int][]op{}
+	every := func(o op) {
+		for k := 0; k < n; k++ {
+			out[k] = append(out[k], o)
+		}
+	}
+	switch c.kind {
+	case opTruncate:
+		names := make([]string, len(c.truncated))
+		for i, r := range c.truncated {
+			names[i] = r.qualified
+		}
+		sql := "TRUNCATE " + strings.Join(names, ", ")
+		if c.cascade {
+			sql += " CASCADE"
+		}
+		every(op{sql: sql})
+		return out, nil
+	case opInsert:
+		cols := make([]int, 0, len(c.newRow))
+		args := make([][]byte, 0, len(c.newRow))
+		for i, v := range c.newRow {
+			cols = append(cols, i)
+			if v.null {
+				args = append(args, nil)
+			} else {
+				args = append(args, v.data)
+			}
+		}
+		o := op{sql: insertSQL(c.rel, cols), args: args}
+		sh, err := c.rel.shardOf(c.newRow)
+		if err != nil {
+			return nil, s.routeErr(c, err)
+		}
+		if sh == sharding.AllShards {
+			every(o)
+		} else {
+			out[sh] = append(out[sh], o)
+		}
+		return out, nil
+	case opUpdate:
+		keyCols, keyVals, err := keyOf(c.rel, c)
+		if err != nil {
+			return nil, &fatalError{err.Error()}
+		}
+		var set []string
+		var args [][]byte
+		for i, v := range c.newRow {
+			if v.toasted {
+				continue
+			}
+			set = append(set, fmt.Sprintf("%s = $%d", quoteIdent(c.rel.columns[i]), len(args)+1))
+			if v.null {
+				args = append(args, nil)
+			} else {
+				args = append(args, v.data)
+			}
+		}
+		sql := fmt.Sprintf("UPDATE %s SET %s WHERE %s", c.rel.qualified, strings.Join(set, ", "), whereKey(c.rel, keyCols, len(args)+1))
+		o := op{sql: sql, args: append(args, keyVals...)}
+		sh, err := c.rel.shardOf(newRowOf(c))
+		if err != nil {
+			return nil, s.routeErr(c, err)
+		}
+		if sh == sharding.AllShards {
+			every(o)
+			return out, nil
+		}
+		if c.oldRow == nil || !s.keyInOld(c) {
+			o.mustHit = c.rel
+		}
+		out[sh] = append(out[sh], o)
+		return out, nil
+	case opDelete:
+		keyCols, keyVals, err := keyOf(c.rel, c)
+		if err != nil {
+			return nil, &fatalError{err.Error()}
+		}
+		o := op{sql: fmt.Sprintf("DELETE FROM %s WHERE %s", c.rel.qualified, whereKey(c.rel, keyCols, 1)), args: keyVals}
+		if c.rel.shardCol >= 0 && s.keyInOld(c) {
+			sh, err := c.rel.shardOf(c.oldRow)
+			if err == nil && sh != sharding.AllShards {
+				out[sh] = append(out[sh], o)
+				return out, nil
+			}
+		}
+		every(o) // the shard cannot be told from the key: only one has it
+		return out, nil
+	}
+	return out, nil
+}
+
+func (s *streamer) routeErr(c *change, err error) error {
+	return &fatalError{fmt.Sprintf("cannot route a change of %s: %v", c.rel, err)}
+}
+
+// applyConcurrent applies transactions shard by shard in parallel: each
+// shard gets one destination transaction holding its part of all of them,
+// committed with the last source commit LSN as its origin position.
+func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
+	if len(txns) == 0 {
+		return nil
+	}
+	n := len(s.appliers)
+	ops := make([][]op, n)
+	var lastLSN pglogrepl.LSN
+	for _, t := range txns {
+		lastLSN = t.commitLSN
+		for _, c := range t.changes {
+			if s.coveredByCopy(c, t.commitLSN) {
+				continue
+			}
+			routed, err := s.route(c)
+			if err != nil {
+				return err
+			}
+			for k, os := range routed {
+				if t.commitLSN <= s.appliers[k].applied {
+					continue // this shard has it (origin)
+				}
+				ops[k] = append(ops[k], os...)
+			}
+		}
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for k := 0; k < n; k++ {
+		if len(ops[k]) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			errs[k] = s.applyOps(ctx, s.appliers[k], ops[k], lastLSN)
+		}(k)
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if err != nil {
+			return err
+		}
+		if len(ops[k]) > 0 {
+			s.lastWork[k] = lastLSN
+		}
+	}
+	s.lastProcessed = lastLSN
+	s.status.Applied(int64(countOps(ops)))
+	return nil
+}
+
+func countOps(ops [][]op) int {
+	n := 0
+	for _, o := range ops {
+		n += len(o)
+	}
+	return n
+}
+
+// pipelineSize bounds how many statements go to a shard in one pipeline.
+const pipelineSize = 2000
+
+// applyOps applies one shard's part of a batch in one transaction. The
+// statements are pipelined (sent without waiting for each answer), so a
+// shard costs a round trip per pipeline, not per row.
+func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglogrepl.LSN) error {
+	if err := a.begin(ctx); err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		a.rollback()
+		return err
+	}
+	for lo := 0; lo < len(ops); lo += pipelineSize {
+		hi := lo + pipelineSize
+		if hi > len(ops) {
+			hi = len(ops)
+		}
+		batch := &pgconn.Batch{}
+		for _, o := range ops[lo:hi] {
+			name, err := a.prepared(ctx, o.sql)
+			if err != nil {
+				return fail(err)
+			}
+			batch.ExecPrepared(name, o.args, nil, nil)
+		}
+		results, err := a.conn.PgConn().ExecBatch(ctx, batch).ReadAll()
+		if err != nil {
+			if isConnErr(err) {
+				return fail(err)
+			}
+			// Find the statement that failed, for the message.
+			failed := ops[lo]
+			if n := len(results); n > 0 && lo+n-1 < hi {
+				failed = ops[lo+n-1]
+			}
+			return fail(&fatalError{fmt.Sprintf("destination shard %d: %s: %v", a.shard, failed.sql, err)})
+		}
+		for i, r := range results {
+			o := ops[lo+i]
+			if o.mustHit != nil && r.CommandTag.RowsAffected() == 0 {
+				return fail(&fatalError{fmt.Sprintf("an UPDATE of %s found no row on destination shard %d: the row moved to another shard (its sharding key changed), which the change cannot show because %s is not in the table's replica identity; on the source run ALTER TABLE %s REPLICA IDENTITY FULL, then restart the stream",
+					o.mustHit, a.shard, o.mustHit.columns[o.mustHit.shardCol], o.mustHit.qualified)})
+			}
+		}
+	}
+	return a.commit(ctx, lsn, time.Now())
+}
+
+// applySerial applies one transaction that moves rows between shards: in
+// source order, with a transaction open on every shard it touches; a moved
+// row is deleted on its old shard (returning it, to fill values the change
+// left out) and inserted on its new one. Shards that receive rows commit
+// first, so a crash in between can only leave a delete to replay.
+func (s *streamer) applySerial(ctx context.Context, t *txn) error {
+	touched := map[int]bool{}
+	receivers := map[int]bool{}
+	fail := func(err error) error {
+		for _, a := range s.appliers {
+			a.rollback()
+		}
+		return err
+	}
+	exec := func(k int, o op) (int64, error) {
+		a := s.appliers[k]
+		if t.commitLSN <= a.applied {
+			return 1, nil
+		}
+		if err := a.begin(ctx); err != nil {
+			return 0, err
+		}
+		touched[k] = true
+		return a.exec(ctx, o.sql, o.args)
+	}
+	for _, c := range t.changes {
+		if s.coveredByCopy(c, t.commitLSN) {
+			continue
+		}
+		if c.kind == opUpdate && c.oldRow != nil && c.rel.shardCol >= 0 && s.keyInOld(c) {
+			so, err1 := c.rel.shardOf(c.oldRow)
+			newRow := newRowOf(c)
+			sn, err2 := c.rel.shardOf(newRow)
+			if err1 == nil && err2 == nil && so != sn && so != sharding.AllShards {
+				keyCols, keyVals, err := keyOf(c.rel, c)
+				if err != nil {
+					return fail(&fatalError{err.Error()})
+				}
+				// Delete on the old shard, returning the row.
+				a := s.appliers[so]
+				full := newRow
+				if t.commitLSN > a.applied {
+					if err := a.begin(ctx); err != nil {
+						return fail(err)
+					}
+					touched[so] = true
+					cols := make([]string, len(c.rel.columns))
+					for i, n := range c.rel.columns {
+						cols[i] = quoteIdent(n) + "::text"
+					}
+					old, found, err := a.query(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s RETURNING %s", c.rel.qualified, whereKey(c.rel, keyCols, 1), strings.Join(cols, ", ")), keyVals)
+					if err != nil {
+						return fail(err)
+					}
+					if found {
+						full = append([]value(nil), newRow...)
+						for i, v := range full {
+							if v.toasted && i < len(old) {
+								full[i] = value{data: old[i], null: old[i] == nil}
+							}
+						}
+					}
+				}
+				for _, v := range full {
+					if v.toasted {
+						return fail(&fatalError{fmt.Sprintf("%s: a row moved between shards, but an unchanged TOASTed value could not be read from its old shard", c.rel)})
+					}
+				}
+				ins, err := s.route(&change{kind: opInsert, rel: c.rel, newRow: full})
+				if err != nil {
+					return fail(err)
+				}
+				for k, os := range ins {
+					receivers[k] = true
+					for _, o := range os {
+						if _, err := exec(k, o); err != nil {
+							return fail(err)
+						}
+					}
+				}
+				continue
+			}
+		}
+		routed, err := s.route(c)
+		if err != nil {
+			return fail(err)
+		}
+		keys := make([]int, 0, len(routed))
+		for k := range routed {
+			keys = append(keys, k)
+		}
+		sort.Ints(keys)
+		for _, k := range keys {
+			for _, o := range routed[k] {
+				affected, err := exec(k, o)
+				if err != nil {
+					return fail(err)
+				}
+				if o.mustHit != nil && affected == 0 {
+					return fail(&fatalError{fmt.Sprintf("an UPDATE of %s found no row on destination shard %d (its sharding key changed but is not in the replica identity): ALTER TABLE %s REPLICA IDENTITY FULL on the source", o.mustHit, k, o.mustHit.qualified)})
+				}
+			}
+		}
+	}
+	order := make([]int, 0, len(touched))
+	for k := range touched {
+		if receivers[k] {
+			order = append(order, k)
+		}
+	}
+	for k := range touched {
+		if !receivers[k] {
+			order = append(order, k)
+		}
+	}
+	for _, k := range order {
+		if err := s.appliers[k].commit(ctx, t.commitLSN, time.Now()); err != nil {
+			return fail(err)
+		}
+		s.lastWork[k] = t.commitLSN
+	}
+	s.lastProcessed = t.commitLSN
+	return nil
+}
+
+// refreshLag reads the slot's lag from the source every second:
+// pg_current_wal_lsn() - confirmed_flush_lsn.
+func (s *streamer) refreshLag(ctx context.Context) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if conn == nil {
+			c, err := pgx.Connect(ctx, mustDSN(s.req.Catalog, s.node))
+			if err == nil {
+				conn = c
+			}
+		}
+		if conn != nil {
+			var lag *int64
+			err := conn.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, s.slot).Scan(&lag)
+			if err == nil && lag != nil {
+				s.status.Lag(*lag)
+			} else if err != nil {
+				conn.Close(context.Background())
+				conn = nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,206 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/commands"
+)
+
+// waitCaughtUp waits until the stream's slot has no lag and every shard
+// shows the source's last write (SHOW REPLICATION_SLOTS refreshes each
+// second).
+func (e *copyEnv) waitCaughtUp(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(timeout)
+	// A marker written last on the source: once every shard has it (omni
+	// table), everything before it has been applied.
+	marker := fmt.Sprintf("M%d", time.Now().UnixNano()%1e9)
+	e.src[0].exec(t, fmt.Sprintf(`INSERT INTO countries VALUES ('%s', 'marker')`, marker))
+	for {
+		ok := true
+		for _, d := range e.dst {
+			if d.one(t, fmt.Sprintf(`SELECT count(*) FROM countries WHERE code = '%s'`, marker)) != "1" {
+				ok = false
+			}
+		}
+		if ok {
+			res, err := e.exec.Execute(ctx, commands.Show{Name: "replication_slots"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Rows) > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			tasks, _ := e.exec.Execute(ctx, commands.Show{Name: "tasks"})
+			t.Fatalf("stream did not catch up within %s; tasks: %v", timeout, tasks.Rows)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *copyEnv) taskState(t *testing.T) (string, string) {
+	t.Helper()
+	res, err := e.exec.Execute(context.Background(), commands.Show{Name: "tasks"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := res.Rows[len(res.Rows)-1]
+	return last[5].(string), last[8].(string)
+}
+
+// writer runs a mixed write load on the source until stopped.
+func writer(t *testing.T, n node, stop <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	ctx := context.Background()
+	conn, err := n.inst.Connect(ctx, n.db)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer conn.Close(ctx)
+	r := rand.New(rand.NewSource(1))
+	next := 500000
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		next++
+		var sql string
+		switch i % 6 {
+		case 0:
+			sql = fmt.Sprintf(`INSERT INTO customers (id, name, region) VALUES (%d, 'w%d', 'eu')`, next, next)
+		case 1:
+			sql = fmt.Sprintf(`INSERT INTO orders (id, customer_id, total, note) VALUES (%d, %d, %d, 'live')`, next, 1+r.Intn(100), r.Intn(1000))
+		case 2:
+			sql = fmt.Sprintf(`UPDATE orders SET total = total + 1 WHERE id = %d`, 1+r.Intn(3000))
+		case 3:
+			// Moves a row to another shard (sharding key change).
+			sql = fmt.Sprintf(`UPDATE orders SET customer_id = %d WHERE id = %d`, 1+r.Intn(100), 1+r.Intn(3000))
+		case 4:
+			sql = fmt.Sprintf(`DELETE FROM orders WHERE id = %d`, 1+r.Intn(3000))
+		case 5:
+			sql = fmt.Sprintf(`UPDATE customers SET region = 'r%d' WHERE id = %d`, i, 1+r.Intn(1000))
+		}
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Errorf("writer: %s: %v", sql, err)
+			return
+		}
+	}
+}
+
+func TestStreamAfterCopy(t *testing.T) {
+	for _, shards := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d shards", shards), func(t *testing.T) {
+			e := newCopyEnv(t, fmt.Sprintf("st%d", shards), 1, shards, "")
+			e.setup(t, 3000)
+			src := e.src[0]
+			// The sharding column of these tables is not in their primary key:
+			// with REPLICA IDENTITY FULL every UPDATE carries the old row, so a
+			// sharding-key change moves the row.
+			src.exec(t, `ALTER TABLE orders REPLICA IDENTITY FULL; ALTER TABLE notes REPLICA IDENTITY FULL;
+				ALTER TABLE events_2025 REPLICA IDENTITY FULL; ALTER TABLE events_2026 REPLICA IDENTITY FULL;
+				ALTER TABLE customers ADD COLUMN bio text;`)
+			for _, d := range e.dst {
+				d.exec(t, `ALTER TABLE customers ADD COLUMN bio text`)
+			}
+			src.exec(t, fmt.Sprintf(`ALTER DATABASE %s SET logical_decoding_work_mem = '64kB'`, src.db))
+			// TOASTed values: large and incompressible.
+			src.exec(t, `UPDATE customers SET bio = (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 200)) WHERE id <= 50`)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go writer(t, src, stop, &wg)
+			res, err := e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: fmt.Sprintf("st%d_slot", shards)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			taskID := res.Rows[0][0].(string)
+			// Writes during the copy, then after it.
+			deadline := time.Now().Add(2 * time.Minute)
+			for {
+				state, msg := e.taskState(t)
+				if state == "streaming" {
+					break
+				}
+				if state != "copying" || time.Now().After(deadline) {
+					t.Fatalf("task %s: %s %s", taskID, state, msg)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Logf("%s: streaming", time.Now().Format("15:04:05.000"))
+			time.Sleep(500 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+
+			src.exec(t, `
+				-- sharding-key changes of rows with unchanged TOASTed values
+				UPDATE customers SET name = name || '!' WHERE id <= 50;
+				UPDATE orders SET customer_id = customer_id + 1 WHERE id BETWEEN 100 AND 160 AND customer_id IS NOT NULL;
+				-- deletes, an omni-table change, a truncate followed by new rows
+				DELETE FROM orders WHERE id BETWEEN 200 AND 260;
+				UPDATE countries SET name = upper(name);
+				DELETE FROM countries WHERE code = 'JP';
+				TRUNCATE notes;
+				INSERT INTO notes SELECT md5((g * 3)::text)::uuid, g % 300, 'after truncate' FROM generate_series(1, 400) g;
+				-- a NULL sharding key
+				INSERT INTO orders (id, customer_id, total) VALUES (900001, NULL, 1);
+			`)
+			// A moved row whose TOASTed column is unchanged: customers are
+			// sharded by id, so moving means changing the id.
+			src.exec(t, `DELETE FROM orders WHERE customer_id BETWEEN 1 AND 10; UPDATE customers SET id = id + 700000 WHERE id BETWEEN 1 AND 10`)
+			// Rolled back work is never applied.
+			src.exec(t, `BEGIN; INSERT INTO customers (id, name) VALUES (800001, 'rolled back'); ROLLBACK`)
+			src.exec(t, `BEGIN; INSERT INTO customers (id, name) VALUES (800002, 'kept');
+				SAVEPOINT s; INSERT INTO customers (id, name) VALUES (800003, 'rolled back'); ROLLBACK TO s; COMMIT`)
+			// A large transaction, streamed while in progress.
+			src.exec(t, `INSERT INTO events SELECT 1000000 + g, g % 500, DATE '2026-02-01' + (g % 100), jsonb_build_object('big', g) FROM generate_series(1, 150000) g`)
+			src.exec(t, `BEGIN; INSERT INTO events SELECT 2000000 + g, g % 500, DATE '2026-03-01', NULL FROM generate_series(1, 50000) g; ROLLBACK`)
+
+			t.Logf("%s: writes done, waiting for the stream", time.Now().Format("15:04:05.000"))
+			e.waitCaughtUp(t, 2*time.Minute)
+			t.Logf("%s: caught up", time.Now().Format("15:04:05.000"))
+			if state, msg := e.taskState(t); state != "streaming" {
+				t.Fatalf("task %s after catching up: %s", state, msg)
+			}
+			e.verifyCopy(t)
+			for _, d := range e.dst {
+				if n := d.one(t, `SELECT count(*) FROM customers WHERE name = 'rolled back'`); n != "0" {
+					t.Fatalf("rolled-back rows applied: %s", n)
+				}
+			}
+			var bigTotal int
+			for _, d := range e.dst {
+				var n int
+				fmt.Sscan(d.one(t, `SELECT count(*) FROM events WHERE id > 1000000`), &n)
+				bigTotal += n
+			}
+			if bigTotal != 150000 {
+				t.Fatalf("large transaction: %d rows on the shards, want 150000", bigTotal)
+			}
+			slots, _ := e.exec.Execute(ctx, commands.Show{Name: "replication_slots"})
+			if len(slots.Rows) != 1 || slots.Rows[0][3] != fmt.Sprintf("st%d_slot", shards) || slots.Rows[0][7] != true {
+				t.Fatalf("SHOW REPLICATION_SLOTS: %v", slots.Rows)
+			}
+			if _, err := e.exec.Execute(ctx, commands.StopTask{Task: taskID}); err != nil {
+				t.Fatal(err)
+			}
+			if state, msg := e.taskState(t); state != "stopped" || !strings.Contains(msg, "REPLICATE") {
+				t.Fatalf("after STOP_TASK: %s %s", state, msg)
+			}
+		})
+	}
+}
