@@ -61,7 +61,14 @@ func (a *applier) connect(ctx context.Context) error {
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, a.origin); err != nil {
 		conn.Close(context.Background())
-		return fmt.Errorf("destination shard %d: set up replication origin %s (is another reshard streaming this slot?): %w", a.shard, a.origin, err)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "55006" {
+			// Still held by the session of a reshard that died moments ago
+			// (its backend has not noticed yet), or by another reshard
+			// streaming this slot: retried with backoff.
+			return fmt.Errorf("destination shard %d: replication origin %s is in use (another reshard streaming this slot, or one that just died): %w", a.shard, a.origin, errors.Join(err, errReconnect))
+		}
+		return fmt.Errorf("destination shard %d: set up replication origin %s: %w", a.shard, a.origin, err)
 	}
 	var lsn *string
 	if err := conn.QueryRow(ctx, `SELECT pg_replication_origin_progress($1, false)::text`, a.origin).Scan(&lsn); err != nil {

@@ -219,7 +219,10 @@ func (s *streamer) session(ctx context.Context) error {
 			confirmed, _ = pglogrepl.ParseLSN(*lsn)
 		}
 	}
-	s.lastProcessed = confirmed
+	// Positions from an earlier session mean nothing now: a shard may have
+	// lost unflushed commits since (a crash), and only this session's
+	// messages tell what has been sent.
+	s.lastProcessed, s.serverEnd = confirmed, 0
 	args := []string{"proto_version '2'", fmt.Sprintf("publication_names '%s'", strings.ReplaceAll(s.req.Publication, "'", "''")), "streaming 'true'"}
 	if err := pglogrepl.StartReplication(ctx, conn, s.slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		return fmt.Errorf("start replication from slot %q on %s: %w", s.slot, s.node, err)

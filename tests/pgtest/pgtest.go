@@ -422,3 +422,27 @@ func Main(run func() int, n int, opts Options, c **Cluster) int {
 	defer cl.Stop()
 	return run()
 }
+
+// Crash kills the server abruptly (as a power loss would, from its point of
+// view) and starts it again on the same port: crash recovery runs.
+func (i *Instance) Crash(ctx context.Context, bin string) error {
+	i.Kill()
+	cred, err := runAs()
+	if err != nil {
+		return err
+	}
+	// Backends of the killed server may take a moment to exit; until they
+	// have, the old shared memory is in use and a new postmaster refuses
+	// to start.
+	for attempt := 0; ; attempt++ {
+		n, err := startOneOnPort(ctx, bin, i, cred)
+		if err == nil {
+			*i = *n
+			return nil
+		}
+		if attempt >= 40 {
+			return err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
