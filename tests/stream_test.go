@@ -204,3 +204,69 @@ func TestStreamAfterCopy(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamTwoSourceShards streams from both source shards' slots into the
+// destination shards.
+func TestStreamTwoSourceShards(t *testing.T) {
+	e := newCopyEnv(t, "st2src", 2, 2, "")
+	e.setup(t, 2000)
+	for _, s := range e.src {
+		s.exec(t, `ALTER TABLE orders REPLICA IDENTITY FULL`)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "st2src_slot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	taskID := res.Rows[0][0].(string)
+	for {
+		state, msg := e.taskState(t)
+		if state == "streaming" {
+			break
+		}
+		if state != "copying" {
+			t.Fatalf("task: %s %s", state, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, s := range e.src {
+		base := 600000 + i*10000
+		s.exec(t, fmt.Sprintf(`
+			INSERT INTO customers (id, name) SELECT g, 'n' || g FROM generate_series(%[1]d, %[1]d + 99) g WHERE g %% 2 = %[2]d;
+			UPDATE orders SET total = total * 2 WHERE id %% 10 = 1;
+			UPDATE orders SET customer_id = customer_id + 2 WHERE id %% 10 = 3 AND customer_id IS NOT NULL AND customer_id + 2 IN (SELECT id FROM customers);
+			DELETE FROM orders WHERE id %% 10 = 5;
+			INSERT INTO events SELECT %[1]d + g, g %% 50, DATE '2026-05-01', NULL FROM generate_series(1, 500) g;
+		`, base, i))
+	}
+	// Omni changes come from source shard 0 (the copy's source for them).
+	e.src[0].exec(t, `UPDATE countries SET name = name || '.'`)
+	e.src[1].exec(t, `UPDATE countries SET name = name || '.'`)
+	e.waitCaughtUp(t, 2*time.Minute)
+	// Source shard 1's changes arrive through its own slot: wait for them.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var n int
+		for _, d := range e.dst {
+			var c int
+			fmt.Sscan(d.one(t, `SELECT count(*) FROM events WHERE id > 610000`), &c)
+			n += c
+		}
+		if n == 500 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("source shard 1's events: %d of 500 on the shards", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.verifyCopy(t)
+	slots, _ := e.exec.Execute(ctx, commands.Show{Name: "replication_slots"})
+	if len(slots.Rows) != 2 {
+		t.Fatalf("SHOW REPLICATION_SLOTS lists %d slots, want one per source shard", len(slots.Rows))
+	}
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: taskID}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -75,7 +75,7 @@ func Run(ctx context.Context, req Request) error {
 		if len(src.Shards) > 1 {
 			slot = fmt.Sprintf("%s_%d", req.Slot, sh.Number)
 		}
-		s := &streamer{req: &req, log: log.Named("stream").With("slot", slot), sourceShard: sh.Number, node: sh.Primary, slot: slot, dst: dst}
+		s := &streamer{req: &req, log: log.Named("stream").With("slot", slot), sourceShard: sh.Number, sourceShards: len(src.Shards), node: sh.Primary, slot: slot, dst: dst}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
@@ -95,12 +95,13 @@ func Run(ctx context.Context, req Request) error {
 
 // streamer streams one source shard's slot.
 type streamer struct {
-	req         *Request
-	log         hclog.Logger
-	sourceShard int
-	node        *catalog.Node
-	slot        string
-	dst         *catalog.Cluster
+	req          *Request
+	log          hclog.Logger
+	sourceShard  int
+	sourceShards int
+	node         *catalog.Node
+	slot         string
+	dst          *catalog.Cluster
 
 	appliers  []*applier
 	relations map[uint32]*relation
@@ -710,11 +711,26 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 			out[k] = append(out[k], o)
 		}
 	}
+	// With several source shards, omni tables are the same on each: their
+	// changes are taken from source shard 0 only, as their copy was.
+	several := s.sourceShards > 1
+	if c.rel != nil && c.rel.shardCol < 0 && several && s.sourceShard != 0 {
+		return out, nil
+	}
 	switch c.kind {
 	case opTruncate:
-		names := make([]string, len(c.truncated))
-		for i, r := range c.truncated {
-			names[i] = r.qualified
+		names := make([]string, 0, len(c.truncated))
+		for _, r := range c.truncated {
+			if r.shardCol < 0 && several && s.sourceShard != 0 {
+				continue
+			}
+			if r.shardCol >= 0 && several {
+				return nil, &fatalError{fmt.Sprintf("TRUNCATE of %s on source shard %d: the destination shards also hold the other source shards' rows of it, so it cannot be applied as is; stop writes to it, or delete the rows instead of truncating", r, s.sourceShard)}
+			}
+			names = append(names, r.qualified)
+		}
+		if len(names) == 0 {
+			return out, nil
 		}
 		sql := "TRUNCATE " + strings.Join(names, ", ")
 		if c.cascade {
