@@ -4,7 +4,7 @@ BIN     := bin/reshard
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test demo bench bench-copy bench-schema lint deps fuzz clean
+.PHONY: all build test demo bench bench-copy bench-schema bench-stream lint deps fuzz clean
 
 all: build
 
@@ -32,6 +32,11 @@ bench: deps
 bench-copy: deps
 	@command -v pgcopydb >/dev/null 2>&1 || { apt-get install -y -qq pgcopydb >/dev/null 2>&1 || sudo apt-get install -y -qq pgcopydb >/dev/null 2>&1 || echo "pgcopydb unavailable: its column is skipped"; }
 	$(GO) test ./bench -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 30m
+
+# Stream: a pgbench load for BENCH_STREAM_SECONDS (default 60) applied by
+# reshard into 2 shards and by CREATE SUBSCRIPTION into 1 database, one run.
+bench-stream: deps
+	$(GO) test ./bench -run '^$$' -bench BenchmarkStream -benchtime 1x -timeout 30m
 
 # Schema sync: 1,000 tables and 3,000 indexes, against pg_dump -s | psql.
 bench-schema: deps

@@ -63,6 +63,22 @@ type relation struct {
 	router    *sharding.Router
 	shardCol  int // position of the sharding column, -1 for omni tables
 	qualified string
+	// sqls caches statement texts by shape (only the apply goroutine
+	// touches it).
+	sqls map[string]string
+}
+
+// cached returns the statement of a shape, building it once.
+func (r *relation) cached(key []byte, build func() string) string {
+	if sql, ok := r.sqls[string(key)]; ok {
+		return sql
+	}
+	if r.sqls == nil {
+		r.sqls = map[string]string{}
+	}
+	sql := build()
+	r.sqls[string(key)] = sql
+	return sql
 }
 
 func (r *relation) String() string { return r.schema + "." + r.name }

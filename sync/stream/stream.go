@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -108,7 +109,12 @@ type streamer struct {
 	marks     map[string][]watermark
 	status    *progress.Slot
 
-	// Confirmation bookkeeping.
+	// monitors are connections to the shards for what the apply sessions
+	// cannot be asked while they apply: flushed positions, table checks.
+	monitors []*pgx.Conn
+
+	// Confirmation bookkeeping, written by the apply goroutine.
+	mu            sync.Mutex
 	lastProcessed pglogrepl.LSN   // commit LSN of the last transaction handled
 	lastWork      []pglogrepl.LSN // per shard: last commit LSN applied there
 	serverEnd     pglogrepl.LSN
@@ -176,6 +182,14 @@ func (s *streamer) session(ctx context.Context) error {
 			}
 		}
 	}()
+	s.monitors = make([]*pgx.Conn, len(s.dst.Shards))
+	defer func() {
+		for _, m := range s.monitors {
+			if m != nil {
+				m.Close(context.Background())
+			}
+		}
+	}()
 	for k, sh := range s.dst.Shards {
 		dsn, err := cat.ConnString(sh.Primary, nil)
 		if err != nil {
@@ -187,6 +201,9 @@ func (s *streamer) session(ctx context.Context) error {
 		}
 		s.appliers[k] = a
 		s.lastWork[k] = a.applied
+		if s.monitors[k], err = pgx.Connect(ctx, dsn); err != nil {
+			return fmt.Errorf("connect to destination shard %d: %w", k, err)
+		}
 	}
 	if err := s.loadWatermarks(ctx); err != nil {
 		return err
@@ -223,7 +240,9 @@ func (s *streamer) session(ctx context.Context) error {
 	// Positions from an earlier session mean nothing now: a shard may have
 	// lost unflushed commits since (a crash), and only this session's
 	// messages tell what has been sent.
+	s.mu.Lock()
 	s.lastProcessed, s.serverEnd = confirmed, 0
+	s.mu.Unlock()
 	args := []string{"proto_version '2'", fmt.Sprintf("publication_names '%s'", strings.ReplaceAll(s.req.Publication, "'", "''")), "streaming 'true'"}
 	if err := pglogrepl.StartReplication(ctx, conn, s.slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		return fmt.Errorf("start replication from slot %q on %s: %w", s.slot, s.node, err)
@@ -234,6 +253,31 @@ func (s *streamer) session(ctx context.Context) error {
 	defer stopLag()
 	go s.refreshLag(lagCtx)
 
+	// Batches are applied by their own goroutine, in order, while the next
+	// ones are received and decoded.
+	applyCtx, stopApply := context.WithCancel(ctx)
+	applyCh := make(chan []*txn, 2)
+	applyErr := make(chan error, 1)
+	var inflight atomic.Int64
+	applyDone := make(chan struct{})
+	go func() {
+		defer close(applyDone)
+		for batch := range applyCh {
+			if err := s.applyBatch(applyCtx, batch); err != nil {
+				applyErr <- err
+				for range applyCh {
+					inflight.Add(-1)
+				}
+				return
+			}
+			inflight.Add(-1)
+		}
+	}()
+	defer func() {
+		stopApply()
+		close(applyCh)
+		<-applyDone
+	}()
 	var (
 		pending      []*txn
 		pendingCount int
@@ -244,22 +288,38 @@ func (s *streamer) session(ctx context.Context) error {
 		inStream     bool
 		lastStatus   time.Time
 	)
+	send := func(batch []*txn) error {
+		inflight.Add(1)
+		select {
+		case applyCh <- batch:
+			return nil
+		case err := <-applyErr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	flush := func() error {
 		if len(pending) == 0 {
 			return nil
 		}
-		if err := s.applyBatch(ctx, pending); err != nil {
+		if err := send(pending); err != nil {
 			return err
 		}
 		pending, pendingCount = nil, 0
 		return nil
 	}
 	for {
+		select {
+		case err := <-applyErr:
+			return err
+		default:
+		}
 		if time.Since(lastStatus) > time.Second {
 			if err := flush(); err != nil {
 				return err
 			}
-			idle := cur == nil && len(streamed) == 0
+			idle := cur == nil && len(streamed) == 0 && inflight.Load() == 0
 			if err := s.sendStatus(ctx, conn, idle); err != nil {
 				return err
 			}
@@ -295,9 +355,11 @@ func (s *streamer) session(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
+				s.mu.Lock()
 				if ka.ServerWALEnd > s.serverEnd {
 					s.serverEnd = ka.ServerWALEnd
 				}
+				s.mu.Unlock()
 				if ka.ReplyRequested {
 					lastStatus = time.Time{}
 				}
@@ -364,7 +426,7 @@ func (s *streamer) session(ctx context.Context) error {
 					if err := flush(); err != nil {
 						return err
 					}
-					if err := s.applyBatch(ctx, []*txn{t}); err != nil {
+					if err := send([]*txn{t}); err != nil {
 						return err
 					}
 				default:
@@ -438,8 +500,7 @@ func (s *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessageV2)
 	}
 	// The destination must already have every column (DDL is not
 	// replicated): stop with the table and the columns to add.
-	a := s.appliers[0]
-	rows, err := a.conn.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, r.qualified)
+	rows, err := s.monitors[0].Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, r.qualified)
 	if err != nil {
 		return err
 	}
@@ -587,17 +648,21 @@ func (s *streamer) coveredByCopy(c *change, lsn pglogrepl.LSN) bool {
 
 // sendStatus confirms to the source what every shard has durably applied.
 func (s *streamer) sendStatus(ctx context.Context, conn *pgconn.PgConn, idle bool) error {
-	confirm := s.lastProcessed
+	s.mu.Lock()
+	lastProcessed, serverEnd := s.lastProcessed, s.serverEnd
+	lastWork := append([]pglogrepl.LSN(nil), s.lastWork...)
+	s.mu.Unlock()
+	confirm := lastProcessed
 	allClean := true
 	for k, a := range s.appliers {
-		flushed, err := a.flushed(ctx, a.conn)
+		flushed, err := a.flushed(ctx, s.monitors[k])
 		if err != nil {
 			return err
 		}
 		// A shard whose last work is durable has everything up to the last
 		// transaction handled; otherwise only what it flushed.
-		eff := s.lastProcessed
-		if flushed < s.lastWork[k] {
+		eff := lastProcessed
+		if flushed < lastWork[k] {
 			eff = flushed
 			allClean = false
 		}
@@ -605,8 +670,8 @@ func (s *streamer) sendStatus(ctx context.Context, conn *pgconn.PgConn, idle boo
 			confirm = eff
 		}
 	}
-	if idle && allClean && s.serverEnd > confirm {
-		confirm = s.serverEnd
+	if idle && allClean && serverEnd > confirm {
+		confirm = serverEnd
 	}
 	s.status.Confirmed(confirm)
 	return pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
@@ -739,17 +804,23 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 		every(op{sql: sql})
 		return out, nil
 	case opInsert:
-		cols := make([]int, 0, len(c.newRow))
 		args := make([][]byte, 0, len(c.newRow))
-		for i, v := range c.newRow {
-			cols = append(cols, i)
+		for _, v := range c.newRow {
 			if v.null {
 				args = append(args, nil)
 			} else {
 				args = append(args, v.data)
 			}
 		}
-		o := op{sql: insertSQL(c.rel, cols), args: args}
+		ncols := len(c.newRow)
+		sql := c.rel.cached([]byte{'i', byte(ncols), byte(ncols >> 8)}, func() string {
+			cols := make([]int, ncols)
+			for i := range cols {
+				cols[i] = i
+			}
+			return insertSQL(c.rel, cols)
+		})
+		o := op{sql: sql, args: args}
 		sh, err := c.rel.shardOf(c.newRow)
 		if err != nil {
 			return nil, s.routeErr(c, err)
@@ -765,20 +836,36 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 		if err != nil {
 			return nil, &fatalError{err.Error()}
 		}
-		var set []string
-		var args [][]byte
-		for i, v := range c.newRow {
+		// The statement's shape: which columns are set, which identify.
+		shape := make([]byte, 0, 2+len(c.newRow)+len(keyCols))
+		shape = append(shape, 'u')
+		args := make([][]byte, 0, len(c.newRow)+len(keyVals))
+		for _, v := range c.newRow {
 			if v.toasted {
+				shape = append(shape, 0)
 				continue
 			}
-			set = append(set, fmt.Sprintf("%s = $%d", quoteIdent(c.rel.columns[i]), len(args)+1))
+			shape = append(shape, 1)
 			if v.null {
 				args = append(args, nil)
 			} else {
 				args = append(args, v.data)
 			}
 		}
-		sql := fmt.Sprintf("UPDATE %s SET %s WHERE %s", c.rel.qualified, strings.Join(set, ", "), whereKey(c.rel, keyCols, len(args)+1))
+		shape = append(shape, '|')
+		for _, k := range keyCols {
+			shape = append(shape, byte(k), byte(k>>8))
+		}
+		nset := len(args)
+		sql := c.rel.cached(shape, func() string {
+			var set []string
+			for i, v := range c.newRow {
+				if !v.toasted {
+					set = append(set, fmt.Sprintf("%s = $%d", quoteIdent(c.rel.columns[i]), len(set)+1))
+				}
+			}
+			return fmt.Sprintf("UPDATE %s SET %s WHERE %s", c.rel.qualified, strings.Join(set, ", "), whereKey(c.rel, keyCols, nset+1))
+		})
 		o := op{sql: sql, args: append(args, keyVals...)}
 		sh, err := c.rel.shardOf(newRowOf(c))
 		if err != nil {
@@ -798,7 +885,13 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 		if err != nil {
 			return nil, &fatalError{err.Error()}
 		}
-		o := op{sql: fmt.Sprintf("DELETE FROM %s WHERE %s", c.rel.qualified, whereKey(c.rel, keyCols, 1)), args: keyVals}
+		shape := []byte{'d'}
+		for _, k := range keyCols {
+			shape = append(shape, byte(k), byte(k>>8))
+		}
+		o := op{sql: c.rel.cached(shape, func() string {
+			return fmt.Sprintf("DELETE FROM %s WHERE %s", c.rel.qualified, whereKey(c.rel, keyCols, 1))
+		}), args: keyVals}
 		if c.rel.shardCol >= 0 && s.keyInOld(c) {
 			sh, err := c.rel.shardOf(c.oldRow)
 			if err == nil && sh != sharding.AllShards {
@@ -857,15 +950,19 @@ func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
 		}(k)
 	}
 	wg.Wait()
-	for k, err := range errs {
+	for _, err := range errs {
 		if err != nil {
 			return err
 		}
+	}
+	s.mu.Lock()
+	for k := range ops {
 		if len(ops[k]) > 0 {
 			s.lastWork[k] = lastLSN
 		}
 	}
 	s.lastProcessed = lastLSN
+	s.mu.Unlock()
 	s.status.Applied(int64(countOps(ops)))
 	return nil
 }
@@ -1047,9 +1144,13 @@ func (s *streamer) applySerial(ctx context.Context, t *txn) error {
 		if err := s.appliers[k].commit(ctx, t.commitLSN, time.Now()); err != nil {
 			return fail(err)
 		}
+		s.mu.Lock()
 		s.lastWork[k] = t.commitLSN
+		s.mu.Unlock()
 	}
+	s.mu.Lock()
 	s.lastProcessed = t.commitLSN
+	s.mu.Unlock()
 	return nil
 }
 
