@@ -685,6 +685,56 @@ type op struct {
 	// check: an UPDATE that must find its row (the sharding key could not
 	// be read from the change, so a moved row would otherwise go unseen).
 	mustHit *relation
+	// row identifies the row an op touches ("" when unknown); update marks
+	// an UPDATE that keeps its key, writes a full row image and locates the
+	// row by key alone: a later such UPDATE of the same row in the same
+	// destination transaction makes it redundant.
+	row    string
+	update bool
+}
+
+// coalesce drops UPDATEs that a later UPDATE of the same row (same key,
+// same columns) in the same destination transaction overwrites: only the
+// final row is ever visible, and hot rows updated thousands of times in one
+// batch would otherwise grow long version chains.
+func coalesce(ops []op) []op {
+	last := map[string]int{}
+	drop := make([]bool, len(ops))
+	dropped := 0
+	for i, o := range ops {
+		if o.row == "" {
+			continue
+		}
+		if j, ok := last[o.row]; ok && o.update && ops[j].update && ops[j].sql == o.sql && ops[j].mustHit == nil {
+			drop[j] = true
+			dropped++
+		}
+		last[o.row] = i
+	}
+	if dropped == 0 {
+		return ops
+	}
+	out := make([]op, 0, len(ops)-dropped)
+	for i, o := range ops {
+		if !drop[i] {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// rowID is the identity of a row for coalescing: relation and key values.
+func rowID(r *relation, keyVals [][]byte) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d", r.id)
+	for _, v := range keyVals {
+		b.WriteByte(0)
+		if v == nil {
+			b.WriteByte(1)
+		}
+		b.Write(v)
+	}
+	return b.String()
 }
 
 // applyBatch applies committed transactions: every shard's part in one
@@ -821,6 +871,9 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 			return insertSQL(c.rel, cols)
 		})
 		o := op{sql: sql, args: args}
+		if keyCols, keyVals, err := keyOf(c.rel, c); err == nil && len(keyCols) == len(c.rel.key) {
+			o.row = rowID(c.rel, keyVals)
+		}
 		sh, err := c.rel.shardOf(c.newRow)
 		if err != nil {
 			return nil, s.routeErr(c, err)
@@ -866,7 +919,10 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 			}
 			return fmt.Sprintf("UPDATE %s SET %s WHERE %s", c.rel.qualified, strings.Join(set, ", "), whereKey(c.rel, keyCols, nset+1))
 		})
-		o := op{sql: sql, args: append(args, keyVals...)}
+		o := op{sql: sql, args: append(args, keyVals...), row: rowID(c.rel, keyVals)}
+		// Coalescible: the key is unchanged (no old tuple) and the row is
+		// found by key, not by its whole old image.
+		o.update = c.oldRow == nil && c.rel.identity != 'f'
 		sh, err := c.rel.shardOf(newRowOf(c))
 		if err != nil {
 			return nil, s.routeErr(c, err)
@@ -891,7 +947,7 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 		}
 		o := op{sql: c.rel.cached(shape, func() string {
 			return fmt.Sprintf("DELETE FROM %s WHERE %s", c.rel.qualified, whereKey(c.rel, keyCols, 1))
-		}), args: keyVals}
+		}), args: keyVals, row: rowID(c.rel, keyVals)}
 		if c.rel.shardCol >= 0 && s.keyInOld(c) {
 			sh, err := c.rel.shardOf(c.oldRow)
 			if err == nil && sh != sharding.AllShards {
@@ -936,6 +992,9 @@ func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
 				ops[k] = append(ops[k], os...)
 			}
 		}
+	}
+	for k := range ops {
+		ops[k] = coalesce(ops[k])
 	}
 	errs := make([]error, n)
 	var wg sync.WaitGroup
