@@ -58,7 +58,12 @@ func (e *Executor) Columns(cmd Command) ([]Column, error) {
 			return copyDataResultColumns, nil
 		}
 		return taskIDColumns, nil
-	case Replicate, Reshard, Verify:
+	case Replicate:
+		if c.Foreground {
+			return nil, nil
+		}
+		return taskIDColumns, nil
+	case Reshard, Verify:
 		return taskIDColumns, nil
 	case SchemaSync:
 		if c.DryRun {
