@@ -141,12 +141,18 @@ schema_admin = true
 			<-errc
 			return err
 		}
+		if err := demoReshard(ctx, e, dsn, src, []*pgtest.Instance{s0, s1}); err != nil {
+			cancel()
+			<-errc
+			return err
+		}
 		fmt.Fprintf(e.stdout, `
 The admin server is up. Connect with:
 
   psql "postgres://admin:demo@127.0.0.1:%d/admin"
 
-and try SHOW DATABASES; SHOW CONFIG; SHOW VERSION;
+and try SHOW TASKS; SHOW TABLE_COPIES; SHOW REPLICATION_SLOTS; SHOW DATABASES;
+(the stream keeps the shards in sync with the source until you stop)
 Config files: %s, %s
 Source: %s   shards: %s, %s (user %s, password %s)
 `, adminPort, cfgPath, usersPath, src.DSN("shop"), s0.DSN("shop"), s1.DSN("shop"), pgtest.User, pgtest.Password)
@@ -203,4 +209,125 @@ func demoCheck(ctx context.Context, e *env, dsn string) error {
 		fmt.Fprintf(e.stdout, "  %-14s shard %d  %s  %s:%d/%s\n", name, shard, role, host, port, dbname)
 	}
 	return rows.Err()
+}
+
+// demoReshard drives a resharding through the admin server, as an operator
+// would from psql, while an application keeps writing to the source.
+func demoReshard(ctx context.Context, e *env, dsn string, src *pgtest.Instance, shards []*pgtest.Instance) error {
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(ctx)
+	say := func(format string, args ...any) { fmt.Fprintf(e.stdout, format+"\n", args...) }
+	exec := func(sql string) error {
+		say("admin=> %s;", sql)
+		_, err := admin.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			return fmt.Errorf("demo: %s: %w", sql, err)
+		}
+		return nil
+	}
+	// The application: new orders keep arriving on the source.
+	appCtx, stopApp := context.WithCancel(ctx)
+	appDone := make(chan int)
+	go func() {
+		n := 0
+		conn, err := src.Connect(appCtx, "shop")
+		if err == nil {
+			defer conn.Close(context.Background())
+			for appCtx.Err() == nil {
+				if _, err := conn.Exec(appCtx, `INSERT INTO orders (customer_id, total) VALUES (1 + (random() * 1999)::int, 9.99)`); err == nil {
+					n++
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+		appDone <- n
+	}()
+	say("\nResharding shop onto shop_sharded (2 shards) while orders keep arriving:\n")
+	if err := exec("SCHEMA_SYNC PRE shop shop_sharded all_tables"); err != nil {
+		stopApp()
+		<-appDone
+		return err
+	}
+	if err := exec("COPY_DATA shop shop_sharded all_tables demo_slot"); err != nil {
+		stopApp()
+		<-appDone
+		return err
+	}
+	for {
+		var state, msg string
+		if err := admin.QueryRow(ctx, "SHOW TASKS", pgx.QueryExecModeSimpleProtocol).Scan(new(string), new(string), new(string), new(string), new(string), &state, new(time.Time), new(string), &msg); err != nil {
+			stopApp()
+			<-appDone
+			return err
+		}
+		if state == "streaming" {
+			break
+		}
+		if state != "copying" {
+			stopApp()
+			<-appDone
+			return fmt.Errorf("demo: the copy task ended %s: %s", state, msg)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	say("   copy done; the task now streams changes")
+	if err := exec("SCHEMA_SYNC POST shop shop_sharded all_tables"); err != nil {
+		stopApp()
+		<-appDone
+		return err
+	}
+	time.Sleep(time.Second)
+	stopApp()
+	written := <-appDone
+	say("   %d orders were written to the source meanwhile", written)
+	// Wait until the shards hold every order, then compare.
+	count := func(inst *pgtest.Instance, table string) (int64, error) {
+		c, err := inst.Connect(ctx, "shop")
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close(ctx)
+		var n int64
+		err = c.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n)
+		return n, err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		want, err := count(src, "orders")
+		if err != nil {
+			return err
+		}
+		var got int64
+		for _, s := range shards {
+			n, err := count(s, "orders")
+			if err != nil {
+				return err
+			}
+			got += n
+		}
+		if got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: the shards hold %d orders, the source %d", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	say("\n%-10s %10s %10s %10s", "table", "source", "shard 0", "shard 1")
+	for _, table := range []string{"customers", "orders", "countries"} {
+		row := []int64{}
+		for _, inst := range append([]*pgtest.Instance{src}, shards...) {
+			n, err := count(inst, table)
+			if err != nil {
+				return err
+			}
+			row = append(row, n)
+		}
+		say("%-10s %10d %10d %10d", table, row[0], row[1], row[2])
+	}
+	say("(customers and orders are split by customer; countries is copied to every shard)")
+	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -215,7 +216,13 @@ func serve(ctx context.Context, cat *catalog.Catalog, log hclog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return srv.Serve(ctx)
+	err = srv.Serve(ctx)
+	// Running tasks stop cleanly with the server; their slots are kept, so
+	// the same commands resume them.
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exec.Tasks.StopAll(sctx)
+	return err
 }
 
 // runCommand runs one admin command through the same executor the admin

@@ -151,3 +151,21 @@ func (m *Manager) List() []Row {
 	}
 	return out
 }
+
+// StopAll stops every running task and waits for them (on shutdown: their
+// work is resumable, slots are kept).
+func (m *Manager) StopAll(ctx context.Context) {
+	m.mu.Lock()
+	tasks := append([]*Task(nil), m.tasks...)
+	m.mu.Unlock()
+	for _, t := range tasks {
+		t.cancel()
+	}
+	for _, t := range tasks {
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
