@@ -63,6 +63,8 @@ type relation struct {
 	router    *sharding.Router
 	shardCol  int // position of the sharding column, -1 for omni tables
 	qualified string
+	// types are the destination's column types (format_type), by position.
+	types []string
 	// sqls caches statement texts by shape (only the apply goroutine
 	// touches it).
 	sqls map[string]string

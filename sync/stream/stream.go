@@ -288,6 +288,8 @@ func (s *streamer) session(ctx context.Context) error {
 		inStream     bool
 		lastStatus   time.Time
 	)
+	var recv recvDeadline
+	defer recv.stop()
 	send := func(batch []*txn) error {
 		inflight.Add(1)
 		select {
@@ -325,9 +327,14 @@ func (s *streamer) session(ctx context.Context) error {
 			}
 			lastStatus = time.Now()
 		}
-		rctx, rcancel := context.WithTimeout(ctx, s.req.BatchDelay)
-		msg, err := conn.ReceiveMessage(rctx)
-		rcancel()
+		// Wake up when something is due: the pending batch's deadline, or
+		// the next status message. The context is reused until then
+		// (creating one per message costs more than decoding it).
+		due := lastStatus.Add(time.Second)
+		if len(pending) > 0 && pendingSince.Add(s.req.BatchDelay).Before(due) {
+			due = pendingSince.Add(s.req.BatchDelay)
+		}
+		msg, err := conn.ReceiveMessage(recv.at(ctx, due))
 		if err != nil {
 			if pgconn.Timeout(err) && ctx.Err() == nil {
 				// Nothing arrived: apply what is pending.
@@ -500,18 +507,20 @@ func (s *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessageV2)
 	}
 	// The destination must already have every column (DDL is not
 	// replicated): stop with the table and the columns to add.
-	rows, err := s.monitors[0].Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, r.qualified)
+	rows, err := s.monitors[0].Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, r.qualified)
 	if err != nil {
 		return err
 	}
 	have := map[string]bool{}
+	types := map[string]string{}
 	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
+		var n, typ string
+		if err := rows.Scan(&n, &typ); err != nil {
 			rows.Close()
 			return err
 		}
 		have[n] = true
+		types[n] = typ
 	}
 	rows.Close()
 	var missing []string
@@ -526,6 +535,9 @@ func (s *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessageV2)
 	if len(missing) > 0 {
 		return &fatalError{fmt.Sprintf("table %s changed on the source: columns %s are missing on the destination; run ALTER TABLE %s ADD COLUMN ... on every shard (DDL is not replicated) and restart the stream",
 			r, strings.Join(missing, ", "), r.qualified)}
+	}
+	for _, c := range r.columns {
+		r.types = append(r.types, types[c])
 	}
 	router, col, err := copier.RouteColumns(r.schema, r.name, r.columns, s.dst)
 	if err != nil {
@@ -691,6 +703,12 @@ type op struct {
 	// destination transaction makes it redundant.
 	row    string
 	update bool
+	// What merging needs: the table, the kind of statement, and for an
+	// UPDATE the columns set and the key columns.
+	rel     *relation
+	kind    changeKind
+	setCols []int
+	keyCols []int
 }
 
 // coalesce drops UPDATEs that a later UPDATE of the same row (same key,
@@ -870,7 +888,7 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 			}
 			return insertSQL(c.rel, cols)
 		})
-		o := op{sql: sql, args: args}
+		o := op{sql: sql, args: args, rel: c.rel, kind: opInsert}
 		if keyCols, keyVals, err := keyOf(c.rel, c); err == nil && len(keyCols) == len(c.rel.key) {
 			o.row = rowID(c.rel, keyVals)
 		}
@@ -919,7 +937,12 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 			}
 			return fmt.Sprintf("UPDATE %s SET %s WHERE %s", c.rel.qualified, strings.Join(set, ", "), whereKey(c.rel, keyCols, nset+1))
 		})
-		o := op{sql: sql, args: append(args, keyVals...), row: rowID(c.rel, keyVals)}
+		o := op{sql: sql, args: append(args, keyVals...), row: rowID(c.rel, keyVals), rel: c.rel, kind: opUpdate, keyCols: keyCols}
+		for i, v := range c.newRow {
+			if !v.toasted {
+				o.setCols = append(o.setCols, i)
+			}
+		}
 		// Coalescible: the key is unchanged (no old tuple) and the row is
 		// found by key, not by its whole old image.
 		o.update = c.oldRow == nil && c.rel.identity != 'f'
@@ -994,7 +1017,7 @@ func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
 		}
 	}
 	for k := range ops {
-		ops[k] = coalesce(ops[k])
+		ops[k] = merge(coalesce(ops[k]))
 	}
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -1246,5 +1269,28 @@ func (s *streamer) refreshLag(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// recvDeadline is a context with a deadline, reused for as long as the
+// deadline stays the same.
+type recvDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	due    time.Time
+}
+
+func (d *recvDeadline) at(parent context.Context, due time.Time) context.Context {
+	if d.cancel == nil || !due.Equal(d.due) || d.ctx.Err() != nil {
+		d.stop()
+		d.ctx, d.cancel = context.WithDeadline(parent, due)
+		d.due = due
+	}
+	return d.ctx
+}
+
+func (d *recvDeadline) stop() {
+	if d.cancel != nil {
+		d.cancel()
 	}
 }
