@@ -288,8 +288,9 @@ func (s *streamer) session(ctx context.Context) error {
 		inStream     bool
 		lastStatus   time.Time
 	)
-	var recv recvDeadline
-	defer recv.stop()
+	// Cancellation interrupts a pending read.
+	stopWake := context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
+	defer stopWake()
 	send := func(batch []*txn) error {
 		inflight.Add(1)
 		select {
@@ -334,7 +335,10 @@ func (s *streamer) session(ctx context.Context) error {
 		if len(pending) > 0 && pendingSince.Add(s.req.BatchDelay).Before(due) {
 			due = pendingSince.Add(s.req.BatchDelay)
 		}
-		msg, err := conn.ReceiveMessage(recv.at(ctx, due))
+		// A read deadline on the socket (not a context: pgconn would watch
+		// a context on every call) wakes the loop when something is due.
+		_ = conn.Conn().SetReadDeadline(due)
+		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) && ctx.Err() == nil {
 				// Nothing arrived: apply what is pending.
@@ -374,6 +378,24 @@ func (s *streamer) session(ctx context.Context) error {
 				xld, err := pglogrepl.ParseXLogData(m.Data[1:])
 				if err != nil {
 					return err
+				}
+				if len(xld.WALData) > 0 && (xld.WALData[0] == 'I' || xld.WALData[0] == 'U' || xld.WALData[0] == 'D') {
+					rm, err := decodeRow(xld.WALData, inStream)
+					if err != nil {
+						return &fatalError{fmt.Sprintf("decode pgoutput message at %s: %v", xld.WALStart, err)}
+					}
+					r, err := s.rel(rm.relation)
+					if err != nil {
+						return err
+					}
+					c := &change{kind: rm.kind, rel: r, newRow: rm.newRow, oldRow: rm.oldRow, oldIsKey: rm.oldType == 'K'}
+					if inStream {
+						c.subxid = rm.xid
+						streamed[streamXid].changes = append(streamed[streamXid].changes, c)
+					} else if cur != nil {
+						cur.changes = append(cur.changes, c)
+					}
+					continue
 				}
 				lm, err := parseV2(xld.WALData, inStream)
 				if err != nil {
@@ -1269,28 +1291,5 @@ func (s *streamer) refreshLag(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-	}
-}
-
-// recvDeadline is a context with a deadline, reused for as long as the
-// deadline stays the same.
-type recvDeadline struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	due    time.Time
-}
-
-func (d *recvDeadline) at(parent context.Context, due time.Time) context.Context {
-	if d.cancel == nil || !due.Equal(d.due) || d.ctx.Err() != nil {
-		d.stop()
-		d.ctx, d.cancel = context.WithDeadline(parent, due)
-		d.due = due
-	}
-	return d.ctx
-}
-
-func (d *recvDeadline) stop() {
-	if d.cancel != nil {
-		d.cancel()
 	}
 }
