@@ -48,6 +48,9 @@ func (a *applier) connect(ctx context.Context) error {
 		// and no foreign-key checks.
 		"SET session_replication_role = replica",
 		"SET synchronous_commit = off",
+		// Statements are prepared once and run many times with new rows:
+		// plan them once.
+		"SET plan_cache_mode = force_generic_plan",
 	}
 	for _, s := range setup {
 		if _, err := conn.Exec(ctx, s); err != nil {

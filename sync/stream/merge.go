@@ -8,7 +8,7 @@ import (
 
 // Limits of one merged statement.
 const (
-	mergeRows   = 500
+	mergeRows   = 512
 	mergeParams = 30000
 )
 
@@ -81,10 +81,16 @@ func mergeRuns(ops []op) []op {
 			params += len(n.args)
 			j++
 		}
-		if j-i == 1 {
-			out = append(out, o)
-		} else {
-			out = append(out, combine(ops[i:j]))
+		// Merged statements come in a few sizes only, so that each size
+		// is prepared and planned once per session.
+		for k := i; k < j; {
+			size := bucket(j - k)
+			if size == 1 {
+				out = append(out, ops[k])
+			} else {
+				out = append(out, combine(ops[k:k+size]))
+			}
+			k += size
 		}
 		i = j
 	}
@@ -178,4 +184,14 @@ func combine(ops []op) op {
 		return b.String()
 	})
 	return op{sql: sql, args: args, rel: r, kind: first.kind}
+}
+
+// bucket is the largest merge size not above n: 256, 64, 16, 4 or 1.
+func bucket(n int) int {
+	for _, b := range []int{256, 64, 16, 4} {
+		if n >= b {
+			return b
+		}
+	}
+	return 1
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,8 +263,16 @@ func (s *streamer) session(ctx context.Context) error {
 	applyDone := make(chan struct{})
 	go func() {
 		defer close(applyDone)
+		var busy time.Duration
+		sessStart := time.Now()
+		defer func() {
+			s.log.Debug("apply goroutine", "busy", busy, "session", time.Since(sessStart))
+		}()
 		for batch := range applyCh {
-			if err := s.applyBatch(applyCtx, batch); err != nil {
+			t0 := time.Now()
+			err := s.applyBatch(applyCtx, batch)
+			busy += time.Since(t0)
+			if err != nil {
 				applyErr <- err
 				for range applyCh {
 					inflight.Add(-1)
@@ -291,6 +300,7 @@ func (s *streamer) session(ctx context.Context) error {
 	// Cancellation interrupts a pending read.
 	stopWake := context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
 	defer stopWake()
+	var readDeadline time.Time
 	send := func(batch []*txn) error {
 		inflight.Add(1)
 		select {
@@ -337,7 +347,10 @@ func (s *streamer) session(ctx context.Context) error {
 		}
 		// A read deadline on the socket (not a context: pgconn would watch
 		// a context on every call) wakes the loop when something is due.
-		_ = conn.Conn().SetReadDeadline(due)
+		if !due.Equal(readDeadline) {
+			_ = conn.Conn().SetReadDeadline(due)
+			readDeadline = due
+		}
 		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) && ctx.Err() == nil {
@@ -765,16 +778,20 @@ func coalesce(ops []op) []op {
 
 // rowID is the identity of a row for coalescing: relation and key values.
 func rowID(r *relation, keyVals [][]byte) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%d", r.id)
+	n := 12
 	for _, v := range keyVals {
-		b.WriteByte(0)
-		if v == nil {
-			b.WriteByte(1)
-		}
-		b.Write(v)
+		n += len(v) + 2
 	}
-	return b.String()
+	b := make([]byte, 0, n)
+	b = strconv.AppendUint(b, uint64(r.id), 10)
+	for _, v := range keyVals {
+		b = append(b, 0)
+		if v == nil {
+			b = append(b, 1)
+		}
+		b = append(b, v...)
+	}
+	return string(b)
 }
 
 // applyBatch applies committed transactions: every shard's part in one
@@ -1019,6 +1036,13 @@ func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
 	}
 	n := len(s.appliers)
 	ops := make([][]op, n)
+	total := 0
+	for _, t := range txns {
+		total += len(t.changes)
+	}
+	for k := range ops {
+		ops[k] = make([]op, 0, total/n+16)
+	}
 	var lastLSN pglogrepl.LSN
 	for _, t := range txns {
 		lastLSN = t.commitLSN
