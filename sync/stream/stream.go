@@ -159,6 +159,13 @@ func retryable(err error) bool {
 	if errors.As(err, &fatal) {
 		return false
 	}
+	// 55006 object_in_use: the slot or an origin is still held by the
+	// sessions of a reshard that just died (their servers have not noticed
+	// yet), or by another reshard: wait and try again.
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "55006" {
+		return true
+	}
 	return isConnErr(err) || errors.Is(err, errReconnect)
 }
 
