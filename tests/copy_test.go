@@ -289,6 +289,12 @@ func TestCopyTwoSourceShards(t *testing.T) {
 func TestCopyIsTheSnapshot(t *testing.T) {
 	e := newCopyEnv(t, "cpsnap", 1, 2, "resharding_split_threshold = 65536")
 	e.setup(t, 20000)
+	// Enough data that the copy is still running when the writes come.
+	e.src[0].exec(t, `CREATE TABLE bulk (id bigint PRIMARY KEY, customer_id bigint, pad text);
+		INSERT INTO bulk SELECT g, g % 1000, repeat(md5(g::text), 4) FROM generate_series(1, 300000) g`)
+	for _, d := range e.dst {
+		d.exec(t, `CREATE TABLE bulk (id bigint PRIMARY KEY, customer_id bigint, pad text)`)
+	}
 	done := make(chan error, 1)
 	go func() {
 		_, err := e.exec.Execute(context.Background(), commands.CopyData{Route: e.route(), Slot: "cpsnap_slot", Foreground: true, SyncOnly: true})
