@@ -70,7 +70,11 @@ type Replicate struct {
 type Reshard struct{ Route }
 
 // Verify is VERIFY <src> <dst> <pub>.
-type Verify struct{ Route }
+type Verify struct {
+	Route
+	// Foreground comes from the CLI (reshard verify): run in the caller.
+	Foreground bool
+}
 
 // Cutover is CUTOVER <task>.
 type Cutover struct{ Task string }

@@ -63,7 +63,12 @@ func (e *Executor) Columns(cmd Command) ([]Column, error) {
 			return nil, nil
 		}
 		return taskIDColumns, nil
-	case Reshard, Verify:
+	case Verify:
+		if c.Foreground {
+			return verifyColumns, nil
+		}
+		return taskIDColumns, nil
+	case Reshard:
 		return taskIDColumns, nil
 	case SchemaSync:
 		if c.DryRun {
@@ -122,12 +127,12 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
 		}
-		return nil, notYet(c)
+		return e.reshard(ctx, c)
 	case Verify:
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
 		}
-		return nil, notYet(c)
+		return e.verify(ctx, c)
 	case StopTask:
 		return e.stopTask(ctx, c)
 	case Cutover:
@@ -178,7 +183,7 @@ func (e *Executor) show(ctx context.Context, c Show) (*Result, error) {
 	case "replication_slots":
 		res.Rows = e.showReplicationSlots()
 	case "verify":
-		// No verify task can run in this build yet.
+		res.Rows = e.showVerify()
 	default:
 		v := settings[c.Name]
 		res.Rows = [][]any{{v}}

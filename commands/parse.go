@@ -241,7 +241,7 @@ func parseStatement(toks []token, text string) (Command, error) {
 		if kw == "RESHARD" {
 			return Reshard{r}, nil
 		}
-		return Verify{r}, nil
+		return Verify{Route: r}, nil
 	case "CUTOVER", "STOP_TASK":
 		if len(toks) < 2 {
 			return nil, syntaxErr(kw, first, "%s is missing the task id", kw)

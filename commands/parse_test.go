@@ -22,7 +22,7 @@ func TestParseValid(t *testing.T) {
 		{"COPY_DATA prod prod_sharded all_tables my_slot;", []Command{CopyData{Route: r, Slot: "my_slot"}}},
 		{"REPLICATE prod prod_sharded all_tables my_slot", []Command{Replicate{Route: r, Slot: "my_slot"}}},
 		{"RESHARD prod prod_sharded all_tables", []Command{Reshard{r}}},
-		{"VERIFY prod prod_sharded all_tables", []Command{Verify{r}}},
+		{"VERIFY prod prod_sharded all_tables", []Command{Verify{Route: r}}},
 		{"CUTOVER 7", []Command{Cutover{"7"}}},
 		{"STOP_TASK 12;", []Command{StopTask{"12"}}},
 		{"stop_task abc", []Command{StopTask{"abc"}}},

@@ -336,7 +336,15 @@ func verifyCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 		if err := required(fs, "from-database", "to-database", "publication"); err != nil {
 			return err
 		}
-		return runCommand(ctx, e, commands.Verify{Route: r.route()})
+		cat, err := e.load()
+		if err != nil {
+			return err
+		}
+		res, err := commands.NewExecutor(cat, e.log).Execute(ctx, commands.Verify{Route: r.route(), Foreground: true})
+		if res != nil {
+			printResult(e.stdout, res)
+		}
+		return err
 	}
 }
 

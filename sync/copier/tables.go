@@ -44,6 +44,9 @@ type Table struct {
 	ShardColumn string
 	// Router routes rows to destination shards.
 	Router *sharding.Router
+	// Mapped tells that list or range mappings place some keys (placement
+	// is then not PostgreSQL's hash alone).
+	Mapped bool
 	// Widen lists positions (in Columns) of int2/int4 columns the
 	// destination holds as int8.
 	Widen []int
@@ -218,7 +221,7 @@ func route(t *Table, dst *catalog.Cluster) error {
 			if err != nil {
 				return fmt.Errorf("table %s: %w", t, err)
 			}
-			t.Router, t.ShardColumn = r, st.Column
+			t.Router, t.ShardColumn, t.Mapped = r, st.Column, len(mappings) > 0
 			return nil
 		}
 	}
@@ -247,4 +250,25 @@ func RouteColumns(schema, name string, columns []string, dst *catalog.Cluster) (
 		return t.Router, -1, nil
 	}
 	return t.Router, t.Router.Column(), nil
+}
+
+// Tables describes the publication's tables (as the source shard behind
+// conn has them) and routes each by the destination's sharding rules.
+func Tables(ctx context.Context, conn *pgx.Conn, publication string, dst *catalog.Cluster) ([]*Table, error) {
+	names, err := publicationTables(ctx, conn, publication)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Table
+	for _, n := range names {
+		t, err := describeTable(ctx, conn, n[0], n[1])
+		if err != nil {
+			return nil, err
+		}
+		if err := route(t, dst); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }

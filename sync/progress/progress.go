@@ -56,6 +56,7 @@ type Registry struct {
 	order  []*SchemaStatement
 	copies []*TableCopy
 	slots  []*Slot
+	verify []VerifyRow
 }
 
 // NewRegistry returns an empty registry.

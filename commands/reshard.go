@@ -1,0 +1,94 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+
+	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/schema"
+	"github.com/reshard/reshard/sync/stream"
+	"github.com/reshard/reshard/sync/task"
+	"github.com/reshard/reshard/sync/verify"
+)
+
+// reshardSlot is the slot RESHARD uses for a route: the same name every
+// time, so that running RESHARD again resumes (a finished copy is not
+// copied again, POST skips what exists, the stream continues).
+func reshardSlot(r Route) string {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s\x00%s\x00%s", r.Source, r.Destination, r.Publication)
+	return fmt.Sprintf("reshard_%08x", h.Sum32())
+}
+
+// reshard runs RESHARD as a task: SCHEMA_SYNC PRE, copy, SCHEMA_SYNC POST
+// (the slot holds the WAL meanwhile), then stream.
+func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
+	slot := reshardSlot(c.Route)
+	t := e.Tasks.Start("reshard", c.Source, c.Destination, c.Publication, task.StateSchemaPre,
+		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
+			defer func() { go func() { <-t.Done(); e.Registry.RemoveCopies(t.ID) }() }()
+			phase := func(p schema.Phase) error {
+				_, err := schema.Run(ctx, schema.Request{Catalog: e.Catalog, Source: c.Source, Destination: c.Destination,
+					Publication: c.Publication, Phase: p, Registry: e.Registry, Logger: e.Logger})
+				if err != nil {
+					return fmt.Errorf("SCHEMA_SYNC %s: %w", p, err)
+				}
+				return nil
+			}
+			if err := phase(schema.PhasePre); err != nil {
+				return task.Outcome{}, err
+			}
+			t.SetState(task.StateCopying)
+			if _, err := copier.Run(ctx, e.copyRequest(CopyData{Route: c.Route, Slot: slot}, t.ID)); err != nil {
+				return task.Outcome{}, fmt.Errorf("copy: %w", err)
+			}
+			t.SetState(task.StateSchemaPost)
+			if err := phase(schema.PhasePost); err != nil {
+				return task.Outcome{}, err
+			}
+			t.SetState(task.StateStreaming)
+			if err := stream.Run(ctx, e.streamRequest(c.Route, slot, t.ID, true)); err != nil {
+				return task.Outcome{}, err
+			}
+			return task.Outcome{Stopped: fmt.Sprintf("stopped; RESHARD %s (or REPLICATE %s %s) continues", c.Route.String(), c.Route.String(), slot)}, nil
+		})
+	return &Result{Columns: taskIDColumns, Tag: "RESHARD", Rows: [][]any{{t.ID}}}, nil
+}
+
+// verify runs VERIFY as a task; results appear in SHOW VERIFY.
+func (e *Executor) verify(ctx context.Context, c Verify) (*Result, error) {
+	if c.Foreground {
+		res, err := verify.Run(ctx, verify.Request{Catalog: e.Catalog, Source: c.Source, Destination: c.Destination,
+			Publication: c.Publication, Task: "cli", Registry: e.Registry, Logger: e.Logger})
+		if err != nil {
+			return nil, engineError(err)
+		}
+		out := &Result{Columns: verifyColumns, Tag: "VERIFY", Rows: e.showVerify()}
+		if res.Mismatched > 0 {
+			return out, Errorf(CodeInternalError, "%d of %d tables differ", res.Mismatched, res.Tables)
+		}
+		return out, nil
+	}
+	t := e.Tasks.Start("verify", c.Source, c.Destination, c.Publication, "verifying",
+		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
+			res, err := verify.Run(ctx, verify.Request{Catalog: e.Catalog, Source: c.Source, Destination: c.Destination,
+				Publication: c.Publication, Task: t.ID, Registry: e.Registry, Logger: e.Logger})
+			if err != nil {
+				return task.Outcome{}, err
+			}
+			if res.Mismatched > 0 {
+				return task.Outcome{}, fmt.Errorf("%d of %d tables differ: SHOW VERIFY lists them, the log names the keys", res.Mismatched, res.Tables)
+			}
+			return task.Outcome{}, nil
+		})
+	return &Result{Columns: taskIDColumns, Tag: "VERIFY", Rows: [][]any{{t.ID}}}, nil
+}
+
+func (e *Executor) showVerify() [][]any {
+	var rows [][]any
+	for _, v := range e.Registry.Verify() {
+		rows = append(rows, []any{v.Task, v.Schema, v.Table, v.Status, v.SourceRows, v.DestinationRows, v.Missing, v.Extra, v.Different, v.Misplaced})
+	}
+	return rows
+}

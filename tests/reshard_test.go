@@ -1,0 +1,170 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/reshard/reshard/wire"
+)
+
+// TestReshardAndVerifyThroughAdmin drives RESHARD and VERIFY through the
+// admin server only, with a writer on the source.
+func TestReshardAndVerifyThroughAdmin(t *testing.T) {
+	e := newCopyEnv(t, "rsv", 1, 2, "")
+	for i, s := range e.src {
+		s.exec(t, copySchema)
+		loadData(t, s, i, 1, 3000)
+		s.exec(t, `ALTER TABLE orders REPLICA IDENTITY FULL`)
+	}
+	srv, err := wire.New(e.cat, e.exec, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx) }()
+	defer func() { stop(); <-done }()
+	admin := connect(t, ctx, fmt.Sprintf("postgres://admin:%s@%s/admin?sslmode=disable", adminPassword, srv.Addr()))
+
+	taskState := func(id string) (string, string) {
+		rows, err := admin.Query(ctx, "SHOW TASKS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var tid, kind, src, dst, pub, state, elapsed, msg string
+			var started time.Time
+			if err := rows.Scan(&tid, &kind, &src, &dst, &pub, &state, &started, &elapsed, &msg); err != nil {
+				t.Fatal(err)
+			}
+			if tid == id {
+				return state, msg
+			}
+		}
+		t.Fatalf("task %s not in SHOW TASKS", id)
+		return "", ""
+	}
+	start := func(sql string) string {
+		var id string
+		if err := admin.QueryRow(ctx, sql).Scan(&id); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return id
+	}
+
+	stopWriter := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go writer(t, e.src[0], stopWriter, &wg)
+	id := start("RESHARD src dst all_tables")
+	seen := map[string]bool{}
+	for {
+		state, msg := taskState(id)
+		seen[state] = true
+		if state == "streaming" {
+			break
+		}
+		if state == "failed" || state == "stopped" || state == "done" {
+			t.Fatalf("RESHARD ended %s: %s", state, msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("RESHARD states seen: %v", seen)
+	if !seen["copying"] || !seen["schema_post"] {
+		t.Fatalf("RESHARD went through %v, want schema_pre, copying, schema_post, streaming", seen)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stopWriter)
+	wg.Wait()
+	e.waitCaughtUp(t, 2*time.Minute)
+	// POST ran: the shards have the source's indexes and foreign keys.
+	for k, d := range e.dst {
+		if n := d.one(t, `SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated`); n != "1" {
+			t.Fatalf("shard %d: %s validated foreign keys after RESHARD, want 1", k, n)
+		}
+	}
+
+	verifyTask := func() (string, string, map[string][]string) {
+		vid := start("VERIFY src dst all_tables")
+		for {
+			state, msg := taskState(vid)
+			if state != "verifying" {
+				rows, err := admin.Query(ctx, "SHOW VERIFY")
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := map[string][]string{}
+				for rows.Next() {
+					vals, err := rows.Values()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if vals[0] != vid {
+						continue
+					}
+					var f []string
+					for _, v := range vals[3:] {
+						f = append(f, fmt.Sprint(v))
+					}
+					got[vals[2].(string)] = f
+				}
+				rows.Close()
+				return state, msg, got
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	state, msg, results := verifyTask()
+	if state != "done" {
+		t.Fatalf("VERIFY ended %s: %s (%v)", state, msg, results)
+	}
+	for _, table := range []string{"customers", "orders", "countries", "events_2025", "events_2026", "notes"} {
+		r, ok := results[table]
+		if !ok || r[0] != "match" || r[1] != r[2] || r[1] == "0" {
+			t.Fatalf("VERIFY %s: %v", table, r)
+		}
+	}
+
+	// A row deleted behind reshard's back on one shard.
+	d := e.dst[1]
+	conn, err := d.inst.Connect(ctx, d.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim int64
+	// Orders reference customers: delete without the FK check, as a stray
+	// script with superuser rights could.
+	if _, err := conn.Exec(ctx, `SET session_replication_role = replica`); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, `DELETE FROM customers WHERE id = (SELECT min(id) FROM customers) RETURNING id`).Scan(&victim); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	state, msg, results = verifyTask()
+	if state != "failed" || !strings.Contains(msg, "1 of") {
+		t.Fatalf("VERIFY after a deletion ended %s: %s", state, msg)
+	}
+	r := results["customers"]
+	if r[0] != "mismatch" || r[3] != "1" || r[4] != "0" || r[5] != "0" {
+		t.Fatalf("VERIFY customers after deleting id %d on shard 1: %v (want mismatch, 1 missing)", victim, r)
+	}
+	if results["orders"][0] != "match" {
+		t.Fatalf("VERIFY orders: %v", results["orders"])
+	}
+	if _, err := admin.Exec(ctx, "STOP_TASK "+id); err != nil {
+		t.Fatal(err)
+	}
+}
