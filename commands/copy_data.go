@@ -69,7 +69,7 @@ func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 				return task.Outcome{}, err
 			}
 			t.SetState(task.StateStreaming)
-			if err := stream.Run(ctx, e.streamRequest(c.Route, res.Slot, t.ID, true)); err != nil {
+			if err := e.runStream(ctx, t, c.Route, res.Slot, true); err != nil {
 				return task.Outcome{}, err
 			}
 			return task.Outcome{Stopped: stoppedMessage(c.Route, res.Slot)}, nil
@@ -170,7 +170,7 @@ func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) 
 	}
 	t := e.Tasks.Start("replicate", c.Source, c.Destination, c.Publication, task.StateStreaming,
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
-			if err := stream.Run(ctx, e.streamRequest(c.Route, c.Slot, t.ID, false)); err != nil {
+			if err := e.runStream(ctx, t, c.Route, c.Slot, false); err != nil {
 				return task.Outcome{}, err
 			}
 			return task.Outcome{Stopped: stoppedMessage(c.Route, c.Slot)}, nil

@@ -30,6 +30,8 @@ type Executor struct {
 	Registry *progress.Registry
 	// Tasks are the background tasks.
 	Tasks *task.Manager
+	// controls reach streaming tasks (CUTOVER).
+	controls controls
 }
 
 // NewExecutor returns an executor for the catalog.
@@ -70,6 +72,8 @@ func (e *Executor) Columns(cmd Command) ([]Column, error) {
 		return taskIDColumns, nil
 	case Reshard:
 		return taskIDColumns, nil
+	case Cutover:
+		return cutoverColumns, nil
 	case SchemaSync:
 		if c.DryRun {
 			return schemaSyncDryRunColumns, nil
@@ -136,7 +140,7 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 	case StopTask:
 		return e.stopTask(ctx, c)
 	case Cutover:
-		return nil, notYet(c)
+		return e.cutoverTask(ctx, c)
 	}
 	return nil, Errorf(CodeInternalError, "no executor for %T", cmd)
 }

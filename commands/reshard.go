@@ -7,7 +7,6 @@ import (
 
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/schema"
-	"github.com/reshard/reshard/sync/stream"
 	"github.com/reshard/reshard/sync/task"
 	"github.com/reshard/reshard/sync/verify"
 )
@@ -48,7 +47,7 @@ func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 				return task.Outcome{}, err
 			}
 			t.SetState(task.StateStreaming)
-			if err := stream.Run(ctx, e.streamRequest(c.Route, slot, t.ID, true)); err != nil {
+			if err := e.runStream(ctx, t, c.Route, slot, true); err != nil {
 				return task.Outcome{}, err
 			}
 			return task.Outcome{Stopped: fmt.Sprintf("stopped; RESHARD %s (or REPLICATE %s %s) continues", c.Route.String(), c.Route.String(), slot)}, nil

@@ -377,7 +377,7 @@ func TestAdminMalformed(t *testing.T) {
 		{"REPLICATE prod prod pub slot", "22023", "source and destination"},
 		{"SCHEMA_SYNC PRE prod prod_sharded pub", "42704", `publication "pub" does not exist`},
 		{"STOP_TASK 999", "42704", `task "999" does not exist`},
-		{"CUTOVER 1", "0A000", "not implemented yet"},
+		{"CUTOVER 1", "42704", `task "1" does not exist`},
 		{"SHOW " + strings.Repeat("x", commands.MaxQueryBytes), "54000", "longer than"},
 	}
 	if len(cases) < 30 {

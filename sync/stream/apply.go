@@ -48,6 +48,9 @@ func (a *applier) connect(ctx context.Context) error {
 		// and no foreign-key checks.
 		"SET session_replication_role = replica",
 		"SET synchronous_commit = off",
+		// At cutover the old database is read-only by default for the
+		// application; reshard's own apply sessions still write there.
+		"SET default_transaction_read_only = off",
 		// Statements are prepared once and run many times with new rows:
 		// plan them once.
 		"SET plan_cache_mode = force_generic_plan",

@@ -54,15 +54,18 @@ type txn struct {
 
 // relation is a source table as pgoutput describes it, and how it is routed.
 type relation struct {
-	id        uint32
-	schema    string
-	name      string
-	columns   []string
-	key       []int // replica-identity column positions
-	identity  uint8 // 'd' default, 'f' full, 'i' index, 'n' nothing
-	router    *sharding.Router
-	shardCol  int // position of the sharding column, -1 for omni tables
-	qualified string
+	id       uint32
+	schema   string
+	name     string
+	columns  []string
+	key      []int // replica-identity column positions
+	identity uint8 // 'd' default, 'f' full, 'i' index, 'n' nothing
+	router   *sharding.Router
+	shardCol int // position of the sharding column, -1 for omni tables
+	// sameOnEverySource: every source shard holds the whole table (an omni
+	// table): its changes are taken from source shard 0 only.
+	sameOnEverySource bool
+	qualified         string
 	// types are the destination's column types (format_type), by position.
 	types []string
 	// sqls caches statement texts by shape (only the apply goroutine

@@ -33,6 +33,11 @@ type Request struct {
 	Slot string
 	// CopyData tells SHOW REPLICATION_SLOTS the slot was created by a copy.
 	CopyData bool
+	// SourceRules, for reverse replication (new shards back into the old
+	// database), is the cluster whose sharding rules tell which tables the
+	// source shards hold parts of (taken from every shard) and which they
+	// each hold whole (taken from shard 0 only).
+	SourceRules *catalog.Cluster
 	// BatchChanges and BatchDelay bound a destination transaction: this
 	// many changes, or this long since its first source transaction.
 	BatchChanges int
@@ -586,6 +591,17 @@ func (s *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessageV2)
 		return &fatalError{err.Error()}
 	}
 	r.router, r.shardCol = router, col
+	r.sameOnEverySource = col < 0
+	if s.req.SourceRules != nil {
+		// Reverse replication: whether the source shards (the new shards)
+		// each hold part of the table or a whole copy follows the forward
+		// rules, not the destination's.
+		_, fcol, err := copier.RouteColumns(r.schema, r.name, r.columns, s.req.SourceRules)
+		if err != nil {
+			return &fatalError{err.Error()}
+		}
+		r.sameOnEverySource = fcol < 0
+	}
 	s.relations[r.id] = r
 	return nil
 }
@@ -893,17 +909,17 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 	// With several source shards, omni tables are the same on each: their
 	// changes are taken from source shard 0 only, as their copy was.
 	several := s.sourceShards > 1
-	if c.rel != nil && c.rel.shardCol < 0 && several && s.sourceShard != 0 {
+	if c.rel != nil && c.rel.sameOnEverySource && several && s.sourceShard != 0 {
 		return out, nil
 	}
 	switch c.kind {
 	case opTruncate:
 		names := make([]string, 0, len(c.truncated))
 		for _, r := range c.truncated {
-			if r.shardCol < 0 && several && s.sourceShard != 0 {
+			if r.sameOnEverySource && several && s.sourceShard != 0 {
 				continue
 			}
-			if r.shardCol >= 0 && several {
+			if !r.sameOnEverySource && several {
 				return nil, &fatalError{fmt.Sprintf("TRUNCATE of %s on source shard %d: the destination shards also hold the other source shards' rows of it, so it cannot be applied as is; stop writes to it, or delete the rows instead of truncating", r, s.sourceShard)}
 			}
 			names = append(names, r.qualified)

@@ -1,0 +1,146 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/commands"
+)
+
+func (e *copyEnv) reshardStreaming(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	res, err := e.exec.Execute(ctx, commands.Reshard{Route: e.route()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Rows[0][0].(string)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		state, msg := e.taskState(t)
+		if state == "streaming" {
+			return id
+		}
+		if state == "failed" || state == "stopped" || time.Now().After(deadline) {
+			t.Fatalf("RESHARD: %s %s", state, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCutover(t *testing.T) {
+	e := newCopyEnv(t, "cut", 1, 2, "")
+	src := e.src[0]
+	src.exec(t, copySchema)
+	loadData(t, src, 0, 1, 2000)
+	src.exec(t, `ALTER TABLE orders REPLICA IDENTITY FULL`)
+	id := e.reshardStreaming(t)
+	src.exec(t, `INSERT INTO customers (id, name) SELECT 5000 + g, 'late' || g FROM generate_series(1, 50) g`)
+	e.waitCaughtUp(t, time.Minute)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := e.exec.Execute(ctx, commands.Cutover{Task: id})
+	if err != nil {
+		t.Fatalf("CUTOVER: %v", err)
+	}
+	if res.Rows[0][1] != "reverse_streaming" {
+		t.Fatalf("CUTOVER answered %v", res.Rows)
+	}
+	if state, msg := e.taskState(t); state != "reverse_streaming" {
+		t.Fatalf("task after CUTOVER: %s %s", state, msg)
+	}
+	// Sequences: interleaved on the shards, above the source's maximum.
+	var srcMax int64
+	fmt.Sscan(src.one(t, `SELECT max(id) FROM customers`), &srcMax)
+	for k, d := range e.dst {
+		if inc := d.one(t, `SELECT increment_by FROM pg_sequences WHERE sequencename = 'customers_id_seq'`); inc != "2" {
+			t.Fatalf("shard %d customers_id_seq increment %s", k, inc)
+		}
+		var next int64
+		fmt.Sscan(d.one(t, `SELECT nextval('customers_id_seq')`), &next)
+		if next <= srcMax || next%2 != int64(k) {
+			t.Fatalf("shard %d handed out %d (source max %d)", k, next, srcMax)
+		}
+	}
+	// The source is read-only for the application now.
+	if err := src.inst.Exec(ctx, src.db, `INSERT INTO countries VALUES ('QQ', 'after cutover')`); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("a write on the source after cutover: %v", err)
+	}
+	// Writes on the shards reach the source (reverse replication).
+	e.dst[0].exec(t, `INSERT INTO customers (name, region) VALUES ('written on shard 0', 'eu')`)
+	e.dst[1].exec(t, `UPDATE customers SET region = 'moved' WHERE id = (SELECT min(id) FROM customers)`)
+	e.dst[0].exec(t, `UPDATE countries SET name = 'Nederland' WHERE code = 'NL'`)
+	e.dst[1].exec(t, `UPDATE countries SET name = 'Niederlande' WHERE code = 'DE'`) // omni: shard 1's copy is not the source of truth
+	deadline := time.Now().Add(time.Minute)
+	for {
+		a := src.one(t, `SELECT count(*) FROM customers WHERE name = 'written on shard 0'`)
+		b := src.one(t, `SELECT count(*) FROM customers WHERE region = 'moved'`)
+		c := src.one(t, `SELECT name FROM countries WHERE code = 'NL'`)
+		if a == "1" && b == "1" && c == "Nederland" {
+			break
+		}
+		if time.Now().After(deadline) {
+			state, msg := e.taskState(t)
+			t.Fatalf("shard writes did not reach the source: %s %s %s (task %s %s)", a, b, c, state, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := src.one(t, `SELECT name FROM countries WHERE code = 'DE'`); n != "Germany" {
+		t.Fatalf("an omni change on shard 1 reached the source: %s", n)
+	}
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCutoverTimeout: a writer holding a long transaction makes CUTOVER
+// miss cutover_timeout: it aborts, the source stays writable, the stream
+// goes on.
+func TestCutoverTimeout(t *testing.T) {
+	e := newCopyEnv(t, "cutto", 1, 2, "cutover_timeout = 1500")
+	src := e.src[0]
+	src.exec(t, copySchema)
+	loadData(t, src, 0, 1, 500)
+	id := e.reshardStreaming(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	long, err := src.inst.Connect(ctx, src.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close(ctx)
+	if _, err := long.Exec(ctx, `BEGIN`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := long.Exec(ctx, `UPDATE countries SET name = name || '.' WHERE code = 'NL'`); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	_, err = e.exec.Execute(ctx, commands.Cutover{Task: id})
+	var ce *commands.Error
+	if !errors.As(err, &ce) || ce.Code != "57014" || !strings.Contains(ce.Message, "cutover aborted") {
+		t.Fatalf("CUTOVER with a long writer: %v", err)
+	}
+	t.Logf("aborted after %s: %s", time.Since(began).Round(time.Millisecond), ce.Message)
+	if _, err := long.Exec(ctx, `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	src.exec(t, `INSERT INTO countries VALUES ('WW', 'writable')`)
+	if state, msg := e.taskState(t); state != "streaming" {
+		t.Fatalf("task after an aborted cutover: %s %s", state, msg)
+	}
+	e.waitCaughtUp(t, time.Minute)
+	for k, d := range e.dst {
+		if n := d.one(t, `SELECT count(*) FROM countries WHERE code = 'WW' OR name LIKE '%.'`); n != "2" {
+			t.Fatalf("shard %d: writes after the aborted cutover did not stream (%s)", k, n)
+		}
+	}
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
+		t.Fatal(err)
+	}
+}
