@@ -144,3 +144,49 @@ func TestCutoverTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStopAndReplicate: STOP_TASK, writes while nothing streams, then
+// REPLICATE with the same slot continues without loss.
+func TestStopAndReplicate(t *testing.T) {
+	e := newCopyEnv(t, "stoprep", 1, 2, "")
+	src := e.src[0]
+	src.exec(t, copySchema)
+	loadData(t, src, 0, 1, 1000)
+	src.exec(t, `ALTER TABLE orders REPLICA IDENTITY FULL`)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := e.exec.Execute(ctx, commands.SchemaSync{Phase: commands.PhasePre, Route: e.route()}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "stoprep_slot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Rows[0][0].(string)
+	for {
+		state, msg := e.taskState(t)
+		if state == "streaming" {
+			break
+		}
+		if state != "copying" {
+			t.Fatalf("%s %s", state, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	src.exec(t, `UPDATE orders SET total = total + 1 WHERE id % 3 = 0`)
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing streams now: these wait in the slot.
+	src.exec(t, `INSERT INTO customers (id, name) SELECT 9000 + g, 'while stopped' FROM generate_series(1, 100) g;
+		UPDATE orders SET customer_id = 9001 WHERE id % 7 = 0; DELETE FROM notes WHERE customer_id = 5`)
+	res, err = e.exec.Execute(ctx, commands.Replicate{Route: e.route(), Slot: "stoprep_slot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitCaughtUp(t, time.Minute)
+	e.verifyCopy(t)
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: res.Rows[0][0].(string)}); err != nil {
+		t.Fatal(err)
+	}
+}
