@@ -28,10 +28,10 @@ CREATE INDEX orders_customer_idx ON orders (customer_id);
 INSERT INTO countries VALUES ('NL','Netherlands'),('DE','Germany'),('FR','France'),('US','United States'),('JP','Japan');
 INSERT INTO customers (email, name, country)
   SELECT 'customer' || g || '@example.com', 'Customer ' || g, (ARRAY['NL','DE','FR','US','JP'])[1 + g % 5]
-  FROM generate_series(1, 2000) g;
+  FROM generate_series(1, 20000) g;
 INSERT INTO orders (customer_id, total, status)
-  SELECT 1 + (g * 7919) % 2000, round((random() * 500)::numeric, 2), (ARRAY['new','paid','shipped'])[1 + g % 3]
-  FROM generate_series(1, 10000) g;
+  SELECT 1 + (g::bigint * 7919) % 20000, round((random() * 500)::numeric, 2), (ARRAY['new','paid','shipped'])[1 + g % 3]
+  FROM generate_series(1, 1000000) g;
 CREATE PUBLICATION all_tables FOR ALL TABLES;
 `
 
@@ -54,7 +54,7 @@ func demoCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 		if err := src.Exec(ctx, "shop", demoSchema); err != nil {
 			return fmt.Errorf("demo: load sample data: %w", err)
 		}
-		e.log.Info("sample shop loaded on the source", "customers", 2000, "orders", 10000)
+		e.log.Info("sample shop loaded on the source", "customers", 20000, "orders", 1000000)
 
 		adminPort := *port
 		if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))); err != nil {
@@ -237,7 +237,7 @@ func demoReshard(ctx context.Context, e *env, dsn string, src *pgtest.Instance, 
 		if err == nil {
 			defer conn.Close(context.Background())
 			for appCtx.Err() == nil {
-				if _, err := conn.Exec(appCtx, `INSERT INTO orders (customer_id, total) VALUES (1 + (random() * 1999)::int, 9.99)`); err == nil {
+				if _, err := conn.Exec(appCtx, `INSERT INTO orders (customer_id, total) VALUES (1 + (random() * 19999)::int, 9.99)`); err == nil {
 					n++
 				}
 				time.Sleep(2 * time.Millisecond)
@@ -263,6 +263,12 @@ func demoReshard(ctx context.Context, e *env, dsn string, src *pgtest.Instance, 
 		if state != last {
 			say("   task state: %s (%s)", state, time.Since(began).Round(time.Millisecond))
 			last = state
+		}
+		if state == "copying" {
+			if line, err := demoCopyProgress(ctx, admin); err == nil && line != "" {
+				say("     %s", line)
+			}
+			time.Sleep(300 * time.Millisecond)
 		}
 		if state == "streaming" {
 			break
@@ -390,6 +396,41 @@ func demoReshard(ctx context.Context, e *env, dsn string, src *pgtest.Instance, 
 			return fmt.Errorf("demo: VERIFY found differences")
 		}
 		say("   every table matches: counts, checksums of every row, and placement")
+		say("")
+		var taskID string
+		if err := admin.QueryRow(ctx, "SHOW TASKS", pgx.QueryExecModeSimpleProtocol).Scan(&taskID, new(string), new(string), new(string), new(string), new(string), new(time.Time), new(string), new(string)); err != nil {
+			return err
+		}
+		say("admin=> CUTOVER %s;", taskID)
+		var state, reverse string
+		if err := admin.QueryRow(ctx, "CUTOVER "+taskID, pgx.QueryExecModeSimpleProtocol).Scan(new(string), &state, &reverse); err != nil {
+			return fmt.Errorf("demo: CUTOVER: %w", err)
+		}
+		say("   %s: the shards take the writes now; the old database is read-only and follows them (slot %s)", state, reverse)
+		// A write on a shard reaches the old database.
+		if err := shards[0].Exec(ctx, "shop", `UPDATE countries SET name = 'Nederland' WHERE code = 'NL'`); err != nil {
+			return err
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			c, err := src.Connect(ctx, "shop")
+			if err != nil {
+				return err
+			}
+			var name string
+			err = c.QueryRow(ctx, `SELECT name FROM countries WHERE code = 'NL'`).Scan(&name)
+			c.Close(ctx)
+			if err != nil {
+				return err
+			}
+			if name == "Nederland" {
+				say("   a write on shard 0 reached the old database: rollback stays possible")
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("demo: reverse replication did not carry a shard write back")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		say("   resharding took %s end to end", time.Since(began).Round(time.Millisecond))
 		return nil
 	}
@@ -399,4 +440,30 @@ func demoTaskState(ctx context.Context, admin *pgx.Conn) (string, string, error)
 	var state, msg string
 	err := admin.QueryRow(ctx, "SHOW TASKS", pgx.QueryExecModeSimpleProtocol).Scan(new(string), new(string), new(string), new(string), new(string), &state, new(time.Time), new(string), &msg)
 	return state, msg, err
+}
+
+// demoCopyProgress sums SHOW TABLE_COPIES into one line.
+func demoCopyProgress(ctx context.Context, admin *pgx.Conn) (string, error) {
+	rows, err := admin.Query(ctx, "SHOW TABLE_COPIES", pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var copied, est, done, total int64
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return "", err
+		}
+		total++
+		if vals[2] == "done" {
+			done++
+		}
+		copied += vals[3].(int64)
+		est += vals[12].(int64)
+	}
+	if total == 0 {
+		return "", rows.Err()
+	}
+	return fmt.Sprintf("copy: %d of %d units done, %d rows so far", done, total, copied), rows.Err()
 }
