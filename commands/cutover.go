@@ -12,7 +12,7 @@ import (
 )
 
 // cutoverColumns answer CUTOVER.
-var cutoverColumns = cols("task_id", TypeText, "state", TypeText, "reverse_slot", TypeText)
+var cutoverColumns = cols("task_id", TypeText, "state", TypeText, "slot", TypeText)
 
 // streamControl lets CUTOVER reach the task that streams a route.
 type streamControl struct {
@@ -24,7 +24,7 @@ type cutoverRequest struct {
 }
 
 type cutoverReply struct {
-	reverseSlot string
+	state, slot string
 	err         error
 }
 
@@ -59,11 +59,31 @@ func (c *controls) get(id string) (*streamControl, bool) {
 }
 
 // runStream streams a route for task t until ctx ends, serving CUTOVER:
-// on success the task turns to reverse replication (shards back into the
-// source); on abort the forward stream goes on.
+// forward (source to shards) until a CUTOVER succeeds, then reverse (shards
+// back into the source) until a second CUTOVER rolls back, then forward
+// again from new slots, and so on. An aborted CUTOVER leaves the current
+// direction streaming.
 func (e *Executor) runStream(ctx context.Context, t *task.Task, r Route, slot string, copied bool) error {
 	ctl := e.controls.add(t.ID)
 	defer e.controls.remove(t.ID)
+	forward := slot
+	for round := 1; ; round++ {
+		reverse, err := e.forwardPhase(ctx, t, ctl, r, forward, copied)
+		if err != nil || reverse == "" {
+			return err
+		}
+		next := fmt.Sprintf("%s_f%d", slot, round)
+		rolledBack, err := e.reversePhase(ctx, t, ctl, r, reverse, next)
+		if err != nil || !rolledBack {
+			return err
+		}
+		forward, copied = next, false
+	}
+}
+
+// forwardPhase streams source to shards; it returns the reverse slot after
+// a successful CUTOVER, or "" when ctx ends.
+func (e *Executor) forwardPhase(ctx context.Context, t *task.Task, ctl *streamControl, r Route, slot string, copied bool) (string, error) {
 	for {
 		fctx, fcancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -72,7 +92,7 @@ func (e *Executor) runStream(ctx context.Context, t *task.Task, r Route, slot st
 		select {
 		case err := <-done:
 			fcancel()
-			return err
+			return "", err
 		case req := <-ctl.cutover:
 			t.SetState(task.StateCutover)
 			stopped := false
@@ -92,11 +112,52 @@ func (e *Executor) runStream(ctx context.Context, t *task.Task, r Route, slot st
 				goto wait
 			}
 			fcancel()
-			req.reply <- cutoverReply{reverseSlot: res.ReverseSlot}
 			t.SetState(task.StateReverseStreaming)
-			dst, _ := e.Catalog.Cluster(r.Destination)
-			return stream.Run(ctx, stream.Request{Catalog: e.Catalog, Source: r.Destination, Destination: r.Source,
-				Publication: r.Publication, Slot: res.ReverseSlot, SourceRules: dst, Task: t.ID, Registry: e.Registry, Logger: e.Logger})
+			req.reply <- cutoverReply{state: task.StateReverseStreaming, slot: res.ReverseSlot}
+			return res.ReverseSlot, nil
+		}
+	}
+}
+
+// reversePhase streams shards back into the source; it returns true after
+// a successful rollback (CUTOVER on the reverse_streaming task).
+func (e *Executor) reversePhase(ctx context.Context, t *task.Task, ctl *streamControl, r Route, reverse, next string) (bool, error) {
+	dst, _ := e.Catalog.Cluster(r.Destination)
+	req := stream.Request{Catalog: e.Catalog, Source: r.Destination, Destination: r.Source, Publication: r.Publication,
+		Slot: reverse, SourceRules: dst, Task: t.ID, Registry: e.Registry, Logger: e.Logger}
+	for {
+		rctx, rcancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- stream.Run(rctx, req) }()
+	wait:
+		select {
+		case err := <-done:
+			rcancel()
+			return false, err
+		case creq := <-ctl.cutover:
+			t.SetState(task.StateCutover)
+			stopped := false
+			err := cutover.Rollback(ctx, cutover.RollbackRequest{
+				Request: cutover.Request{Catalog: e.Catalog, Source: r.Source, Destination: r.Destination,
+					Publication: r.Publication, Task: t.ID, Registry: e.Registry, Logger: e.Logger},
+				ReverseSlot: reverse, NewSlot: next,
+				StopReverse: func() error {
+					stopped = true
+					rcancel()
+					return <-done
+				}})
+			if err != nil {
+				creq.reply <- cutoverReply{err: err}
+				t.SetState(task.StateReverseStreaming)
+				if stopped {
+					continue
+				}
+				goto wait
+			}
+			rcancel()
+			t.SetState(task.StateStreaming)
+			creq.reply <- cutoverReply{state: task.StateStreaming, slot: next}
+			return true, nil
 		}
 	}
 }
@@ -108,11 +169,9 @@ func (e *Executor) cutoverTask(ctx context.Context, c Cutover) (*Result, error) 
 		return nil, Errorf(CodeUndefinedObject, "task %q does not exist", c.Task).WithHint("SHOW TASKS lists the tasks")
 	}
 	ctl, ok := e.controls.get(c.Task)
-	if !ok || tk.Row().State != task.StateStreaming {
-		if tk.Row().State == task.StateReverseStreaming {
-			return nil, Errorf(CodeFeatureNotSupported, "task %s is already cut over; rolling back (CUTOVER on a reverse_streaming task) is not implemented yet", c.Task)
-		}
-		return nil, Errorf(CodeObjectNotInState, "task %s is %s: CUTOVER needs a task in state streaming", c.Task, tk.Row().State)
+	state := tk.Row().State
+	if !ok || (state != task.StateStreaming && state != task.StateReverseStreaming) {
+		return nil, Errorf(CodeObjectNotInState, "task %s is %s: CUTOVER needs a task in state streaming (or reverse_streaming, to roll back)", c.Task, state)
 	}
 	req := cutoverRequest{reply: make(chan cutoverReply, 1)}
 	select {
@@ -128,5 +187,5 @@ func (e *Executor) cutoverTask(ctx context.Context, c Cutover) (*Result, error) 
 		}
 		return nil, engineError(fmt.Errorf("cutover: %w", rep.err))
 	}
-	return &Result{Columns: cutoverColumns, Tag: "CUTOVER", Rows: [][]any{{c.Task, task.StateReverseStreaming, rep.reverseSlot}}}, nil
+	return &Result{Columns: cutoverColumns, Tag: "CUTOVER", Rows: [][]any{{c.Task, rep.state, rep.slot}}}, nil
 }

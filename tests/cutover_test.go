@@ -93,6 +93,46 @@ func TestCutover(t *testing.T) {
 	if n := src.one(t, `SELECT name FROM countries WHERE code = 'DE'`); n != "Germany" {
 		t.Fatalf("an omni change on shard 1 reached the source: %s", n)
 	}
+
+	// Rollback: CUTOVER on the reverse_streaming task swaps back.
+	res, err = e.exec.Execute(ctx, commands.Cutover{Task: id})
+	if err != nil {
+		t.Fatalf("rollback CUTOVER: %v", err)
+	}
+	if res.Rows[0][1] != "streaming" {
+		t.Fatalf("rollback answered %v", res.Rows)
+	}
+	if err := e.dst[0].inst.Exec(ctx, e.dst[0].db, `INSERT INTO countries VALUES ('QQ', 'on a shard after rollback')`); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("a write on a shard after rollback: %v", err)
+	}
+	// The source takes writes again, its sequences above every shard's
+	// values, and the shards follow it.
+	var next, shardMax int64
+	fmt.Sscan(src.one(t, `SELECT nextval('customers_id_seq')`), &next)
+	for _, d := range e.dst {
+		var m int64
+		fmt.Sscan(d.one(t, `SELECT max(id) FROM customers`), &m)
+		if m > shardMax {
+			shardMax = m
+		}
+	}
+	if next <= shardMax {
+		t.Fatalf("after rollback the source hands out %d, but the shards hold ids up to %d", next, shardMax)
+	}
+	src.exec(t, `INSERT INTO customers (name) VALUES ('after rollback')`)
+	e.waitCaughtUp(t, time.Minute)
+	var total int
+	for _, d := range e.dst {
+		var n int
+		fmt.Sscan(d.one(t, `SELECT count(*) FROM customers WHERE name = 'after rollback'`), &n)
+		total += n
+	}
+	if total != 1 {
+		t.Fatalf("a source write after rollback reached %d shards", total)
+	}
+	if state, _ := e.taskState(t); state != "streaming" {
+		t.Fatalf("task after rollback: %s", state)
+	}
 	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
 		t.Fatal(err)
 	}

@@ -249,6 +249,13 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		release()
 		return nil, fmt.Errorf("stop the forward stream: %w", err)
 	}
+	// The forward slots are done with: left behind they would hold WAL on
+	// the old database (and a rollback starts new ones).
+	for i, c := range conns {
+		if _, err := c.Exec(ctx, `SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1`, slots[i]); err != nil {
+			log.Warn("could not drop the forward slot", "slot", slots[i], "error", err)
+		}
+	}
 	for _, phase := range []schema.Phase{schema.PhaseCutover, schema.PhasePostCutover} {
 		if _, err := schema.Run(ctx, schema.Request{Catalog: req.Catalog, Source: req.Source, Destination: req.Destination,
 			Publication: req.Publication, Phase: phase, Registry: req.Registry, Logger: req.Logger}); err != nil {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // SequenceGap is added above the highest value any node has handed out (or
@@ -167,4 +169,90 @@ func cutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, log hc
 		}
 	}
 	return out, nil
+}
+
+// MoveSourceSequences moves every sequence of the source above the highest
+// value any destination shard has handed out or stored (plus SequenceGap):
+// after a rollback the old database takes the writes again and must not
+// hand out ids the shards already used.
+func MoveSourceSequences(ctx context.Context, cat *catalog.Catalog, source, destination string, log hclog.Logger) error {
+	src, ok := cat.Cluster(source)
+	if !ok {
+		return fmt.Errorf("database %q is not configured", source)
+	}
+	dst, ok := cat.Cluster(destination)
+	if !ok {
+		return fmt.Errorf("database %q is not configured", destination)
+	}
+	connect := func(n *catalog.Node) (*pgx.Conn, error) {
+		dsn, err := cat.ConnString(n, nil)
+		if err != nil {
+			return nil, err
+		}
+		return pgx.Connect(ctx, dsn)
+	}
+	var shards []*pgx.Conn
+	defer func() {
+		for _, c := range shards {
+			c.Close(context.Background())
+		}
+	}()
+	for _, sh := range dst.Shards {
+		c, err := connect(sh.Primary)
+		if err != nil {
+			return err
+		}
+		shards = append(shards, c)
+	}
+	for _, sh := range src.Shards {
+		c, err := connect(sh.Primary)
+		if err != nil {
+			return err
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(ctx, "SET default_transaction_read_only = off"); err != nil {
+			return err
+		}
+		rows, err := c.Query(ctx, listSequences)
+		if err != nil {
+			return fmt.Errorf("list sequences: %w", err)
+		}
+		var seqs []sequenceInfo
+		for rows.Next() {
+			var s sequenceInfo
+			if err := rows.Scan(&s.name, &s.increment, &s.min, &s.max, &s.ownerTable, &s.ownerCol); err != nil {
+				rows.Close()
+				return err
+			}
+			seqs = append(seqs, s)
+		}
+		rows.Close()
+		for _, s := range seqs {
+			if s.increment < 0 {
+				continue
+			}
+			var top int64
+			for _, conn := range append([]*pgx.Conn{c}, shards...) {
+				last, called, exists, colMax, err := seqPosition(ctx, conn, s)
+				if err != nil {
+					return err
+				}
+				if exists && (called || conn != c) && last > top {
+					top = last
+				}
+				if colMax != nil && *colMax > top {
+					top = *colMax
+				}
+			}
+			target := top + SequenceGap
+			if target > s.max {
+				log.Warn("sequence cannot move above the shards' values: its MAXVALUE is lower", "sequence", s.name)
+				continue
+			}
+			if _, err := c.Exec(ctx, "SELECT setval($1, $2)", s.name, target); err != nil {
+				return fmt.Errorf("move sequence %s: %w", s.name, err)
+			}
+		}
+	}
+	return nil
 }
