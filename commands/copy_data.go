@@ -69,8 +69,12 @@ func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 				return task.Outcome{}, err
 			}
 			t.SetState(task.StateStreaming)
-			if err := e.runStream(ctx, t, c.Route, res.Slot, true); err != nil {
+			finished, err := e.runStream(ctx, t, c.Route, res.Slot, true)
+			if err != nil {
 				return task.Outcome{}, err
+			}
+			if finished {
+				return task.Outcome{}, nil
 			}
 			return task.Outcome{Stopped: stoppedMessage(c.Route, res.Slot)}, nil
 		})
@@ -170,8 +174,12 @@ func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) 
 	}
 	t := e.Tasks.Start("replicate", c.Source, c.Destination, c.Publication, task.StateStreaming,
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
-			if err := e.runStream(ctx, t, c.Route, c.Slot, false); err != nil {
+			finished, err := e.runStream(ctx, t, c.Route, c.Slot, false)
+			if err != nil {
 				return task.Outcome{}, err
+			}
+			if finished {
+				return task.Outcome{}, nil
 			}
 			return task.Outcome{Stopped: stoppedMessage(c.Route, c.Slot)}, nil
 		})

@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 
 	"github.com/reshard/reshard/sync/cutover"
 	"github.com/reshard/reshard/sync/stream"
@@ -63,19 +68,25 @@ func (c *controls) get(id string) (*streamControl, bool) {
 // back into the source) until a second CUTOVER rolls back, then forward
 // again from new slots, and so on. An aborted CUTOVER leaves the current
 // direction streaming.
-func (e *Executor) runStream(ctx context.Context, t *task.Task, r Route, slot string, copied bool) error {
+//
+// finished reports that STOP_TASK ended a cut-over migration for good.
+func (e *Executor) runStream(ctx context.Context, t *task.Task, r Route, slot string, copied bool) (finished bool, err error) {
 	ctl := e.controls.add(t.ID)
 	defer e.controls.remove(t.ID)
 	forward := slot
 	for round := 1; ; round++ {
 		reverse, err := e.forwardPhase(ctx, t, ctl, r, forward, copied)
 		if err != nil || reverse == "" {
-			return err
+			return false, err
 		}
 		next := fmt.Sprintf("%s_f%d", slot, round)
 		rolledBack, err := e.reversePhase(ctx, t, ctl, r, reverse, next)
-		if err != nil || !rolledBack {
-			return err
+		if err != nil {
+			return false, err
+		}
+		if !rolledBack {
+			// STOP_TASK on a reverse_streaming task finishes the migration.
+			return true, e.finishMigration(r, reverse, forward)
 		}
 		forward, copied = next, false
 	}
@@ -188,4 +199,84 @@ func (e *Executor) cutoverTask(ctx context.Context, c Cutover) (*Result, error) 
 		return nil, engineError(fmt.Errorf("cutover: %w", rep.err))
 	}
 	return &Result{Columns: cutoverColumns, Tag: "CUTOVER", Rows: [][]any{{c.Task, rep.state, rep.slot}}}, nil
+}
+
+// finishMigration ends a cut-over migration for good: the reverse slots on
+// the shards are dropped, the replication origins of both directions and
+// reshard's copy state on the shards are removed.
+func (e *Executor) finishMigration(r Route, reverse, forward string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src, _ := e.Catalog.Cluster(r.Source)
+	dst, _ := e.Catalog.Cluster(r.Destination)
+	names := func(base string, n int) []string {
+		if n == 1 {
+			return []string{base}
+		}
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("%s_%d", base, i)
+		}
+		return out
+	}
+	exec := func(node *catalog.Node, sql string, args ...any) error {
+		dsn, err := e.Catalog.ConnString(node, nil)
+		if err != nil {
+			return err
+		}
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		_, err = conn.Exec(ctx, "SET default_transaction_read_only = off")
+		if err == nil {
+			_, err = conn.Exec(ctx, sql, args...)
+		}
+		return err
+	}
+	var errs []error
+	for k, name := range names(reverse, len(dst.Shards)) {
+		node := dst.Shards[k].Primary
+		// The walsender of the stopped stream may take a moment to go.
+		var err error
+		for i := 0; i < 50; i++ {
+			if err = exec(node, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("drop reverse slot %s on %s: %w", name, node, err))
+		}
+		if err := exec(node, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = ANY($1)`, originNames(forward, len(src.Shards), k)); err != nil {
+			errs = append(errs, fmt.Errorf("drop origins on %s: %w", node, err))
+		}
+	}
+	if err := exec(dst.Shards[0].Primary, `DROP SCHEMA IF EXISTS reshard CASCADE`); err != nil {
+		errs = append(errs, fmt.Errorf("drop reshard's state on %s: %w", dst.Shards[0].Primary, err))
+	}
+	for i := range src.Shards {
+		if err := exec(src.Shards[i].Primary, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = ANY($1)`, originNames(reverse, len(dst.Shards), 0)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("finishing the migration: %w", errors.Join(errs...))
+	}
+	e.Logger.Info("migration finished: reverse replication stopped, its slots and reshard's state removed", "source", r.Source, "destination", r.Destination)
+	return nil
+}
+
+// originNames are the replication origins streams of slot base (one per
+// source shard) use on destination shard k.
+func originNames(base string, sources, k int) []string {
+	if sources == 1 {
+		return []string{stream.OriginName(base, k)}
+	}
+	out := make([]string, sources)
+	for i := range out {
+		out[i] = stream.OriginName(fmt.Sprintf("%s_%d", base, i), k)
+	}
+	return out
 }

@@ -13,17 +13,26 @@ import (
 
 // reshardSlot is the slot RESHARD uses for a route: the same name every
 // time, so that running RESHARD again resumes (a finished copy is not
-// copied again, POST skips what exists, the stream continues).
-func reshardSlot(r Route) string {
-	h := fnv.New32a()
+// copied again, POST skips what exists, the stream continues). Slot and
+// replication-origin names are global to a PostgreSQL server, so the name
+// also covers where the clusters' first shards live: two migrations with
+// the same cluster names against other databases do not collide.
+func (e *Executor) reshardSlot(r Route) string {
+	h := fnv.New64a()
 	fmt.Fprintf(h, "%s\x00%s\x00%s", r.Source, r.Destination, r.Publication)
-	return fmt.Sprintf("reshard_%08x", h.Sum32())
+	for _, name := range []string{r.Source, r.Destination} {
+		if cl, ok := e.Catalog.Cluster(name); ok {
+			n := cl.Shards[0].Primary
+			fmt.Fprintf(h, "\x00%s/%s", n.Addr(), n.Database)
+		}
+	}
+	return fmt.Sprintf("reshard_%016x", h.Sum64())
 }
 
 // reshard runs RESHARD as a task: SCHEMA_SYNC PRE, copy, SCHEMA_SYNC POST
 // (the slot holds the WAL meanwhile), then stream.
 func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
-	slot := reshardSlot(c.Route)
+	slot := e.reshardSlot(c.Route)
 	t := e.Tasks.Start("reshard", c.Source, c.Destination, c.Publication, task.StateSchemaPre,
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
 			defer func() { go func() { <-t.Done(); e.Registry.RemoveCopies(t.ID) }() }()
@@ -47,8 +56,12 @@ func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 				return task.Outcome{}, err
 			}
 			t.SetState(task.StateStreaming)
-			if err := e.runStream(ctx, t, c.Route, slot, true); err != nil {
+			finished, err := e.runStream(ctx, t, c.Route, slot, true)
+			if err != nil {
 				return task.Outcome{}, err
+			}
+			if finished {
+				return task.Outcome{}, nil
 			}
 			return task.Outcome{Stopped: fmt.Sprintf("stopped; RESHARD %s (or REPLICATE %s %s) continues", c.Route.String(), c.Route.String(), slot)}, nil
 		})

@@ -230,3 +230,43 @@ func TestStopAndReplicate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCutoverFinish: STOP_TASK on a reverse_streaming task finishes the
+// migration: reverse slots, origins and reshard's state are removed.
+func TestCutoverFinish(t *testing.T) {
+	e := newCopyEnv(t, "cutfin", 1, 2, "")
+	src := e.src[0]
+	src.exec(t, copySchema)
+	loadData(t, src, 0, 1, 300)
+	id := e.reshardStreaming(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := e.exec.Execute(ctx, commands.Cutover{Task: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := strings.TrimSuffix(res.Rows[0][2].(string), "_rev")
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
+		t.Fatal(err)
+	}
+	if state, msg := e.taskState(t); state != "done" {
+		t.Fatalf("task after finishing: %s %s", state, msg)
+	}
+	for k, d := range e.dst {
+		if n := d.one(t, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); n != "0" {
+			t.Fatalf("shard %d keeps %s slots", k, n)
+		}
+		if n := d.one(t, `SELECT count(*) FROM pg_namespace WHERE nspname = 'reshard'`); n != "0" {
+			t.Fatalf("shard %d keeps reshard's state", k)
+		}
+	}
+	if n := src.one(t, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); n != "0" {
+		t.Fatalf("the source keeps %s slots", n)
+	}
+	// Origins are per instance: this migration's are named after its slot.
+	for _, n := range []node{e.dst[0], e.dst[1], src} {
+		if c := n.one(t, fmt.Sprintf(`SELECT count(*) FROM pg_replication_origin WHERE strpos(roname, '%s') > 0`, slot)); c != "0" {
+			t.Fatalf("%s keeps %s replication origins of the migration: %v", n.db, c, query(t, n.inst, n.db, "SELECT roname FROM pg_replication_origin"))
+		}
+	}
+}
