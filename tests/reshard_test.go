@@ -164,6 +164,47 @@ func TestReshardAndVerifyThroughAdmin(t *testing.T) {
 	if results["orders"][0] != "match" {
 		t.Fatalf("VERIFY orders: %v", results["orders"])
 	}
+
+	// CUTOVER through the admin server.
+	var tid, slot string
+	if err := admin.QueryRow(ctx, "CUTOVER "+id).Scan(&tid, &state, &slot); err != nil {
+		t.Fatalf("CUTOVER: %v", err)
+	}
+	if state != "reverse_streaming" {
+		t.Fatalf("CUTOVER answered %s", state)
+	}
+	var srcMax int64
+	fmt.Sscan(e.src[0].one(t, `SELECT max(id) FROM orders`), &srcMax)
+	for k, d := range e.dst {
+		var next int64
+		fmt.Sscan(d.one(t, `SELECT nextval('orders_id_seq')`), &next)
+		if next <= srcMax || next%2 != int64(k) {
+			t.Fatalf("after CUTOVER shard %d's orders_id_seq hands out %d (source max %d)", k, next, srcMax)
+		}
+	}
+	// A write on a shard reaches the source.
+	e.dst[0].exec(t, `UPDATE countries SET name = 'from the shard' WHERE code = 'JP'`)
+	deadline := time.Now().Add(time.Minute)
+	for e.src[0].one(t, `SELECT name FROM countries WHERE code = 'JP'`) != "from the shard" {
+		if time.Now().After(deadline) {
+			t.Fatal("a write on a shard after CUTOVER did not reach the source")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Rollback: the source is the writable side again.
+	if err := admin.QueryRow(ctx, "CUTOVER "+id).Scan(&tid, &state, &slot); err != nil {
+		t.Fatalf("rollback CUTOVER: %v", err)
+	}
+	if state != "streaming" {
+		t.Fatalf("rollback answered %s", state)
+	}
+	e.src[0].exec(t, `INSERT INTO countries VALUES ('RB', 'after rollback')`)
+	e.waitCaughtUp(t, time.Minute)
+	for k, d := range e.dst {
+		if n := d.one(t, `SELECT count(*) FROM countries WHERE code = 'RB'`); n != "1" {
+			t.Fatalf("shard %d did not get a source write after rollback", k)
+		}
+	}
 	if _, err := admin.Exec(ctx, "STOP_TASK "+id); err != nil {
 		t.Fatal(err)
 	}
