@@ -58,8 +58,12 @@ func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 			res.Slot, lsnList(res), res.Resumed, int64(res.Tables), int64(res.Units), int64(res.UnitsSkipped),
 			res.Rows, res.Bytes, res.Elapsed.Milliseconds()}}}, nil
 	}
+	if c.Slot == "" {
+		c.Slot = copier.NewSlotName()
+	}
 	t := e.Tasks.Start("copy_data", c.Source, c.Destination, c.Publication, task.StateCopying,
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
+			t.SetResume(c.Slot, fmt.Sprintf("COPY_DATA %s %s", c.Route.String(), c.Slot))
 			defer func() {
 				// Finished tables stay listed until the task ends.
 				go func() { <-t.Done(); e.Registry.RemoveCopies(t.ID) }()
@@ -174,6 +178,7 @@ func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) 
 	}
 	t := e.Tasks.Start("replicate", c.Source, c.Destination, c.Publication, task.StateStreaming,
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
+			t.SetResume(c.Slot, fmt.Sprintf("REPLICATE %s %s", c.Route.String(), c.Slot))
 			finished, err := e.runStream(ctx, t, c.Route, c.Slot, false)
 			if err != nil {
 				return task.Outcome{}, err

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -32,6 +33,8 @@ type Executor struct {
 	Tasks *task.Manager
 	// controls reach streaming tasks (CUTOVER).
 	controls controls
+	// persistMu orders task-state writes.
+	persistMu sync.Mutex
 }
 
 // NewExecutor returns an executor for the catalog.
@@ -39,7 +42,9 @@ func NewExecutor(cat *catalog.Catalog, logger hclog.Logger) *Executor {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Executor{Catalog: cat, Logger: logger.Named("commands"), Registry: progress.NewRegistry(), Tasks: task.NewManager()}
+	e := &Executor{Catalog: cat, Logger: logger.Named("commands"), Registry: progress.NewRegistry(), Tasks: task.NewManager()}
+	e.Tasks.OnChange = e.persistTask
+	return e
 }
 
 // Columns returns the columns cmd's result will have, before running it, so

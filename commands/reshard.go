@@ -35,6 +35,7 @@ func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 	slot := e.reshardSlot(c.Route)
 	t := e.Tasks.Start("reshard", c.Source, c.Destination, c.Publication, task.StateSchemaPre,
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
+			t.SetResume(slot, "RESHARD "+c.Route.String())
 			defer func() { go func() { <-t.Done(); e.Registry.RemoveCopies(t.ID) }() }()
 			phase := func(p schema.Phase) error {
 				_, err := schema.Run(ctx, schema.Request{Catalog: e.Catalog, Source: c.Source, Destination: c.Destination,

@@ -212,6 +212,7 @@ func serve(ctx context.Context, cat *catalog.Catalog, log hclog.Logger) error {
 		return &catalog.ConfigError{File: cat.Config.Path, Key: "admin.password", Msg: "set an admin password: the admin server does not accept logins without one"}
 	}
 	exec := commands.NewExecutor(cat, log)
+	exec.RecoverTasks(ctx)
 	srv, err := wire.New(cat, exec, log)
 	if err != nil {
 		return err

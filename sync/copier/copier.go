@@ -74,6 +74,9 @@ type copyRun struct {
 	watermark []pglogrepl.LSN // per source shard: LSN of the snapshot in use
 }
 
+// NewSlotName returns a fresh slot name (reshard_ and 8 hex digits).
+func NewSlotName() string { return newSlotName() }
+
 func newSlotName() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)

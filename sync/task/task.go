@@ -27,6 +27,12 @@ const (
 // Task is one background operation.
 type Task struct {
 	ID, Kind, Source, Destination, Publication string
+	// Slot is the replication slot the task streams from, once known.
+	Slot string
+	// Resume is the command that continues the task if it is interrupted.
+	Resume string
+
+	manager *Manager
 
 	mu      sync.Mutex
 	state   string
@@ -40,8 +46,17 @@ type Task struct {
 // SetState moves the task to a state.
 func (t *Task) SetState(s string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.state = s
+	t.mu.Unlock()
+	t.manager.changed(t)
+}
+
+// SetResume records the task's slot and the command that continues it.
+func (t *Task) SetResume(slot, resume string) {
+	t.mu.Lock()
+	t.Slot, t.Resume = slot, resume
+	t.mu.Unlock()
+	t.manager.changed(t)
 }
 
 // Done is closed when the task's function has returned.
@@ -71,6 +86,27 @@ type Manager struct {
 	mu    sync.Mutex
 	next  int
 	tasks []*Task
+	// OnChange, when set, is told every state change (to persist it).
+	OnChange func(t *Task, r Row)
+}
+
+func (m *Manager) changed(t *Task) {
+	if m != nil && m.OnChange != nil {
+		m.OnChange(t, t.Row())
+	}
+}
+
+// Restore lists a task of an earlier run of reshard (read back from where
+// its state was persisted), stopped, with the reason and how to continue.
+func (m *Manager) Restore(r Row) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.next++
+	done := make(chan struct{})
+	close(done)
+	t := &Task{ID: strconv.Itoa(m.next), Kind: r.Kind, Source: r.Source, Destination: r.Destination, Publication: r.Publication,
+		state: StateStopped, started: r.StartedAt, ended: r.StartedAt.Add(r.Elapsed), err: r.Error, cancel: func() {}, done: done, manager: m}
+	m.tasks = append(m.tasks, t)
 }
 
 // NewManager returns an empty manager.
@@ -89,13 +125,14 @@ func (m *Manager) Start(kind, source, destination, publication, initial string, 
 	m.next++
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Task{ID: strconv.Itoa(m.next), Kind: kind, Source: source, Destination: destination, Publication: publication,
-		state: initial, started: time.Now(), cancel: cancel, done: make(chan struct{})}
+		state: initial, started: time.Now(), cancel: cancel, done: make(chan struct{}), manager: m}
 	m.tasks = append(m.tasks, t)
 	m.mu.Unlock()
 	go func() {
 		defer close(t.done)
 		defer cancel()
 		out, err := fn(ctx, t)
+		defer m.changed(t)
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		t.ended = time.Now()
