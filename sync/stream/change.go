@@ -68,6 +68,8 @@ type relation struct {
 	qualified         string
 	// types are the destination's column types (format_type), by position.
 	types []string
+	// ignore marks reshard's own state tables: their changes are skipped.
+	ignore bool
 	// sqls caches statement texts by shape (only the apply goroutine
 	// touches it).
 	sqls map[string]string
@@ -123,3 +125,6 @@ func (r *relation) shardOf(row []value) (int, error) {
 }
 
 var errNoKey = fmt.Errorf("sharding key not in the tuple")
+
+// stateSchema is where reshard keeps its own state on a destination.
+const stateSchema = "reshard"

@@ -413,6 +413,9 @@ func (s *streamer) session(ctx context.Context) error {
 					if err != nil {
 						return err
 					}
+					if r.ignore {
+						continue
+					}
 					c := &change{kind: rm.kind, rel: r, newRow: rm.newRow, oldRow: rm.oldRow, oldIsKey: rm.oldType == 'K'}
 					if inStream {
 						c.subxid = rm.xid
@@ -546,6 +549,13 @@ func (s *streamer) originPositions() string {
 func (s *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessageV2) error {
 	r := &relation{id: m.RelationID, schema: m.Namespace, name: m.RelationName, identity: m.ReplicaIdentity}
 	r.qualified = pgx.Identifier{r.schema, r.name}.Sanitize()
+	if r.schema == stateSchema {
+		// reshard's own bookkeeping on a shard (copy and task state) is
+		// published with FOR ALL TABLES, but it is not application data.
+		r.ignore = true
+		s.relations[r.id] = r
+		return nil
+	}
 	for i, c := range m.Columns {
 		r.columns = append(r.columns, c.Name)
 		if c.Flags&1 != 0 {
@@ -641,7 +651,12 @@ func (s *streamer) toChange(m pglogrepl.Message) (*change, error) {
 			if err != nil {
 				return nil, err
 			}
-			c.truncated = append(c.truncated, r)
+			if !r.ignore {
+				c.truncated = append(c.truncated, r)
+			}
+		}
+		if len(c.truncated) == 0 {
+			return nil, nil
 		}
 		return c, nil
 	}
