@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 
@@ -156,8 +158,7 @@ and try SHOW TASKS; SHOW TABLE_COPIES; SHOW REPLICATION_SLOTS; SHOW DATABASES;
 Config files: %s, %s
 Source: %s   shards: %s, %s (user %s, password %s)
 `, adminPort, cfgPath, usersPath, src.DSN("shop"), s0.DSN("shop"), s1.DSN("shop"), pgtest.User, pgtest.Password)
-		fi, _ := os.Stdin.Stat()
-		interactive := fi != nil && fi.Mode()&os.ModeCharDevice != 0
+		interactive := isTerminal(os.Stdin)
 		if !*exit && interactive {
 			fmt.Fprintln(e.stdout, "\nPress Ctrl-C to stop and remove everything.")
 			select {
@@ -466,4 +467,12 @@ func demoCopyProgress(ctx context.Context, admin *pgx.Conn) (string, error) {
 		return "", rows.Err()
 	}
 	return fmt.Sprintf("copy: %d of %d units done, %d rows so far", done, total, copied), rows.Err()
+}
+
+// isTerminal tells whether f is a terminal (a TCGETS ioctl succeeds; a
+// character device such as /dev/null is not enough).
+func isTerminal(f *os.File) bool {
+	var t syscall.Termios
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), uintptr(syscall.TCGETS), uintptr(unsafe.Pointer(&t)))
+	return errno == 0
 }
