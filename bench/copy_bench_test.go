@@ -128,39 +128,10 @@ func BenchmarkCopy(b *testing.B) {
 	// (d) reshard into 2 shards, as a process (for its peak RSS).
 	fresh(d0, "shard0")
 	fresh(d1, "shard1")
-	cfg := fmt.Sprintf(`[general]
-port = 6998
-resharding_parallel_copies = 4
-[admin]
-password = "x"
-[[databases]]
-name = "src"
-host = "127.0.0.1"
-port = %d
-database_name = "app"
-[[databases]]
-name = "dst"
-host = "127.0.0.1"
-port = %d
-database_name = "shard0"
-shard = 0
-[[databases]]
-name = "dst"
-host = "127.0.0.1"
-port = %d
-database_name = "shard1"
-shard = 1
-[[sharded_tables]]
-database = "dst"
-column = "customer_id"
-`, src.Port, d0.Port, d1.Port)
-	users := fmt.Sprintf("[[users]]\nname = %q\ndatabase = \"src\"\npassword = %q\nschema_admin = true\n[[users]]\nname = %q\ndatabase = \"dst\"\npassword = %q\nschema_admin = true\n",
-		pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
-	must(os.WriteFile(filepath.Join(dir, "pgdog.toml"), []byte(cfg), 0o600))
-	must(os.WriteFile(filepath.Join(dir, "users.toml"), []byte(users), 0o600))
+	cfgPath, usersPath := writeConfig(b, dir, 6998, src, "app", []shardNode{{d0, "shard0"}, {d1, "shard1"}}, "customer_id", "resharding_parallel_copies = 4")
 	bin := filepath.Join(dir, "reshard")
 	run(b, nil, "go", "build", "-o", bin, "github.com/reshard/reshard/cmd/reshard")
-	cmd := exec.Command(bin, "--config", filepath.Join(dir, "pgdog.toml"), "--users", filepath.Join(dir, "users.toml"), "--log-level", "warn",
+	cmd := exec.Command(bin, "--config", cfgPath, "--users", usersPath, "--log-level", "warn",
 		"data-sync", "--from-database", "src", "--to-database", "dst", "--publication", "all_tables", "--sync-only")
 	if p := os.Getenv("BENCH_CPUPROFILE"); p != "" {
 		cmd.Env = append(os.Environ(), "RESHARD_CPUPROFILE="+p)

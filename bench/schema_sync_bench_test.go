@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -49,33 +48,8 @@ func BenchmarkSchemaSync1000Tables(b *testing.B) {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()
-	cfg := fmt.Sprintf(`[general]
-port = 6999
-[admin]
-password = "x"
-[[databases]]
-name = "src"
-host = "127.0.0.1"
-port = %d
-database_name = "app"
-[[databases]]
-name = "dst"
-host = "127.0.0.1"
-port = %d
-database_name = "dst"
-shard = 0
-[[databases]]
-name = "dst"
-host = "127.0.0.1"
-port = %d
-database_name = "dst"
-shard = 1
-`, src.Port, s0.Port, s1.Port)
-	users := fmt.Sprintf("[[users]]\nname = %q\ndatabase = \"src\"\npassword = %q\nschema_admin = true\n[[users]]\nname = %q\ndatabase = \"dst\"\npassword = %q\nschema_admin = true\n",
-		pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
-	os.WriteFile(filepath.Join(dir, "pgdog.toml"), []byte(cfg), 0o600)
-	os.WriteFile(filepath.Join(dir, "users.toml"), []byte(users), 0o600)
-	cat, err := catalog.Load(filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml"))
+	cfgPath, usersPath := writeConfig(b, dir, 6999, src, "app", []shardNode{{s0, "dst"}, {s1, "dst"}}, "", "")
+	cat, err := catalog.Load(cfgPath, usersPath)
 	if err != nil {
 		b.Fatal(err)
 	}

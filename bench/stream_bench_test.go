@@ -80,38 +80,10 @@ func BenchmarkStream(b *testing.B) {
 
 	// reshard: copy, then stream, as a process.
 	dir := b.TempDir()
-	cfg := fmt.Sprintf(`[general]
-port = 6997
-[admin]
-password = "x"
-[[databases]]
-name = "src"
-host = "127.0.0.1"
-port = %d
-database_name = "app"
-[[databases]]
-name = "dst"
-host = "127.0.0.1"
-port = %d
-database_name = "shard0"
-shard = 0
-[[databases]]
-name = "dst"
-host = "127.0.0.1"
-port = %d
-database_name = "shard1"
-shard = 1
-[[sharded_tables]]
-database = "dst"
-column = "aid"
-`, src.Port, d0.Port, d1.Port)
-	users := fmt.Sprintf("[[users]]\nname = %q\ndatabase = \"src\"\npassword = %q\nschema_admin = true\n[[users]]\nname = %q\ndatabase = \"dst\"\npassword = %q\nschema_admin = true\n",
-		pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
-	must(os.WriteFile(filepath.Join(dir, "pgdog.toml"), []byte(cfg), 0o600))
-	must(os.WriteFile(filepath.Join(dir, "users.toml"), []byte(users), 0o600))
+	cfgPath, usersPath := writeConfig(b, dir, 6997, src, "app", []shardNode{{d0, "shard0"}, {d1, "shard1"}}, "aid", "")
 	bin := filepath.Join(dir, "reshard")
 	run(b, nil, "go", "build", "-o", bin, "github.com/reshard/reshard/cmd/reshard")
-	rs := exec.Command(bin, "--config", filepath.Join(dir, "pgdog.toml"), "--users", filepath.Join(dir, "users.toml"), "--log-level", "warn",
+	rs := exec.Command(bin, "--config", cfgPath, "--users", usersPath, "--log-level", "warn",
 		"data-sync", "--from-database", "src", "--to-database", "dst", "--publication", "all_tables", "--replication-slot", "bench_slot")
 	if p := os.Getenv("BENCH_CPUPROFILE"); p != "" {
 		rs.Env = append(os.Environ(), "RESHARD_CPUPROFILE="+p)
@@ -194,7 +166,7 @@ column = "aid"
 	m = regexp.MustCompile(`number of transactions actually processed: (\d+)`).FindStringSubmatch(out)
 	txns, _ = strconv.ParseInt(m[1], 10, 64)
 	want = historyCount(src, "app")
-	rs = exec.Command(bin, "--config", filepath.Join(dir, "pgdog.toml"), "--users", filepath.Join(dir, "users.toml"), "--log-level", "warn",
+	rs = exec.Command(bin, "--config", cfgPath, "--users", usersPath, "--log-level", "warn",
 		"data-sync", "--from-database", "src", "--to-database", "dst", "--publication", "all_tables", "--replication-slot", "bench_slot", "--replicate-only")
 	if p := os.Getenv("BENCH_CPUPROFILE"); p != "" {
 		rs.Env = append(os.Environ(), "RESHARD_CPUPROFILE="+p+".drain")

@@ -1,0 +1,42 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/reshard/reshard/tests/pgtest"
+)
+
+// shardNode is one destination shard of a benchmark: an instance and a
+// database on it.
+type shardNode struct {
+	inst *pgtest.Instance
+	db   string
+}
+
+// writeConfig writes pgdog.toml and users.toml into dir for a source
+// cluster "src" (database srcDB on src) and a destination "dst" made of the
+// shards, sharded by column when it is not empty. It returns both paths.
+func writeConfig(b *testing.B, dir string, port int, src *pgtest.Instance, srcDB string, shards []shardNode, column, general string) (string, string) {
+	b.Helper()
+	cfg := fmt.Sprintf("[general]\nport = %d\n%s\n[admin]\npassword = \"x\"\n[[databases]]\nname = \"src\"\nhost = \"127.0.0.1\"\nport = %d\ndatabase_name = %q\n",
+		port, general, src.Port, srcDB)
+	for k, s := range shards {
+		cfg += fmt.Sprintf("[[databases]]\nname = \"dst\"\nhost = \"127.0.0.1\"\nport = %d\ndatabase_name = %q\nshard = %d\n", s.inst.Port, s.db, k)
+	}
+	if column != "" {
+		cfg += fmt.Sprintf("[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = %q\n", column)
+	}
+	users := fmt.Sprintf("[[users]]\nname = %q\ndatabase = \"src\"\npassword = %q\nschema_admin = true\n[[users]]\nname = %q\ndatabase = \"dst\"\npassword = %q\nschema_admin = true\n",
+		pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
+	cfgPath, usersPath := filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(usersPath, []byte(users), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return cfgPath, usersPath
+}
