@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -188,19 +187,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 			return nil, abort("connect to %s: %v", sh.Primary, err)
 		}
 		locks[i] = l
-		remaining := time.Until(deadline)
-		if remaining < 100*time.Millisecond {
-			remaining = 100 * time.Millisecond
-		}
-		if _, err := l.Exec(ctx, "BEGIN"); err != nil {
-			release()
-			return nil, abort("%v", err)
-		}
-		if _, err := l.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", remaining.Milliseconds())); err != nil {
-			release()
-			return nil, abort("%v", err)
-		}
-		if _, err := l.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN SHARE MODE"); err != nil {
+		if err := lockTables(ctx, l, names, deadline); err != nil {
 			release()
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "55P03" {
@@ -266,21 +253,9 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 
 	// 5. The source becomes read-only for the application.
 	for i, sh := range src.Shards {
-		db := pgx.Identifier{sh.Primary.Database}.Sanitize()
-		if _, err := conns[i].Exec(ctx, "ALTER DATABASE "+db+" SET default_transaction_read_only = on"); err != nil {
+		if err := closeToApplication(ctx, conns[i], sh.Primary.Database, locks[i]); err != nil {
 			release()
-			return nil, fmt.Errorf("make %s read-only: %w", sh.Primary, err)
-		}
-		var lockPID int
-		if err := locks[i].QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&lockPID); err != nil {
-			release()
-			return nil, err
-		}
-		if _, err := conns[i].Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-			WHERE datname = current_database() AND backend_type = 'client backend'
-			  AND pid <> pg_backend_pid() AND pid <> $1 AND application_name NOT LIKE 'reshard%'`, lockPID); err != nil {
-			release()
-			return nil, fmt.Errorf("end application sessions on %s: %w", sh.Primary, err)
+			return nil, fmt.Errorf("%s: %w", sh.Primary, err)
 		}
 	}
 	release()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -99,19 +98,7 @@ func Rollback(ctx context.Context, req RollbackRequest) error {
 		names[i] = t.Qualified()
 	}
 	for k, l := range locks {
-		remaining := time.Until(deadline)
-		if remaining < 100*time.Millisecond {
-			remaining = 100 * time.Millisecond
-		}
-		if _, err := l.Exec(ctx, "BEGIN"); err != nil {
-			release()
-			return abort("%v", err)
-		}
-		if _, err := l.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", remaining.Milliseconds())); err != nil {
-			release()
-			return abort("%v", err)
-		}
-		if _, err := l.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN SHARE MODE"); err != nil {
+		if err := lockTables(ctx, l, names, deadline); err != nil {
 			release()
 			return abort("could not block writes on shard %d within cutover_timeout (%s): %v", k, timeout, err)
 		}
@@ -169,17 +156,9 @@ func Rollback(ctx context.Context, req RollbackRequest) error {
 		return err
 	}
 	for k, sh := range dst.Shards {
-		if _, err := shardConns[k].Exec(ctx, "ALTER DATABASE "+pgx.Identifier{sh.Primary.Database}.Sanitize()+" SET default_transaction_read_only = on"); err != nil {
+		if err := closeToApplication(ctx, shardConns[k], sh.Primary.Database, locks[k]); err != nil {
 			release()
-			return fmt.Errorf("make shard %d read-only: %w", k, err)
-		}
-		var lockPID int
-		_ = locks[k].QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&lockPID)
-		if _, err := shardConns[k].Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-			WHERE datname = current_database() AND backend_type = 'client backend'
-			  AND pid <> pg_backend_pid() AND pid <> $1 AND application_name NOT LIKE 'reshard%'`, lockPID); err != nil {
-			release()
-			return err
+			return fmt.Errorf("shard %d: %w", k, err)
 		}
 		if _, err := shardConns[k].Exec(ctx, `SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, reverse[k]); err != nil {
 			log.Warn("could not drop the reverse slot", "slot", reverse[k], "error", err)
