@@ -235,21 +235,25 @@ func (e *Executor) finishMigration(r Route, reverse, forward string) error {
 		}
 		return err
 	}
-	var errs []error
-	for k, name := range names(reverse, len(dst.Shards)) {
-		node := dst.Shards[k].Primary
-		// The walsender of the stopped stream may take a moment to go.
+	// The sessions of the stopped streams may take a moment to go: a slot
+	// or origin they held is busy until then.
+	retry := func(node *catalog.Node, sql string, args ...any) error {
 		var err error
 		for i := 0; i < 50; i++ {
-			if err = exec(node, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name); err == nil {
-				break
+			if err = exec(node, sql, args...); err == nil {
+				return nil
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		if err != nil {
+		return err
+	}
+	var errs []error
+	for k, name := range names(reverse, len(dst.Shards)) {
+		node := dst.Shards[k].Primary
+		if err := retry(node, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name); err != nil {
 			errs = append(errs, fmt.Errorf("drop reverse slot %s on %s: %w", name, node, err))
 		}
-		if err := exec(node, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = ANY($1)`, originNames(forward, len(src.Shards), k)); err != nil {
+		if err := retry(node, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = ANY($1)`, originNames(forward, len(src.Shards), k)); err != nil {
 			errs = append(errs, fmt.Errorf("drop origins on %s: %w", node, err))
 		}
 	}
@@ -257,7 +261,7 @@ func (e *Executor) finishMigration(r Route, reverse, forward string) error {
 		errs = append(errs, fmt.Errorf("drop reshard's state on %s: %w", dst.Shards[0].Primary, err))
 	}
 	for i := range src.Shards {
-		if err := exec(src.Shards[i].Primary, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = ANY($1)`, originNames(reverse, len(dst.Shards), 0)); err != nil {
+		if err := retry(src.Shards[i].Primary, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = ANY($1)`, originNames(reverse, len(dst.Shards), i)); err != nil {
 			errs = append(errs, err)
 		}
 	}
