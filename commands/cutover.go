@@ -11,6 +11,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 
+	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/cutover"
 	"github.com/reshard/reshard/sync/stream"
 	"github.com/reshard/reshard/sync/task"
@@ -209,16 +210,6 @@ func (e *Executor) finishMigration(r Route, reverse, forward string) error {
 	defer cancel()
 	src, _ := e.Catalog.Cluster(r.Source)
 	dst, _ := e.Catalog.Cluster(r.Destination)
-	names := func(base string, n int) []string {
-		if n == 1 {
-			return []string{base}
-		}
-		out := make([]string, n)
-		for i := range out {
-			out[i] = fmt.Sprintf("%s_%d", base, i)
-		}
-		return out
-	}
 	exec := func(node *catalog.Node, sql string, args ...any) error {
 		dsn, err := e.Catalog.ConnString(node, nil)
 		if err != nil {
@@ -248,7 +239,7 @@ func (e *Executor) finishMigration(r Route, reverse, forward string) error {
 		return err
 	}
 	var errs []error
-	for k, name := range names(reverse, len(dst.Shards)) {
+	for k, name := range copier.SlotNames(reverse, len(dst.Shards)) {
 		node := dst.Shards[k].Primary
 		if err := retry(node, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name); err != nil {
 			errs = append(errs, fmt.Errorf("drop reverse slot %s on %s: %w", name, node, err))
@@ -275,12 +266,10 @@ func (e *Executor) finishMigration(r Route, reverse, forward string) error {
 // originNames are the replication origins streams of slot base (one per
 // source shard) use on destination shard k.
 func originNames(base string, sources, k int) []string {
-	if sources == 1 {
-		return []string{stream.OriginName(base, k)}
-	}
-	out := make([]string, sources)
-	for i := range out {
-		out[i] = stream.OriginName(fmt.Sprintf("%s_%d", base, i), k)
+	slots := copier.SlotNames(base, sources)
+	out := make([]string, len(slots))
+	for i, slot := range slots {
+		out[i] = stream.OriginName(slot, k)
 	}
 	return out
 }

@@ -11,6 +11,17 @@ import (
 	"github.com/reshard/reshard/commands"
 )
 
+// sourceEnv is a copyEnv (1 source, 2 shards) whose source holds the copy
+// schema and rows of data.
+func sourceEnv(t *testing.T, name string, rows int, general string) (*copyEnv, node) {
+	t.Helper()
+	e := newCopyEnv(t, name, 1, 2, general)
+	src := e.src[0]
+	src.exec(t, copySchema)
+	loadData(t, src, 0, 1, rows)
+	return e, src
+}
+
 func (e *copyEnv) reshardStreaming(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
@@ -33,10 +44,7 @@ func (e *copyEnv) reshardStreaming(t *testing.T) string {
 }
 
 func TestCutover(t *testing.T) {
-	e := newCopyEnv(t, "cut", 1, 2, "")
-	src := e.src[0]
-	src.exec(t, copySchema)
-	loadData(t, src, 0, 1, 2000)
+	e, src := sourceEnv(t, "cut", 2000, "")
 	src.exec(t, `ALTER TABLE orders REPLICA IDENTITY FULL`)
 	id := e.reshardStreaming(t)
 	src.exec(t, `INSERT INTO customers (id, name) SELECT 5000 + g, 'late' || g FROM generate_series(1, 50) g`)
@@ -142,10 +150,7 @@ func TestCutover(t *testing.T) {
 // miss cutover_timeout: it aborts, the source stays writable, the stream
 // goes on.
 func TestCutoverTimeout(t *testing.T) {
-	e := newCopyEnv(t, "cutto", 1, 2, "cutover_timeout = 1500")
-	src := e.src[0]
-	src.exec(t, copySchema)
-	loadData(t, src, 0, 1, 500)
+	e, src := sourceEnv(t, "cutto", 500, "cutover_timeout = 1500")
 	id := e.reshardStreaming(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -188,10 +193,7 @@ func TestCutoverTimeout(t *testing.T) {
 // TestStopAndReplicate: STOP_TASK, writes while nothing streams, then
 // REPLICATE with the same slot continues without loss.
 func TestStopAndReplicate(t *testing.T) {
-	e := newCopyEnv(t, "stoprep", 1, 2, "")
-	src := e.src[0]
-	src.exec(t, copySchema)
-	loadData(t, src, 0, 1, 1000)
+	e, src := sourceEnv(t, "stoprep", 1000, "")
 	src.exec(t, `ALTER TABLE orders REPLICA IDENTITY FULL`)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -234,10 +236,7 @@ func TestStopAndReplicate(t *testing.T) {
 // TestCutoverFinish: STOP_TASK on a reverse_streaming task finishes the
 // migration: reverse slots, origins and reshard's state are removed.
 func TestCutoverFinish(t *testing.T) {
-	e := newCopyEnv(t, "cutfin", 1, 2, "")
-	src := e.src[0]
-	src.exec(t, copySchema)
-	loadData(t, src, 0, 1, 300)
+	e, src := sourceEnv(t, "cutfin", 300, "")
 	id := e.reshardStreaming(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

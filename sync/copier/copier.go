@@ -74,6 +74,19 @@ type copyRun struct {
 	watermark []pglogrepl.LSN // per source shard: LSN of the snapshot in use
 }
 
+// SlotNames returns the slot of each of n source shards for slot base: base
+// itself for one shard, <base>_<k> for shard k of several.
+func SlotNames(base string, n int) []string {
+	if n == 1 {
+		return []string{base}
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s_%d", base, i)
+	}
+	return out
+}
+
 // NewSlotName returns a fresh slot name (reshard_ and 8 hex digits).
 func NewSlotName() string { return newSlotName() }
 
@@ -124,12 +137,8 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		res.Slot = newSlotName()
 	}
 	req.Slot = res.Slot
+	res.Slots = SlotNames(res.Slot, len(src.Shards))
 	for _, sh := range src.Shards {
-		name := res.Slot
-		if len(src.Shards) > 1 {
-			name = fmt.Sprintf("%s_%d", res.Slot, sh.Number)
-		}
-		res.Slots = append(res.Slots, name)
 		dsn, err := req.Catalog.ConnString(sh.Primary, nil)
 		if err != nil {
 			return nil, err

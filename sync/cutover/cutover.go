@@ -61,17 +61,6 @@ func (e *Error) Unwrap() error { return e.Err }
 // SQLState is the SQLSTATE to answer with.
 func (e *Error) SQLState() string { return e.Code }
 
-func slotNames(base string, n int) []string {
-	if n == 1 {
-		return []string{base}
-	}
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf("%s_%d", base, i)
-	}
-	return out
-}
-
 // lag is the bytes between the source's WAL end and what the slot confirmed.
 func lag(ctx context.Context, conn *pgx.Conn, slot string) (int64, pglogrepl.LSN, error) {
 	var l int64
@@ -116,7 +105,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	if !ok {
 		return nil, fmt.Errorf("database %q is not configured", req.Destination)
 	}
-	slots := slotNames(req.Slot, len(src.Shards))
+	slots := copier.SlotNames(req.Slot, len(src.Shards))
 	conns := make([]*pgx.Conn, len(src.Shards))
 	defer func() {
 		for _, c := range conns {
@@ -262,7 +251,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 
 	// 6. Reverse slots on the shards.
 	reverse := req.Slot + "_rev"
-	for i, name := range slotNames(reverse, len(dst.Shards)) {
+	for i, name := range copier.SlotNames(reverse, len(dst.Shards)) {
 		node := dst.Shards[i].Primary
 		dsn, err := req.Catalog.ConnString(node, map[string]string{"replication": "database"})
 		if err != nil {

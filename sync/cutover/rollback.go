@@ -104,7 +104,7 @@ func Rollback(ctx context.Context, req RollbackRequest) error {
 		}
 	}
 	// Drain the reverse stream.
-	reverse := slotNames(req.ReverseSlot, len(dst.Shards))
+	reverse := copier.SlotNames(req.ReverseSlot, len(dst.Shards))
 	for k, l := range locks {
 		var target string
 		if err := l.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
@@ -166,7 +166,7 @@ func Rollback(ctx context.Context, req RollbackRequest) error {
 	}
 	release()
 	// New forward slots: the shards follow the old database from here.
-	for i, name := range slotNames(req.NewSlot, len(src.Shards)) {
+	for i, name := range copier.SlotNames(req.NewSlot, len(src.Shards)) {
 		node := src.Shards[i].Primary
 		dsn, err := req.Catalog.ConnString(node, map[string]string{"replication": "database"})
 		if err != nil {

@@ -77,11 +77,9 @@ func Run(ctx context.Context, req Request) error {
 	defer cancel()
 	errs := make([]error, len(src.Shards))
 	var wg sync.WaitGroup
+	slots := copier.SlotNames(req.Slot, len(src.Shards))
 	for i, sh := range src.Shards {
-		slot := req.Slot
-		if len(src.Shards) > 1 {
-			slot = fmt.Sprintf("%s_%d", req.Slot, sh.Number)
-		}
+		slot := slots[i]
 		s := &streamer{req: &req, log: log.Named("stream").With("slot", slot), sourceShard: sh.Number, sourceShards: len(src.Shards), node: sh.Primary, slot: slot, dst: dst}
 		wg.Add(1)
 		go func(i int) {
