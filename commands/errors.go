@@ -16,6 +16,7 @@ const (
 	CodeInvalidTransactionTerm = "2D000"
 	CodeObjectNotInState       = "55000"
 	CodeConnectionFailure      = "08006"
+	CodeInvalidName            = "42602"
 )
 
 // Error is an admin-command failure with a SQLSTATE, sent to the client as

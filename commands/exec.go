@@ -9,10 +9,12 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/progress"
 	"github.com/reshard/reshard/sync/task"
 )
@@ -126,9 +128,17 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
 		}
+		if c.Slot != "" {
+			if err := e.checkSlot(c.Source, c.Slot); err != nil {
+				return nil, err
+			}
+		}
 		return e.copyData(ctx, c)
 	case Replicate:
 		if err := e.checkRoute(c.Route); err != nil {
+			return nil, err
+		}
+		if err := e.checkSlot(c.Source, c.Slot); err != nil {
 			return nil, err
 		}
 		return e.replicate(ctx, c)
@@ -153,6 +163,41 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 func notYet(c Command) *Error {
 	return Errorf(CodeFeatureNotSupported, "%s is not implemented yet", c.Keyword()).
 		WithDetail("the command parsed as: %s", c.String())
+}
+
+// maxSlotName is PostgreSQL's limit on a replication slot name (NAMEDATALEN - 1).
+const maxSlotName = 63
+
+// checkSlot verifies that slot is a name PostgreSQL accepts for a
+// replication slot (lower-case letters, digits and underscores), also with
+// the per-shard suffix a source of several shards adds. Replication commands
+// take slot names unquoted, so nothing else may reach them.
+func (e *Executor) checkSlot(source, slot string) error {
+	for _, r := range slot {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+			return Errorf(CodeInvalidName, "invalid replication slot name %q: it contains %q", abbreviate(slot), r).
+				WithHint("replication slot names may contain only lower-case letters, digits and underscores")
+		}
+	}
+	cl, _ := e.Catalog.Cluster(source)
+	for _, name := range copier.SlotNames(slot, len(cl.Shards)) {
+		if len(name) > maxSlotName {
+			return Errorf(CodeInvalidName, "replication slot name %q is too long: %d characters, at most %d", abbreviate(name), len(name), maxSlotName)
+		}
+	}
+	return nil
+}
+
+// abbreviate shortens s for an error message.
+func abbreviate(s string) string {
+	if len(s) <= 80 {
+		return s
+	}
+	cut := 80
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // checkRoute verifies that both clusters exist and differ.

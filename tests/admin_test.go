@@ -379,6 +379,9 @@ func TestAdminMalformed(t *testing.T) {
 		{"STOP_TASK 999", "42704", `task "999" does not exist`},
 		{"CUTOVER 1", "42704", `task "1" does not exist`},
 		{"SHOW " + strings.Repeat("x", commands.MaxQueryBytes), "54000", "longer than"},
+		{`COPY_DATA prod prod_sharded pub "Bad Slot"`, "42602", `invalid replication slot name "Bad Slot"`},
+		{"REPLICATE prod prod_sharded pub s; x", "42601", `"x"`},
+		{"REPLICATE prod prod_sharded pub " + strings.Repeat("s", 64), "42602", "at most 63"},
 	}
 	if len(cases) < 30 {
 		t.Fatalf("only %d cases", len(cases))

@@ -56,6 +56,8 @@ type copyEnv struct {
 	exec      *commands.Executor
 	cfgPath   string
 	usersPath string
+	// publication is the route's publication: all_tables unless set.
+	publication string
 }
 
 // newCopyEnv creates nSrc source databases and nDst destination databases
@@ -94,12 +96,7 @@ func newCopyEnv(t *testing.T, name string, nSrc, nDst int, general string) *copy
 	if err := os.WriteFile(e.usersPath, []byte(users), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cat, err := catalog.Load(e.cfgPath, e.usersPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.cat = cat
-	e.exec = commands.NewExecutor(cat, hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr}))
+	e.load(t)
 	t.Cleanup(func() {
 		// Slots hold WAL on the shared instances: drop this test's slots.
 		for _, s := range e.src {
@@ -111,6 +108,17 @@ func newCopyEnv(t *testing.T, name string, nSrc, nDst int, general string) *copy
 		}
 	})
 	return e
+}
+
+// load (re)reads the env's config files into its catalog and executor.
+func (e *copyEnv) load(t *testing.T) {
+	t.Helper()
+	cat, err := catalog.Load(e.cfgPath, e.usersPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cat = cat
+	e.exec = commands.NewExecutor(cat, hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr}))
 }
 
 // copySchema is the source schema of the copy tests.
@@ -156,7 +164,11 @@ func (e *copyEnv) setup(t *testing.T, rows int) {
 }
 
 func (e *copyEnv) route() commands.Route {
-	return commands.Route{Source: "src", Destination: "dst", Publication: "all_tables"}
+	pub := e.publication
+	if pub == "" {
+		pub = "all_tables"
+	}
+	return commands.Route{Source: "src", Destination: "dst", Publication: pub}
 }
 
 func (e *copyEnv) copy(t *testing.T, slot string) *commands.Result {

@@ -254,7 +254,7 @@ func (s *streamer) session(ctx context.Context) error {
 	s.mu.Lock()
 	s.lastProcessed, s.serverEnd = confirmed, 0
 	s.mu.Unlock()
-	args := []string{"proto_version '2'", fmt.Sprintf("publication_names '%s'", strings.ReplaceAll(s.req.Publication, "'", "''")), "streaming 'true'"}
+	args := []string{"proto_version '2'", fmt.Sprintf("publication_names '%s'", strings.ReplaceAll(pgx.Identifier{s.req.Publication}.Sanitize(), "'", "''")), "streaming 'true'"}
 	if err := pglogrepl.StartReplication(ctx, conn, s.slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		return fmt.Errorf("start replication from slot %q on %s: %w", s.slot, s.node, err)
 	}
