@@ -158,7 +158,7 @@ func (e *Executor) showTasks() [][]any {
 
 func (e *Executor) stopTask(ctx context.Context, c StopTask) (*Result, error) {
 	if _, ok := e.Tasks.Get(c.Task); !ok {
-		return nil, Errorf(CodeUndefinedObject, "task %q does not exist", c.Task).WithHint("SHOW TASKS lists the tasks")
+		return nil, Errorf(CodeUndefinedObject, "task %q does not exist", abbreviate(c.Task)).WithHint("SHOW TASKS lists the tasks")
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

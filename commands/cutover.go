@@ -178,7 +178,7 @@ func (e *Executor) reversePhase(ctx context.Context, t *task.Task, ctl *streamCo
 func (e *Executor) cutoverTask(ctx context.Context, c Cutover) (*Result, error) {
 	tk, ok := e.Tasks.Get(c.Task)
 	if !ok {
-		return nil, Errorf(CodeUndefinedObject, "task %q does not exist", c.Task).WithHint("SHOW TASKS lists the tasks")
+		return nil, Errorf(CodeUndefinedObject, "task %q does not exist", abbreviate(c.Task)).WithHint("SHOW TASKS lists the tasks")
 	}
 	ctl, ok := e.controls.get(c.Task)
 	state := tk.Row().State

@@ -17,6 +17,7 @@ const (
 	CodeObjectNotInState       = "55000"
 	CodeConnectionFailure      = "08006"
 	CodeInvalidName            = "42602"
+	CodeNameTooLong            = "42622"
 )
 
 // Error is an admin-command failure with a SQLSTATE, sent to the client as

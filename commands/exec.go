@@ -96,7 +96,7 @@ func unknownShow(name string) *Error {
 		names = append(names, strings.ToUpper(k))
 	}
 	sort.Strings(names)
-	return Errorf(CodeUndefinedObject, "unrecognized configuration parameter or view %q", name).
+	return Errorf(CodeUndefinedObject, "unrecognized configuration parameter or view %q", abbreviate(name)).
 		WithHint("views: %s", strings.Join(names, ", "))
 }
 
@@ -165,9 +165,6 @@ func notYet(c Command) *Error {
 		WithDetail("the command parsed as: %s", c.String())
 }
 
-// maxSlotName is PostgreSQL's limit on a replication slot name (NAMEDATALEN - 1).
-const maxSlotName = 63
-
 // checkSlot verifies that slot is a name PostgreSQL accepts for a
 // replication slot (lower-case letters, digits and underscores), also with
 // the per-shard suffix a source of several shards adds. Replication commands
@@ -181,8 +178,8 @@ func (e *Executor) checkSlot(source, slot string) error {
 	}
 	cl, _ := e.Catalog.Cluster(source)
 	for _, name := range copier.SlotNames(slot, len(cl.Shards)) {
-		if len(name) > maxSlotName {
-			return Errorf(CodeInvalidName, "replication slot name %q is too long: %d characters, at most %d", abbreviate(name), len(name), maxSlotName)
+		if len(name) > maxIdentifier {
+			return Errorf(CodeNameTooLong, "replication slot name %q is too long: %d characters, at most %d", abbreviate(name), len(name), maxIdentifier)
 		}
 	}
 	return nil
@@ -200,17 +197,25 @@ func abbreviate(s string) string {
 	return s[:cut] + "…"
 }
 
-// checkRoute verifies that both clusters exist and differ.
+// maxIdentifier is PostgreSQL's limit on an identifier (NAMEDATALEN - 1):
+// a longer publication name cannot exist.
+const maxIdentifier = 63
+
+// checkRoute verifies that both clusters exist and differ, and that the
+// publication is a name PostgreSQL can hold.
 func (e *Executor) checkRoute(r Route) error {
 	for _, name := range []string{r.Source, r.Destination} {
 		if _, ok := e.Catalog.Cluster(name); !ok {
-			return Errorf(CodeUndefinedDatabase, "database %q is not configured", name).
+			return Errorf(CodeUndefinedDatabase, "database %q is not configured", abbreviate(name)).
 				WithHint("configured databases: %s", strings.Join(e.Catalog.ClusterNames(), ", "))
 		}
 	}
 	if r.Source == r.Destination {
 		return Errorf(CodeInvalidParameterValue, "source and destination are both %q", r.Source).
 			WithHint("resharding moves data from one database cluster to another")
+	}
+	if len(r.Publication) > maxIdentifier {
+		return Errorf(CodeNameTooLong, "publication name %q is too long: %d bytes, at most %d", abbreviate(r.Publication), len(r.Publication), maxIdentifier)
 	}
 	return nil
 }

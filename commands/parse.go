@@ -73,7 +73,7 @@ func Parse(query string) ([]Command, error) {
 	}
 	res, err := pg_query.Scan(query)
 	if err != nil {
-		return nil, Errorf(CodeSyntaxError, "%s", err.Error()).WithHint("check quoting: names use double quotes, \"like \"\"this\"\"\"")
+		return nil, Errorf(CodeSyntaxError, "%s", abbreviate(err.Error())).WithHint("check quoting: names use double quotes, \"like \"\"this\"\"\"")
 	}
 	var (
 		cmds []Command
@@ -157,7 +157,7 @@ func nameArgs(keyword string, toks []token, min int, labels []string) ([]string,
 	out := make([]string, 0, len(labels))
 	for i, t := range args {
 		if i >= len(labels) {
-			return nil, syntaxErr(keyword, t, "syntax error at or near %q: %s takes at most %d arguments", t.raw, keyword, len(labels))
+			return nil, syntaxErr(keyword, t, "syntax error at or near %q: %s takes at most %d arguments", abbreviate(t.raw), keyword, len(labels))
 		}
 		switch t.kind {
 		case tokWord, tokQuoted:
@@ -166,10 +166,10 @@ func nameArgs(keyword string, toks []token, min int, labels []string) ([]string,
 			}
 			out = append(out, t.value)
 		case tokString:
-			return nil, syntaxErr(keyword, t, "syntax error at or near %s: %s must be a name, not a string constant", t.raw, labels[i]).
+			return nil, syntaxErr(keyword, t, "syntax error at or near %s: %s must be a name, not a string constant", abbreviate(t.raw), labels[i]).
 				WithHint("write names bare or in double quotes; expected: %s", Form(keyword))
 		default:
-			return nil, syntaxErr(keyword, t, "syntax error at or near %q: expected %s", t.raw, labels[i])
+			return nil, syntaxErr(keyword, t, "syntax error at or near %q: expected %s", abbreviate(t.raw), labels[i])
 		}
 	}
 	if len(out) < min {
@@ -185,7 +185,7 @@ var routeLabels = []string{"<source>", "<destination>", "<publication>"}
 func parseStatement(toks []token, text string) (Command, error) {
 	first := toks[0]
 	if first.kind != tokWord {
-		return nil, Errorf(CodeSyntaxError, "syntax error at or near %q: an admin command starts with a keyword", first.raw).
+		return nil, Errorf(CodeSyntaxError, "syntax error at or near %q: an admin command starts with a keyword", abbreviate(first.raw)).
 			WithHint("commands: %s", commandList())
 	}
 	kw := strings.ToUpper(first.value)
@@ -209,7 +209,7 @@ func parseStatement(toks []token, text string) (Command, error) {
 			}
 		}
 		if phase == "" {
-			return nil, syntaxErr(kw, p, "unknown schema sync phase %q", p.raw)
+			return nil, syntaxErr(kw, p, "unknown schema sync phase %q", abbreviate(p.raw))
 		}
 		args, err := nameArgs(kw, toks[1:], 3, routeLabels)
 		if err != nil {
@@ -247,11 +247,11 @@ func parseStatement(toks []token, text string) (Command, error) {
 			return nil, syntaxErr(kw, first, "%s is missing the task id", kw)
 		}
 		if len(toks) > 2 {
-			return nil, syntaxErr(kw, toks[2], "syntax error at or near %q: %s takes one task id", toks[2].raw, kw)
+			return nil, syntaxErr(kw, toks[2], "syntax error at or near %q: %s takes one task id", abbreviate(toks[2].raw), kw)
 		}
 		t := toks[1]
 		if t.kind != tokNumber && t.kind != tokWord && t.kind != tokQuoted {
-			return nil, syntaxErr(kw, t, "syntax error at or near %q: expected a task id", t.raw)
+			return nil, syntaxErr(kw, t, "syntax error at or near %q: expected a task id", abbreviate(t.raw))
 		}
 		if kw == "CUTOVER" {
 			return Cutover{Task: t.value}, nil
@@ -262,11 +262,11 @@ func parseStatement(toks []token, text string) (Command, error) {
 			return nil, syntaxErr(kw, first, "SHOW is missing what to show")
 		}
 		if len(toks) > 2 {
-			return nil, syntaxErr(kw, toks[2], "syntax error at or near %q: SHOW takes one name", toks[2].raw)
+			return nil, syntaxErr(kw, toks[2], "syntax error at or near %q: SHOW takes one name", abbreviate(toks[2].raw))
 		}
 		t := toks[1]
 		if t.kind != tokWord && t.kind != tokQuoted {
-			return nil, syntaxErr(kw, t, "syntax error at or near %q: expected a view or setting name", t.raw)
+			return nil, syntaxErr(kw, t, "syntax error at or near %q: expected a view or setting name", abbreviate(t.raw))
 		}
 		return Show{Name: strings.ToLower(t.value)}, nil
 	case "SET", "RESET", "DISCARD":
@@ -281,7 +281,7 @@ func parseStatement(toks []token, text string) (Command, error) {
 	case "ROLLBACK", "ABORT":
 		return Transaction{Tag: "ROLLBACK"}, nil
 	}
-	e := Errorf(CodeSyntaxError, "unknown admin command %q", first.raw)
+	e := Errorf(CodeSyntaxError, "unknown admin command %q", abbreviate(first.raw))
 	e.Position = first.pos + 1
 	if sqlWords[kw] {
 		e.Detail = fmt.Sprintf("reshard's admin database runs admin commands only, not SQL (%s)", kw)

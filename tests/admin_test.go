@@ -343,7 +343,7 @@ func TestAdminMalformed(t *testing.T) {
 	defer cancel()
 	a := startAdmin(t, "")
 	conn := connect(t, ctx, a.dsn(""))
-	cases := []struct{ sql, code, msg string }{
+	cases := []adminErrorCase{
 		{"SCHEMA_SYNC", "42601", "missing the phase"},
 		{"SCHEMA_SYNC PRE prod", "42601", "missing <destination>"},
 		{"SCHEMA_SYNC LATER prod prod_sharded pub", "42601", "unknown schema sync phase"},
@@ -381,11 +381,22 @@ func TestAdminMalformed(t *testing.T) {
 		{"SHOW " + strings.Repeat("x", commands.MaxQueryBytes), "54000", "longer than"},
 		{`COPY_DATA prod prod_sharded pub "Bad Slot"`, "42602", `invalid replication slot name "Bad Slot"`},
 		{"REPLICATE prod prod_sharded pub s; x", "42601", `"x"`},
-		{"REPLICATE prod prod_sharded pub " + strings.Repeat("s", 64), "42602", "at most 63"},
+		{"REPLICATE prod prod_sharded pub " + strings.Repeat("s", 64), "42622", "at most 63"},
 	}
 	if len(cases) < 30 {
 		t.Fatalf("only %d cases", len(cases))
 	}
+	expectAdminErrors(t, ctx, conn, cases)
+}
+
+// adminErrorCase is a query the admin server must refuse with an
+// ErrorResponse carrying code and a message (or detail) containing msg.
+type adminErrorCase struct{ sql, code, msg string }
+
+// expectAdminErrors sends each case through the simple and the extended
+// protocol, checks the ErrorResponse, and that the connection still works.
+func expectAdminErrors(t *testing.T, ctx context.Context, conn *pgx.Conn, cases []adminErrorCase) {
+	t.Helper()
 	for _, c := range cases {
 		for _, extended := range []bool{false, true} {
 			var err error
@@ -400,7 +411,10 @@ func TestAdminMalformed(t *testing.T) {
 				t.Fatalf("%.50q (%s): want an ErrorResponse, got %v", c.sql, mode, err)
 			}
 			if pe.Code != c.code || !strings.Contains(pe.Message+" "+pe.Detail, c.msg) {
-				t.Errorf("%.50q (%s): got [%s] %q, want [%s] containing %q", c.sql, mode, pe.Code, pe.Message, c.code, c.msg)
+				t.Errorf("%.50q (%s): got [%s] %.300q, want [%s] containing %q", c.sql, mode, pe.Code, pe.Message, c.code, c.msg)
+			}
+			if len(pe.Message)+len(pe.Detail) > 1000 {
+				t.Errorf("%.50q (%s): a %d-byte message echoes too much of the query", c.sql, mode, len(pe.Message)+len(pe.Detail))
 			}
 			if pe.Code == "42601" && strings.HasPrefix(strings.ToUpper(c.sql), "SCHEMA_SYNC") && !strings.Contains(pe.Hint, "SCHEMA_SYNC PRE|POST|CUTOVER|POST_CUTOVER") {
 				t.Errorf("%q: hint %q lacks the expected form", c.sql, pe.Hint)
