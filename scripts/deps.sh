@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what reshard's build and tests need and the machine lacks:
 # gcc (cgo for pg_query_go), PostgreSQL 15 server binaries (the test harness
-# starts throwaway instances) and the PostgreSQL client tools (psql, pg_dump).
+# starts throwaway instances), the PostgreSQL client tools (psql, pg_dump)
+# and tmux (the CLI's progress display is tested in a tmux pseudo-terminal).
 # Debian/Ubuntu only; uses apt-get as root or through sudo.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ bindir=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 [ -x "$bindir/initdb" ] && [ -x "$bindir/postgres" ] || missing+=(postgresql-15)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client-15)
 command -v pg_dump >/dev/null 2>&1 || missing+=(postgresql-client-15)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 
 if ! command -v go >/dev/null 2>&1; then
   echo "deps: the Go toolchain (1.26 or newer) is not on PATH; install it from https://go.dev/dl" >&2

@@ -8,9 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 
@@ -467,12 +465,4 @@ func demoCopyProgress(ctx context.Context, admin *pgx.Conn) (string, error) {
 		return "", rows.Err()
 	}
 	return fmt.Sprintf("copy: %d of %d units done, %d rows so far", done, total, copied), rows.Err()
-}
-
-// isTerminal tells whether f is a terminal (a TCGETS ioctl succeeds; a
-// character device such as /dev/null is not enough).
-func isTerminal(f *os.File) bool {
-	var t syscall.Termios
-	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), uintptr(syscall.TCGETS), uintptr(unsafe.Pointer(&t)))
-	return errno == 0
 }

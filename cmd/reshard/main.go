@@ -13,21 +13,26 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cli/display"
 	"github.com/reshard/reshard/commands"
 	"github.com/reshard/reshard/wire"
 )
 
-// Exit codes.
+// Exit codes (documented in docs/cli.md).
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK          = 0   // the command succeeded
+	exitError       = 1   // the command failed
+	exitUsage       = 2   // bad usage or a bad configuration file
+	exitMismatch    = 3   // verify found tables that differ
+	exitInterrupted = 130 // stopped by SIGINT (128 + 2)
+	exitTerminated  = 143 // stopped by SIGTERM (128 + 15)
 )
 
 const usageText = `reshard: online PostgreSQL resharding
@@ -51,6 +56,13 @@ Global flags (before or after the command):
   --users F       users.toml path (default "users.toml")
   --log-level L   trace, debug, info, warn, error (default "info")
   --log-json      log JSON lines instead of text
+  --json          schema-sync, data-sync, verify, cutover: print one JSON
+                  object per event on stdout (see docs/cli.md)
+
+On a terminal, data-sync, schema-sync and verify draw live progress on
+stderr; otherwise they log one line per event.
+Exit codes: 0 success, 1 failure, 2 usage or configuration error,
+3 verify found differences, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 
 Run 'reshard <command> --help' for a command's flags.
 `
@@ -58,7 +70,7 @@ Run 'reshard <command> --help' for a command's flags.
 // globals are the flags every command accepts.
 type globals struct {
 	config, users, logLevel string
-	logJSON                 bool
+	logJSON, json           bool
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
@@ -66,6 +78,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.users, "users", "users.toml", "users.toml path")
 	fs.StringVar(&g.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.BoolVar(&g.logJSON, "log-json", false, "log JSON lines")
+	fs.BoolVar(&g.json, "json", false, "print one JSON object per event on stdout")
 }
 
 func (g *globals) logger(out io.Writer) (hclog.Logger, error) {
@@ -131,6 +144,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if before.logJSON {
 		_ = fs.Set("log-json", "true")
 	}
+	if before.json {
+		_ = fs.Set("json", "true")
+	}
 	exec := cmd(fs)
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -142,40 +158,100 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "reshard %s: unexpected argument %q\n", name, fs.Arg(0))
 		return exitUsage
 	}
-	log, err := g.logger(stderr)
+	logOut := display.NewWriter(stderr)
+	log, err := g.logger(logOut)
 	if err != nil {
 		fmt.Fprintln(stderr, "reshard:", err)
 		return exitUsage
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := exec(ctx, &env{globals: g, log: log, stdout: stdout, stderr: stderr}); err != nil {
-		var ue usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "reshard %s: %s\n", name, err)
-			return exitUsage
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var sig signalSeen
+	sig.watch(ctx, cancel)
+	e := &env{globals: g, name: name, log: log, logOut: logOut, stdout: stdout, stderr: stderr}
+	err = exec(ctx, e)
+	code := exitCode(err)
+	if s := sig.get(); s != nil && name != "serve" && name != "demo" {
+		// serve and demo end on a signal by design; the engine commands
+		// were cut short.
+		code = exitInterrupted
+		if s == syscall.SIGTERM {
+			code = exitTerminated
 		}
-		if g.logJSON {
-			log.Error(name+" failed", "error", err.Error())
-		} else {
-			printError(stderr, err)
-		}
-		return exitError
 	}
-	return exitOK
+	e.finish(err, code)
+	return code
+}
+
+// exitCode maps a command's error to the process exit code.
+func exitCode(err error) int {
+	var ue usageError
+	var ce *catalog.ConfigError
+	var ces catalog.ConfigErrors
+	var me mismatchError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &ces):
+		return exitUsage
+	case errors.As(err, &me):
+		return exitMismatch
+	}
+	return exitError
+}
+
+// signalSeen records the first SIGINT or SIGTERM and cancels the command.
+type signalSeen struct {
+	mu  sync.Mutex
+	sig os.Signal
+}
+
+func (s *signalSeen) watch(ctx context.Context, cancel context.CancelFunc) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		defer signal.Stop(ch)
+		select {
+		case sig := <-ch:
+			s.mu.Lock()
+			s.sig = sig
+			s.mu.Unlock()
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+}
+
+func (s *signalSeen) get() os.Signal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sig
 }
 
 // env is what a subcommand runs with.
 type env struct {
 	globals
-	log            hclog.Logger
+	// name is the subcommand.
+	name string
+	log  hclog.Logger
+	// logOut is where log lines go; the progress display redirects it.
+	logOut         *display.Writer
 	stdout, stderr io.Writer
+	// result is the command's result set, printed by finish.
+	result *commands.Result
+	// events is the JSON event output (--json), or nil.
+	events *display.JSON
 }
 
 // usageError is a flag problem found after parsing (a missing required flag).
 type usageError string
 
 func (e usageError) Error() string { return string(e) }
+
+// mismatchError is a verify that found tables that differ.
+type mismatchError struct{ error }
+
+func (e mismatchError) Unwrap() error { return e.error }
 
 type subcommand func(fs *flag.FlagSet) func(ctx context.Context, e *env) error
 
@@ -227,19 +303,22 @@ func serve(ctx context.Context, cat *catalog.Catalog, log hclog.Logger) error {
 }
 
 // runCommand runs one admin command through the same executor the admin
-// server uses and prints its result.
-func runCommand(ctx context.Context, e *env, cmd commands.Command) error {
+// server uses, with the progress display (starting in phase), and keeps
+// its result for finish to print.
+func runCommand(ctx context.Context, e *env, cmd commands.Command, phase string) error {
 	cat, err := e.load()
 	if err != nil {
 		return err
 	}
 	exec := commands.NewExecutor(cat, e.log)
-	res, err := exec.Execute(ctx, cmd)
-	if err != nil {
-		return err
+	if sink := e.sink(); sink != nil {
+		w := display.NewWatcher(exec.Registry, sink, 200*time.Millisecond, time.Second)
+		w.Start(ctx, phase)
+		defer w.Stop()
 	}
-	printResult(e.stdout, res)
-	return nil
+	res, err := exec.Execute(ctx, cmd)
+	e.result = res
+	return err
 }
 
 func required(fs *flag.FlagSet, names ...string) error {
@@ -292,17 +371,13 @@ func schemaSyncCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 		}
 		cmd := commands.SchemaSync{Phase: phase, Route: r.route(), DryRun: *dryRun, IgnoreErrors: *ignore}
 		if !*dryRun {
-			return runCommand(ctx, e, cmd)
+			return runCommand(ctx, e, cmd, "schema_"+strings.ToLower(string(phase)))
 		}
-		cat, err := e.load()
-		if err != nil {
+		if err := runCommand(ctx, e, cmd, "schema_dry_run"); err != nil || e.json {
 			return err
 		}
-		res, err := commands.NewExecutor(cat, e.log).Execute(ctx, cmd)
-		if err != nil {
-			return err
-		}
-		printDryRun(e.stdout, cmd, res)
+		printDryRun(e.stdout, cmd, e.result)
+		e.result = nil
 		return nil
 	}
 }
@@ -324,9 +399,9 @@ func dataSyncCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 			if *slot == "" {
 				return usageError("--replicate-only needs --replication-slot")
 			}
-			return runCommand(ctx, e, commands.Replicate{Route: r.route(), Slot: *slot, Foreground: true})
+			return runCommand(ctx, e, commands.Replicate{Route: r.route(), Slot: *slot, Foreground: true}, display.PhaseStream)
 		}
-		return runCommand(ctx, e, commands.CopyData{Route: r.route(), Slot: *slot, Foreground: true, SyncOnly: *syncOnly})
+		return runCommand(ctx, e, commands.CopyData{Route: r.route(), Slot: *slot, Foreground: true, SyncOnly: *syncOnly}, display.PhasePrepare)
 	}
 }
 
@@ -337,13 +412,11 @@ func verifyCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 		if err := required(fs, "from-database", "to-database", "publication"); err != nil {
 			return err
 		}
-		cat, err := e.load()
-		if err != nil {
-			return err
-		}
-		res, err := commands.NewExecutor(cat, e.log).Execute(ctx, commands.Verify{Route: r.route(), Foreground: true})
-		if res != nil {
-			printResult(e.stdout, res)
+		err := runCommand(ctx, e, commands.Verify{Route: r.route(), Foreground: true}, "verify")
+		if err != nil && e.result != nil {
+			// The executor answers both a result and an error only when
+			// tables differ.
+			return mismatchError{err}
 		}
 		return err
 	}
@@ -355,6 +428,6 @@ func cutoverCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 		if err := required(fs, "task"); err != nil {
 			return err
 		}
-		return runCommand(ctx, e, commands.Cutover{Task: *task})
+		return runCommand(ctx, e, commands.Cutover{Task: *task}, "cutover")
 	}
 }

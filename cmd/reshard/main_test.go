@@ -110,8 +110,8 @@ func TestServeRejectsBadConfig(t *testing.T) {
 			cfg, users := files(t, c.cfg, baseUsers)
 			var out, errb bytes.Buffer
 			code := run([]string{"--config", cfg, "--users", users, "serve"}, &out, &errb)
-			if code != exitError {
-				t.Fatalf("exit %d, want %d; stderr %s", code, exitError, errb.String())
+			if code != exitUsage {
+				t.Fatalf("exit %d, want %d; stderr %s", code, exitUsage, errb.String())
 			}
 			if !strings.Contains(errb.String(), c.want) || !strings.Contains(errb.String(), cfg) {
 				t.Fatalf("stderr does not name %q in %s:\n%s", c.want, cfg, errb.String())
@@ -140,7 +140,7 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	defer l.Close()
 	cfg, users = files(t, good, baseUsers)
 	errb.Reset()
-	if code := run([]string{"--config", cfg, "--users", users}, &out, &errb); code != exitError || !strings.Contains(errb.String(), "general.port: cannot listen") {
+	if code := run([]string{"--config", cfg, "--users", users}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), "general.port: cannot listen") {
 		t.Fatalf("busy port: exit %d %s", code, errb.String())
 	}
 }
@@ -207,7 +207,7 @@ func TestLogFlags(t *testing.T) {
 	cfg, users := files(t, strings.Replace(fmt.Sprintf(baseConfig, freePort(t)), "[admin]", "[admin]\nbogus = 1", 1), baseUsers)
 	var out, errb bytes.Buffer
 	code := run([]string{"--log-json", "--config", cfg, "--users", users, "serve"}, &out, &errb)
-	if code != exitError || !strings.Contains(errb.String(), `"@level":"error"`) || !strings.Contains(errb.String(), "admin.bogus: unknown key") {
+	if code != exitUsage || !strings.Contains(errb.String(), `"@level":"error"`) || !strings.Contains(errb.String(), "admin.bogus: unknown key") {
 		t.Fatalf("--log-json: exit %d\n%s", code, errb.String())
 	}
 	errb.Reset()

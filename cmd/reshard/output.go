@@ -4,12 +4,106 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/term"
+
+	"github.com/reshard/reshard/cli/display"
 	"github.com/reshard/reshard/commands"
 )
+
+// sink is where a command's progress goes: JSON events with --json, live
+// bars when stderr is a terminal, nothing otherwise (the engine logs a
+// line per event).
+func (e *env) sink() display.Sink {
+	switch {
+	case e.json:
+		return e.jsonOut()
+	case isTerminal(e.stderr):
+		return display.NewTerminal(e.stderr, e.name, e.logOut)
+	}
+	return nil
+}
+
+func (e *env) jsonOut() *display.JSON {
+	if e.events == nil {
+		e.events = display.NewJSON(e.stdout)
+	}
+	return e.events
+}
+
+// isTerminal tells whether w is a terminal.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// finish prints the command's result and error, as text or as the last
+// JSON events.
+func (e *env) finish(err error, code int) {
+	if e.json {
+		out := e.jsonOut()
+		if err != nil {
+			out.Event(display.Event{Kind: display.EventError, At: time.Now(), Fields: errorFields(err)})
+		}
+		f := map[string]any{"command": e.name, "exit_code": code}
+		if e.result != nil {
+			f["tag"] = e.result.Tag
+			f["rows"] = resultRows(e.result)
+		}
+		out.Event(display.Event{Kind: display.EventResult, At: time.Now(), Fields: f})
+		return
+	}
+	if e.result != nil {
+		printResult(e.stdout, e.result)
+	}
+	if err == nil {
+		return
+	}
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(e.stderr, "reshard %s: %s\n", e.name, err)
+	case e.logJSON:
+		e.log.Error(e.name+" failed", "error", err.Error())
+	default:
+		printError(e.stderr, err)
+	}
+}
+
+// errorFields describes an error for a JSON error event.
+func errorFields(err error) map[string]any {
+	f := map[string]any{"message": err.Error()}
+	var ce *commands.Error
+	if errors.As(err, &ce) {
+		f["message"], f["sqlstate"] = ce.Message, ce.Code
+		if ce.Detail != "" {
+			f["detail"] = ce.Detail
+		}
+		if ce.Hint != "" {
+			f["hint"] = ce.Hint
+		}
+	}
+	return f
+}
+
+// resultRows turns a result set into one JSON object per row.
+func resultRows(res *commands.Result) []map[string]any {
+	rows := make([]map[string]any, 0, len(res.Rows))
+	for _, row := range res.Rows {
+		m := make(map[string]any, len(row))
+		for i, v := range row {
+			if i < len(res.Columns) {
+				m[res.Columns[i].Name] = v
+			}
+		}
+		rows = append(rows, m)
+	}
+	return rows
+}
 
 // printResult prints a result set as an aligned table (or its tag alone).
 func printResult(w io.Writer, res *commands.Result) {

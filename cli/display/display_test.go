@@ -1,0 +1,94 @@
+package display
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/sync/progress"
+)
+
+// TestTakeSumsUnits: a table split into units is one table, its percent
+// capped below 100 until every unit is done.
+func TestTakeSumsUnits(t *testing.T) {
+	reg := progress.NewRegistry()
+	a := &progress.TableCopy{Task: "cli", Schema: "public", Table: "orders", Unit: 1, Units: 2, EstimateBytes: 100}
+	b := &progress.TableCopy{Task: "cli", Schema: "public", Table: "orders", Unit: 2, Units: 2, EstimateBytes: 100}
+	c := &progress.TableCopy{Task: "cli", Schema: "public", Table: "users", Unit: 1, Units: 1, EstimateBytes: 10}
+	reg.AddCopies(a, b, c)
+	reg.StartCopy(a)
+	a.Add(10, 150)
+	reg.FinishCopy(a, nil)
+	reg.StartCopy(b)
+	b.Add(3, 60)
+	snap := Take(reg)
+	if len(snap.Tables) != 2 {
+		t.Fatalf("tables: %+v", snap.Tables)
+	}
+	o := snap.Tables[0]
+	if o.Name() != "public.orders" || o.Units != 2 || o.Done != 1 || o.Running != 1 || o.Rows != 13 || o.Bytes != 210 || o.EstimateBytes != 200 {
+		t.Fatalf("orders: %+v", o)
+	}
+	if o.Percent != 99.9 || o.Complete() {
+		t.Fatalf("orders copied more than estimated but not done: percent %v", o.Percent)
+	}
+	if snap.Total.Units != 3 || snap.Total.Rows != 13 || snap.Total.Done != 1 {
+		t.Fatalf("total: %+v", snap.Total)
+	}
+	reg.FinishCopy(b, nil)
+	if o := Take(reg).Tables[0]; o.Percent != 100 || !o.Complete() {
+		t.Fatalf("done orders: %+v", o)
+	}
+}
+
+// TestWatcherEvents: a unit that starts and finishes between two polls
+// still gets both events, a table is reported done once, phases only move
+// forward, and every event is one JSON line.
+func TestWatcherEvents(t *testing.T) {
+	reg := progress.NewRegistry()
+	var out bytes.Buffer
+	w := NewWatcher(reg, NewJSON(&out), time.Hour, time.Hour)
+	w.SetPhase(PhasePrepare)
+	u := &progress.TableCopy{Task: "cli", Schema: "public", Table: "t", Unit: 1, Units: 1, EstimateBytes: 8}
+	reg.AddCopies(u)
+	reg.StartCopy(u)
+	u.Add(1, 8)
+	reg.FinishCopy(u, nil)
+	w.poll(false)
+	s := &progress.Slot{Task: "cli", Name: "slot_a", Host: "127.0.0.1", Port: 5432, Database: "db"}
+	reg.AddSlot(s)
+	s.Lag(42)
+	w.poll(true)
+	reg.RemoveSlot(s)
+	w.poll(false)
+
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		kind := ev["event"].(string)
+		if kind == EventPhase {
+			kind += ":" + ev["phase"].(string)
+		}
+		if kind == EventLag && ev["lag_bytes"] != float64(42) {
+			t.Fatalf("lag event: %v", ev)
+		}
+		got = append(got, kind)
+	}
+	want := "phase:prepare phase:copy unit_started unit_finished table_done phase:stream progress lag"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("events\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+}
+
+func TestCount(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -5: "-5"} {
+		if got := count(n); got != want {
+			t.Errorf("count(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

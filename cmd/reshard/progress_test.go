@@ -1,0 +1,381 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/tests/pgtest"
+)
+
+// The tests in this file run the built reshard binary against real
+// PostgreSQL instances: the progress display in a terminal (tmux), --json
+// events, and the exit codes.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// reshardBinary builds cmd/reshard once per test run.
+func reshardBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "reshard-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "reshard")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// cliSchema is a small shop: customers sharded by id, orders by
+// customer_id, countries copied to every shard.
+const cliSchema = `
+CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, country text REFERENCES countries(code));
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers(id), total numeric(12,2) NOT NULL);
+INSERT INTO countries VALUES ('NL','Netherlands'),('DE','Germany'),('JP','Japan');
+INSERT INTO customers SELECT g, 'Customer ' || g, (ARRAY['NL','DE','JP'])[1 + g % 3] FROM generate_series(1, 5000) g;
+INSERT INTO orders (customer_id, total) SELECT 1 + g % 5000, (g % 1000) / 10.0 FROM generate_series(1, 100000) g;
+CREATE PUBLICATION pub FOR ALL TABLES;
+`
+
+// cliEnv is a source and two shards with two independent databases (a and
+// b), so that two copies can run one after the other from scratch.
+type cliEnv struct {
+	cl         *pgtest.Cluster
+	cfg, users string
+}
+
+func startCLIEnv(t *testing.T) *cliEnv {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cl, err := pgtest.Start(ctx, 3, pgtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	var cfg, users strings.Builder
+	fmt.Fprintf(&cfg, "[general]\nhost = \"127.0.0.1\"\nport = %d\n\n[admin]\npassword = \"pw\"\n", freePort(t))
+	for _, db := range []string{"a", "b"} {
+		for _, inst := range cl.Instances {
+			if err := inst.CreateDatabase(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cl.Instances[0].Exec(ctx, db, cliSchema); err != nil {
+			t.Fatal(err)
+		}
+		src := cl.Instances[0]
+		fmt.Fprintf(&cfg, "\n[[databases]]\nname = %q\nhost = %q\nport = %d\ndatabase_name = %q\n", db, src.Host, src.Port, db)
+		for i, inst := range cl.Instances[1:] {
+			fmt.Fprintf(&cfg, "\n[[databases]]\nname = \"%s_sharded\"\nhost = %q\nport = %d\ndatabase_name = %q\nshard = %d\n", db, inst.Host, inst.Port, db, i)
+		}
+		fmt.Fprintf(&cfg, "\n[[sharded_tables]]\ndatabase = \"%s_sharded\"\nname = \"customers\"\ncolumn = \"id\"\n", db)
+		fmt.Fprintf(&cfg, "\n[[sharded_tables]]\ndatabase = \"%s_sharded\"\ncolumn = \"customer_id\"\n", db)
+		for _, name := range []string{db, db + "_sharded"} {
+			fmt.Fprintf(&users, "[[users]]\nname = %q\ndatabase = %q\npassword = %q\nschema_admin = true\n\n", pgtest.User, name, pgtest.Password)
+		}
+	}
+	c, u := files(t, cfg.String(), users.String())
+	return &cliEnv{cl: cl, cfg: c, users: u}
+}
+
+// reshard runs the binary to the end and returns stdout, stderr and the
+// exit code.
+func (e *cliEnv) reshard(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, reshardBinary(t), append([]string{"--config", e.cfg, "--users", e.users}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("reshard %v: %v", args, err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+func (e *cliEnv) route(db string) []string {
+	return []string{"--from-database", db, "--to-database", db + "_sharded", "--publication", "pub"}
+}
+
+func (e *cliEnv) schemaSync(t *testing.T, db string) {
+	t.Helper()
+	if _, stderr, code := e.reshard(t, append([]string{"schema-sync"}, e.route(db)...)...); code != exitOK {
+		t.Fatalf("schema-sync %s: exit %d\n%s", db, code, stderr)
+	}
+}
+
+// tmux drives one tmux server of the test's own (its own socket).
+type tmux struct {
+	t      *testing.T
+	socket string
+}
+
+func newTmux(t *testing.T) *tmux {
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is not installed (scripts/deps.sh installs it)")
+	}
+	m := &tmux{t: t, socket: filepath.Join(t.TempDir(), "tmux.sock")}
+	t.Cleanup(func() { _ = exec.Command("tmux", "-S", m.socket, "kill-server").Run() })
+	return m
+}
+
+func (m *tmux) run(args ...string) string {
+	m.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-S", m.socket}, args...)...).CombinedOutput()
+	if err != nil {
+		m.t.Fatalf("tmux %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// waitScreen captures the pane until ok accepts it, and returns it.
+func (m *tmux) waitScreen(what string, ok func(screen string) bool) string {
+	m.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	var screen string
+	for time.Now().Before(deadline) {
+		screen = m.run("capture-pane", "-p", "-t", "cli")
+		if ok(screen) {
+			return screen
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	m.t.Fatalf("the terminal never showed %s; it shows:\n%s", what, screen)
+	return ""
+}
+
+// TestProgressDisplayInTerminal runs data-sync (copy, then stream) in a
+// tmux pseudo-terminal: the screen shows a bar per table with its percent,
+// the totals, and a lag line per stream that moves as changes are applied.
+// Ctrl-C stops the stream and the process exits 130.
+func TestProgressDisplayInTerminal(t *testing.T) {
+	env := startCLIEnv(t)
+	env.schemaSync(t, "a")
+	m := newTmux(t)
+	exitFile := filepath.Join(t.TempDir(), "exit")
+	script := fmt.Sprintf("%s --config %s --users %s data-sync %s; echo $? > %s; sleep 600",
+		reshardBinary(t), env.cfg, env.users, strings.Join(env.route("a"), " "), exitFile)
+	m.run("new-session", "-d", "-s", "cli", "-x", "200", "-y", "50", script)
+
+	streaming := func(s string) bool {
+		for _, want := range []string{"public.customers", "public.orders", "public.countries", "total", "100.0%", "rows/s", "stream reshard_", "lag "} {
+			if !strings.Contains(s, want) {
+				return false
+			}
+		}
+		return strings.Contains(s, "3/3 tables") && strings.Contains(s, "· stream ·")
+	}
+	screen := m.waitScreen("the finished copy and the stream", streaming)
+	t.Logf("screen while streaming:\n%s", screen)
+	for _, line := range strings.Split(screen, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "public.orders") {
+			if !strings.Contains(line, "[===") || !strings.Contains(line, "100,000 rows") {
+				t.Fatalf("orders bar: %q", line)
+			}
+		}
+	}
+
+	// Changes on the source show up in the stream line as they are applied.
+	ctx := context.Background()
+	if err := env.cl.Instances[0].Exec(ctx, "a", "INSERT INTO orders (customer_id, total) SELECT 1 + g % 5000, 1 FROM generate_series(1, 500) g"); err != nil {
+		t.Fatal(err)
+	}
+	applied := regexp.MustCompile(`applied [1-9][0-9,]*  last transaction`)
+	if applied.MatchString(screen) {
+		t.Fatalf("changes applied before any were made:\n%s", screen)
+	}
+	m.waitScreen("the applied changes", applied.MatchString)
+
+	m.run("send-keys", "-t", "cli", "C-c")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, err := os.ReadFile(exitFile)
+		if err == nil && len(bytes.TrimSpace(b)) > 0 {
+			if code := strings.TrimSpace(string(b)); code != fmt.Sprint(exitInterrupted) {
+				t.Fatalf("exit code after Ctrl-C: %s, want %d\n%s", code, exitInterrupted, m.run("capture-pane", "-p", "-t", "cli"))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reshard did not stop after Ctrl-C:\n%s", m.run("capture-pane", "-p", "-t", "cli"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// The result table is printed after the display.
+	final := m.run("capture-pane", "-p", "-t", "cli", "-S", "-200")
+	if !strings.Contains(final, "units_copied") {
+		t.Fatalf("no result after Ctrl-C:\n%s", final)
+	}
+}
+
+// jsonLines parses out as one JSON object per line.
+func jsonLines(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var events []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var ev map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("not one JSON object per line: %q: %v", sc.Text(), err)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, fmt.Sprint(ev["time"])); err != nil || ev["event"] == nil {
+			t.Fatalf("event without event/time: %q", sc.Text())
+		}
+		events = append(events, ev)
+	}
+	return events
+}
+
+func kinds(events []map[string]any) map[string]int {
+	n := map[string]int{}
+	for _, ev := range events {
+		n[fmt.Sprint(ev["event"])]++
+	}
+	return n
+}
+
+// TestJSONEventsAndExitCodes runs data-sync --json through copy and stream
+// and stops it with SIGINT, then verify --json (equal, then with a row
+// changed on a shard), checking the events and the exit codes.
+func TestJSONEventsAndExitCodes(t *testing.T) {
+	env := startCLIEnv(t)
+	env.schemaSync(t, "b")
+
+	cmd := exec.Command(reshardBinary(t), append([]string{"--config", env.cfg, "--users", env.users, "data-sync", "--json"}, env.route("b")...)...)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = pw, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	var out strings.Builder
+	lagSeen := make(chan struct{})
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		closed := false
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			if !closed && strings.Contains(sc.Text(), `"event":"lag"`) {
+				closed = true
+				close(lagSeen)
+			}
+		}
+	}()
+	select {
+	case <-lagSeen:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("no lag event within 2 minutes; stderr:\n%s", stderr.String())
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+	<-readDone
+	if code := cmd.ProcessState.ExitCode(); code != exitInterrupted {
+		t.Fatalf("data-sync after SIGINT: exit %d, want %d\n%s", code, exitInterrupted, stderr.String())
+	}
+	events := jsonLines(t, out.String())
+	n := kinds(events)
+	for _, k := range []string{"phase", "unit_started", "unit_finished", "table_done", "progress", "lag", "result"} {
+		if n[k] == 0 {
+			t.Errorf("no %q event in:\n%s", k, out.String())
+		}
+	}
+	if n["table_done"] != 3 {
+		t.Errorf("%d table_done events, want 3 (countries, customers, orders)", n["table_done"])
+	}
+	var phases []string
+	for _, ev := range events {
+		if ev["event"] == "phase" {
+			phases = append(phases, fmt.Sprint(ev["phase"]))
+		}
+		if ev["event"] == "table_done" && ev["table"] == "orders" && ev["rows"] != float64(100000) {
+			t.Errorf("orders table_done: %v", ev)
+		}
+	}
+	if strings.Join(phases, ",") != "prepare,copy,stream" {
+		t.Errorf("phases %v, want prepare,copy,stream", phases)
+	}
+	last := events[len(events)-1]
+	if last["event"] != "result" || last["exit_code"] != float64(exitInterrupted) || last["command"] != "data-sync" {
+		t.Errorf("last event: %v", last)
+	}
+
+	// verify: equal.
+	stdout, stderrS, code := env.reshard(t, append([]string{"verify", "--json"}, env.route("b")...)...)
+	if code != exitOK {
+		t.Fatalf("verify: exit %d\n%s%s", code, stdout, stderrS)
+	}
+	events = jsonLines(t, stdout)
+	if n := kinds(events); n["table_verified"] != 3 || n["result"] != 1 {
+		t.Fatalf("verify events %v:\n%s", n, stdout)
+	}
+	// verify: one row changed on a shard exits 3, in text mode too.
+	for _, inst := range env.cl.Instances[1:] {
+		if err := inst.Exec(context.Background(), "b", "UPDATE orders SET total = total + 1 WHERE id = 7"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout, stderrS, code = env.reshard(t, append([]string{"verify"}, env.route("b")...)...)
+	if code != exitMismatch || !strings.Contains(stderrS, "1 of 3 tables differ") || !strings.Contains(stdout, "orders") {
+		t.Fatalf("verify with a changed row: exit %d, want %d\n%s\n%s", code, exitMismatch, stdout, stderrS)
+	}
+	stdout, _, code = env.reshard(t, append([]string{"verify", "--json"}, env.route("b")...)...)
+	events = jsonLines(t, stdout)
+	last = events[len(events)-1]
+	if code != exitMismatch || last["exit_code"] != float64(exitMismatch) || events[len(events)-2]["event"] != "error" {
+		t.Fatalf("verify --json with a changed row: exit %d\n%s", code, stdout)
+	}
+
+	// A failing command exits 1 and says why; with --json as an error event.
+	stdout, _, code = env.reshard(t, "--json", "schema-sync", "--from-database", "b", "--to-database", "nope", "--publication", "pub")
+	events = jsonLines(t, stdout)
+	if n := len(events); code != exitError || n < 2 || events[n-2]["event"] != "error" || events[n-2]["sqlstate"] != "3D000" || events[n-1]["exit_code"] != float64(exitError) {
+		t.Fatalf("unknown database: exit %d\n%s", code, stdout)
+	}
+	// Usage and configuration errors exit 2.
+	if _, stderrS, code := env.reshard(t, "verify", "--from-database", "b"); code != exitUsage || !strings.Contains(stderrS, "missing required flag") {
+		t.Fatalf("missing flag: exit %d %s", code, stderrS)
+	}
+	bad, users := files(t, "[general]\nbogus = 1\n", "")
+	cmd = exec.Command(reshardBinary(t), "--config", bad, "--users", users, "verify", "--from-database", "b", "--to-database", "b_sharded", "--publication", "pub")
+	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != exitUsage || !strings.Contains(string(out), "general.bogus: unknown key") {
+		t.Fatalf("bad config: exit %d %s", cmd.ProcessState.ExitCode(), out)
+	}
+}
