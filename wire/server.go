@@ -55,6 +55,7 @@ func New(cat *catalog.Catalog, exec *commands.Executor, logger hclog.Logger) (*S
 			"integer_datetimes":           "on",
 		}),
 		wire.WithShutdownTimeout(5 * time.Second),
+		wire.ExtendTypes(registerTypes),
 	}
 	if cfg.General.TLSCertificate != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.General.TLSCertificate, cfg.General.TLSPrivateKey)
