@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +80,8 @@ func (e *Executor) Columns(cmd Command) ([]Column, error) {
 		return taskIDColumns, nil
 	case Cutover:
 		return cutoverColumns, nil
+	case DescribeColumns:
+		return c.columns(), nil
 	case SchemaSync:
 		if c.DryRun {
 			return schemaSyncDryRunColumns, nil
@@ -91,11 +92,10 @@ func (e *Executor) Columns(cmd Command) ([]Column, error) {
 }
 
 func unknownShow(name string) *Error {
-	names := make([]string, 0, len(views))
-	for k := range views {
-		names = append(names, strings.ToUpper(k))
+	names := Views()
+	for i, n := range names {
+		names[i] = strings.ToUpper(n)
 	}
-	sort.Strings(names)
 	return Errorf(CodeUndefinedObject, "unrecognized configuration parameter or view %q", abbreviate(name)).
 		WithHint("views: %s", strings.Join(names, ", "))
 }
@@ -119,6 +119,8 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 		return &Result{Tag: c.Tag}, nil
 	case Show:
 		return e.show(ctx, c)
+	case DescribeColumns:
+		return &Result{Columns: c.columns(), Rows: c.rows(), Tag: fmt.Sprintf("SELECT %d", len(c.Columns))}, nil
 	case SchemaSync:
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err

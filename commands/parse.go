@@ -261,6 +261,9 @@ func parseStatement(toks []token, text string) (Command, error) {
 		if len(toks) < 2 {
 			return nil, syntaxErr(kw, first, "SHOW is missing what to show")
 		}
+		if name, ok := showPhrase(toks[1:]); ok {
+			return Show{Name: name}, nil
+		}
 		if len(toks) > 2 {
 			return nil, syntaxErr(kw, toks[2], "syntax error at or near %q: SHOW takes one name", abbreviate(toks[2].raw))
 		}
@@ -281,6 +284,11 @@ func parseStatement(toks []token, text string) (Command, error) {
 	case "ROLLBACK", "ABORT":
 		return Transaction{Tag: "ROLLBACK"}, nil
 	}
+	if kw == "SELECT" {
+		if d, ok := parseDescribeColumns(text); ok {
+			return d, nil
+		}
+	}
 	e := Errorf(CodeSyntaxError, "unknown admin command %q", abbreviate(first.raw))
 	e.Position = first.pos + 1
 	if sqlWords[kw] {
@@ -288,6 +296,26 @@ func parseStatement(toks []token, text string) (Command, error) {
 	}
 	e.Hint = "commands: " + commandList()
 	return nil, e
+}
+
+// showPhrases are PostgreSQL's multi-word SHOW forms and the settings they
+// show. pgjdbc's Connection.getTransactionIsolation sends the first.
+var showPhrases = map[string]string{
+	"transaction isolation level": "transaction_isolation",
+	"time zone":                   "timezone",
+}
+
+// showPhrase recognises the unquoted words of a multi-word SHOW form.
+func showPhrase(toks []token) (string, bool) {
+	words := make([]string, len(toks))
+	for i, t := range toks {
+		if t.kind != tokWord {
+			return "", false
+		}
+		words[i] = t.value
+	}
+	name, ok := showPhrases[strings.Join(words, " ")]
+	return name, ok
 }
 
 var sqlWords = map[string]bool{

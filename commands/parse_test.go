@@ -35,6 +35,8 @@ func TestParseValid(t *testing.T) {
 		{"SET application_name = 'x;y'; SHOW CONFIG", []Command{Set{"SET", "SET application_name = 'x;y'"}, Show{"config"}}},
 		{"BEGIN; COMMIT; ROLLBACK; START TRANSACTION; END; ABORT", []Command{Transaction{"BEGIN"}, Transaction{"COMMIT"}, Transaction{"ROLLBACK"}, Transaction{"START TRANSACTION"}, Transaction{"COMMIT"}, Transaction{"ROLLBACK"}}},
 		{"SHOW server_version", []Command{Show{"server_version"}}},
+		{"SHOW TRANSACTION ISOLATION LEVEL", []Command{Show{"transaction_isolation"}}},
+		{"show time zone", []Command{Show{"timezone"}}},
 	}
 	for _, c := range cases {
 		got, err := Parse(c.in)
@@ -144,6 +146,7 @@ func FuzzParse(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	f.Add(gdescQuery)
 	f.Fuzz(func(t *testing.T, s string) {
 		cmds, err := Parse(s)
 		if err != nil {

@@ -1,5 +1,7 @@
 package commands
 
+import "sort"
+
 // The columns of every SHOW view, in DESIGN §1 order.
 var (
 	schemaSyncColumns = cols(
@@ -49,6 +51,17 @@ var views = map[string][]Column{
 	"databases":         databasesColumns,
 	"config":            configColumns,
 	"version":           versionColumns,
+}
+
+// Views returns the names of the SHOW views, sorted, in lower case.
+// Executor.Columns gives each one's columns.
+func Views() []string {
+	names := make([]string, 0, len(views))
+	for name := range views {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // settings are the server settings drivers and tools probe with SHOW; the
