@@ -1,0 +1,101 @@
+// node-postgres side of the client matrix (tests/clients).
+//
+// Reads the plan from stdin ("Q <repeat> <sql>" / "E <sql>" lines), connects
+// to the admin server with libpq's PG* variables (which pg reads), and prints
+// a JSON report of the columns, type OIDs and decoded values it saw, in three
+// modes: simple protocol; extended protocol with an unnamed statement; a named
+// prepared statement (parsed once, then bound and executed again).
+'use strict';
+
+const pg = require('pg');
+
+// int8 as BigInt (pg returns a string by default, to keep precision).
+const types = {
+  getTypeParser(oid, format) {
+    const base = pg.types.getTypeParser(oid, format);
+    if (oid === 20) {
+      return (v) => BigInt(base(v));
+    }
+    return base;
+  },
+};
+
+function canon(v) {
+  if (v === null || v === undefined) return { k: 'null', v: '' };
+  switch (typeof v) {
+    case 'bigint': return { k: 'int', v: v.toString() };
+    case 'number': return { k: 'float', v: String(v) };
+    case 'boolean': return { k: 'bool', v: String(v) };
+    case 'string': return { k: 'text', v };
+  }
+  if (v instanceof Date) return { k: 'time', v: String(v.getTime()) };
+  return { k: 'unexpected ' + Object.prototype.toString.call(v), v: String(v) };
+}
+
+const modes = {
+  simple: (sql) => sql,
+  extended: (sql) => ({ text: sql, rowMode: 'array' }),
+  prepared: (sql, i) => ({ name: 'matrix_' + i, text: sql, rowMode: 'array' }),
+  // No binary mode: pg 8 reads every DataRow field as a UTF-8 string, so
+  // binary fields with bytes >= 0x80 arrive mangled, from PostgreSQL too.
+};
+
+async function query(client, config, sql) {
+  const res = await client.query(config);
+  const columns = res.fields.map((f) => ({ name: f.name, type: String(f.dataTypeID) }));
+  const rows = res.rows.map((row) => (Array.isArray(row) ? row : res.fields.map((f) => row[f.name])).map(canon));
+  return { sql, columns, rows };
+}
+
+async function run(mode, queries, errors) {
+  const client = new pg.Client({ types });
+  await client.connect();
+  const out = { mode, results: [], errors: [] };
+  for (const [i, q] of queries.entries()) {
+    for (let run = 0; run < q.repeat; run++) {
+      const r = await query(client, modes[mode](q.sql, i), q.sql);
+      r.run = run;
+      out.results.push(r);
+    }
+  }
+  for (const [i, sql] of errors.entries()) {
+    const e = { sql, code: '', message: 'no error', after: '' };
+    try {
+      await client.query(modes[mode](sql, 'error_' + i));
+    } catch (err) {
+      e.code = err.code || '';
+      e.message = err.message;
+    }
+    const v = await client.query('SHOW VERSION');
+    e.after = v.rows[0].version;
+    out.errors.push(e);
+  }
+  await client.end();
+  return out;
+}
+
+async function main() {
+  let input = '';
+  for await (const chunk of process.stdin) input += chunk;
+  const queries = [];
+  const errors = [];
+  for (const line of input.split('\n')) {
+    if (line.startsWith('Q ')) {
+      const m = /^Q (\d+) (.*)$/.exec(line);
+      queries.push({ repeat: Number(m[1]), sql: m[2] });
+    } else if (line.startsWith('E ')) {
+      errors.push(line.slice(2));
+    }
+  }
+  const version = require('pg/package.json').version;
+  const report = { driver: 'node-postgres ' + version, modes: [] };
+  for (const mode of Object.keys(modes)) {
+    report.modes.push(await run(mode, queries, errors));
+  }
+  process.stdout.write(JSON.stringify(report));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
