@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what reshard's build and tests need and the machine lacks:
 # gcc (cgo for pg_query_go), PostgreSQL 15 server binaries (the test harness
-# starts throwaway instances), the PostgreSQL client tools (psql, pg_dump)
-# and tmux (the CLI's progress display is tested in a tmux pseudo-terminal).
+# starts throwaway instances), the PostgreSQL client tools (psql, pg_dump),
+# tmux (the CLI's progress display is tested in a tmux pseudo-terminal) and
+# the drivers of the client matrix (pgjdbc, psycopg2, node-postgres's node).
 # Debian/Ubuntu only; uses apt-get as root or through sudo.
 set -euo pipefail
 
@@ -14,6 +15,14 @@ bindir=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client-15)
 command -v pg_dump >/dev/null 2>&1 || missing+=(postgresql-client-15)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+# The client matrix (tests/clients): pgjdbc on a JRE, psycopg2 for Debian's
+# python3 (a pyenv python3 earlier on PATH does not see it), node and npm for
+# node-postgres (the test runs npm ci from its package-lock.json).
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+[ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1; } || missing+=(python3 python3-psycopg2)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ! command -v go >/dev/null 2>&1; then
   echo "deps: the Go toolchain (1.26 or newer) is not on PATH; install it from https://go.dev/dl" >&2
