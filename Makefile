@@ -46,10 +46,16 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-# Longer fuzzing of the admin grammar: make fuzz FUZZTIME=10m
+# Every fuzz target in turn, FUZZTIME each: make fuzz FUZZTIME=10m. Their
+# seed corpora (f.Add and testdata/fuzz/<Name>/) run in make test.
 FUZZTIME ?= 60s
+FUZZERS := ./commands:FuzzParse ./catalog:FuzzLoad ./sharding:FuzzBinaryReader \
+	./sharding:FuzzTextReader ./sync/stream:FuzzDecodeRow ./sync/stream:FuzzDecodeMessage
 fuzz: deps
-	$(GO) test ./commands -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	@set -e; for f in $(FUZZERS); do \
+		echo "== $${f#*:} ($${f%%:*}, $(FUZZTIME))"; \
+		$(GO) test $${f%%:*} -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME); \
+	done
 
 clean:
 	rm -rf bin

@@ -44,6 +44,9 @@ func newBinaryDecoder(opts *Options) binaryDecoder {
 // the whole item yet, and the row if the item is one. After a 0, the next
 // call must pass the same bytes again, possibly followed by more.
 func (d *binaryDecoder) split(data []byte) (int, []byte, error) {
+	// The last row's bytes may be overwritten once the caller refills its
+	// buffer: field offsets must not be applied to them any more.
+	d.row = nil
 	if !d.header {
 		return d.splitHeader(data)
 	}

@@ -135,3 +135,15 @@ func decodeRow(msg []byte, inStream bool) (*rowMessage, error) {
 	}
 	return m, nil
 }
+
+// checkShape reports a row message whose tuples do not carry one value per
+// column of its relation (ncols columns): the apply path indexes values by
+// column position, so a malformed message must stop the stream instead.
+func (m *rowMessage) checkShape(ncols int) error {
+	for _, row := range [][]value{m.newRow, m.oldRow} {
+		if row != nil && len(row) != ncols {
+			return fmt.Errorf("a row of %d values for a relation of %d columns", len(row), ncols)
+		}
+	}
+	return nil
+}

@@ -414,6 +414,9 @@ func (s *streamer) session(ctx context.Context) error {
 					if r.ignore {
 						continue
 					}
+					if err := rm.checkShape(len(r.columns)); err != nil {
+						return &fatalError{fmt.Sprintf("decode pgoutput message at %s for %s: %v", xld.WALStart, r, err)}
+					}
 					c := &change{kind: rm.kind, rel: r, newRow: rm.newRow, oldRow: rm.oldRow, oldIsKey: rm.oldType == 'K'}
 					if inStream {
 						c.subxid = rm.xid
@@ -542,23 +545,30 @@ func (s *streamer) originPositions() string {
 	return strings.Join(parts, " ")
 }
 
+// describe builds the relation a Relation message describes: its quoted
+// name, columns, replica identity and key columns.
+func describe(m *pglogrepl.RelationMessageV2) *relation {
+	r := &relation{id: m.RelationID, schema: m.Namespace, name: m.RelationName, identity: m.ReplicaIdentity}
+	r.qualified = pgx.Identifier{r.schema, r.name}.Sanitize()
+	for i, c := range m.Columns {
+		r.columns = append(r.columns, c.Name)
+		if c.Flags&1 != 0 {
+			r.key = append(r.key, i)
+		}
+	}
+	return r
+}
+
 // relation records a table description, checks the destination can take
 // its columns, and routes it.
 func (s *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessageV2) error {
-	r := &relation{id: m.RelationID, schema: m.Namespace, name: m.RelationName, identity: m.ReplicaIdentity}
-	r.qualified = pgx.Identifier{r.schema, r.name}.Sanitize()
+	r := describe(m)
 	if r.schema == stateSchema {
 		// reshard's own bookkeeping on a shard (copy and task state) is
 		// published with FOR ALL TABLES, but it is not application data.
 		r.ignore = true
 		s.relations[r.id] = r
 		return nil
-	}
-	for i, c := range m.Columns {
-		r.columns = append(r.columns, c.Name)
-		if c.Flags&1 != 0 {
-			r.key = append(r.key, i)
-		}
 	}
 	// The destination must already have every column (DDL is not
 	// replicated): stop with the table and the columns to add.
