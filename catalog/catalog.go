@@ -119,6 +119,9 @@ func New(cfg *Config, users *Users) (*Catalog, error) {
 	if (g.TLSCertificate == "") != (g.TLSPrivateKey == "") {
 		ce.add("general.tls_certificate", "tls_certificate and tls_private_key must be set together")
 	}
+	if g.TLSClientRequired && g.TLSCertificate == "" {
+		ce.add("general.tls_client_required", "tls_client_required needs tls_certificate and tls_private_key")
+	}
 	switch g.CutoverTimeoutAction {
 	case "abort", "cutover":
 	default:

@@ -176,6 +176,11 @@ func TestBadShardedTable(t *testing.T) {
 	expectErr(t, cfg, goodUsers, "pgdog.toml", "sharded_tables[0].mapping[0].shard", 38, "shard 5 does not exist")
 }
 
+func TestTLSClientRequiredNeedsCertificate(t *testing.T) {
+	cfg := strings.Replace(goodConfig, "workers = 2", "tls_client_required = true", 1)
+	expectErr(t, cfg, goodUsers, "pgdog.toml", "general.tls_client_required", 5, "needs tls_certificate")
+}
+
 func TestBadRole(t *testing.T) {
 	cfg := strings.Replace(goodConfig, `role = "replica"`, `role = "standby"`, 1)
 	expectErr(t, cfg, goodUsers, "pgdog.toml", "databases[1].role", 18, `"standby" is not a role`)

@@ -56,6 +56,9 @@ type General struct {
 	// TLSCertificate and TLSPrivateKey enable TLS on the admin server.
 	TLSCertificate string `toml:"tls_certificate"`
 	TLSPrivateKey  string `toml:"tls_private_key"`
+	// TLSClientRequired refuses admin clients that do not use TLS (PgDog's
+	// key of the same name); it needs TLSCertificate and TLSPrivateKey.
+	TLSClientRequired bool `toml:"tls_client_required"`
 	// CutoverTrafficStopThreshold is the replication lag in bytes under which
 	// cutover blocks writes on the source.
 	CutoverTrafficStopThreshold int64 `toml:"cutover_traffic_stop_threshold"`

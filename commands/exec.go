@@ -289,6 +289,7 @@ func (e *Executor) config() [][]any {
 		{"general.openmetrics_port", strconv.Itoa(g.OpenMetricsPort)},
 		{"general.tls_certificate", g.TLSCertificate},
 		{"general.tls_private_key", g.TLSPrivateKey},
+		{"general.tls_client_required", strconv.FormatBool(g.TLSClientRequired)},
 		{"general.cutover_traffic_stop_threshold", strconv.FormatInt(g.CutoverTrafficStopThreshold, 10)},
 		{"general.cutover_replication_lag_threshold", strconv.FormatInt(g.CutoverReplicationLagThreshold, 10)},
 		{"general.cutover_timeout", strconv.FormatInt(g.CutoverTimeout, 10)},

@@ -480,11 +480,18 @@ func TestAdminPsql(t *testing.T) {
 	}
 }
 
-func TestAdminTLS(t *testing.T) {
+// startTLSAdmin starts an admin server with a self-signed certificate and
+// the extra [general] settings.
+func startTLSAdmin(t *testing.T, extra string) *adminServer {
+	t.Helper()
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	writeSelfSigned(t, certPath, keyPath)
-	a := startAdmin(t, fmt.Sprintf("tls_certificate = %q\ntls_private_key = %q", certPath, keyPath))
+	return startAdmin(t, fmt.Sprintf("tls_certificate = %q\ntls_private_key = %q\n%s", certPath, keyPath, extra))
+}
+
+func TestAdminTLS(t *testing.T) {
+	a := startTLSAdmin(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn := connect(t, ctx, strings.Replace(a.dsn(""), "sslmode=disable", "sslmode=require", 1))
@@ -497,6 +504,43 @@ func TestAdminTLS(t *testing.T) {
 	}
 	out, err := runPsqlTLS(t, a)
 	if err != nil || !strings.Contains(out, "SSL connection") {
+		t.Fatalf("psql over TLS: %v\n%s", err, out)
+	}
+}
+
+// TestAdminTLSRequired: with tls_client_required a client without TLS is
+// refused (FATAL 28000, before it sends its password); with TLS it works.
+func TestAdminTLSRequired(t *testing.T) {
+	a := startTLSAdmin(t, "tls_client_required = true")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := pgx.Connect(ctx, a.dsn(""))
+	pe := expectCode(t, err, "28000")
+	if pe.Severity != "FATAL" || !strings.Contains(pe.Message, "requires TLS") || !strings.Contains(pe.Hint, "sslmode=require") {
+		t.Fatalf("refusal without TLS: %s %q hint %q", pe.Severity, pe.Message, pe.Hint)
+	}
+	// A wrong password without TLS gets the same refusal: the password is
+	// never asked for.
+	_, err = pgx.Connect(ctx, strings.Replace(a.dsn(""), adminPassword, "wrong", 1))
+	expectCode(t, err, "28000")
+	for _, mode := range []string{"require", "prefer"} {
+		conn := connect(t, ctx, strings.Replace(a.dsn(""), "sslmode=disable", "sslmode="+mode, 1))
+		if _, ok := conn.PgConn().Conn().(*tls.Conn); !ok {
+			t.Fatalf("sslmode=%s: connection is %T, not TLS", mode, conn.PgConn().Conn())
+		}
+		var v string
+		if err := conn.QueryRow(ctx, "SHOW VERSION").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Over TLS the password is still checked.
+	_, err = pgx.Connect(ctx, strings.Replace(strings.Replace(a.dsn(""), "sslmode=disable", "sslmode=require", 1), adminPassword, "wrong", 1))
+	expectCode(t, err, "28P01")
+	out, err := runPsql(t, a, adminPassword, "-c", "SHOW VERSION")
+	if err == nil || !strings.Contains(out, "requires TLS") {
+		t.Fatalf("psql without TLS: %v\n%s", err, out)
+	}
+	if out, err := runPsqlTLS(t, a); err != nil || !strings.Contains(out, "SSL connection") {
 		t.Fatalf("psql over TLS: %v\n%s", err, out)
 	}
 }

@@ -41,17 +41,28 @@ func (c credentials) check(user, password string) bool {
 	return okUser&okPass == 1
 }
 
-// authStrategy asks for a clear-text password (use TLS when it crosses a
+// authStrategy refuses a client without TLS when requireTLS is set (FATAL
+// 28000, before it sends its password), then asks for a clear-text password (use TLS when it crosses a
 // network), then checks user and password (28P01) and the database name
 // (3D000). Failures are FATAL, as in PostgreSQL.
-func authStrategy(creds credentials, onFail func(user, database, reason string)) wire.AuthStrategy {
+func authStrategy(creds credentials, requireTLS bool, onFail func(user, database, reason string)) wire.AuthStrategy {
 	return func(ctx context.Context, writer *buffer.Writer, reader *buffer.Reader) (context.Context, error) {
+		params := wire.ClientParameters(ctx)
+		if requireTLS && !usesTLS(wire.RemoteAddress(ctx)) {
+			onFail(params[wire.ParamUsername], params[wire.ParamDatabase], "connection without TLS")
+			fail := psqlerr.WithSeverity(psqlerr.WithHint(psqlerr.WithCode(
+				errors.New("connection without TLS refused: this admin server requires TLS (tls_client_required)"),
+				codes.InvalidAuthorizationSpecification), "connect with sslmode=require"), psqlerr.LevelFatal)
+			if err := wire.WriteUnterminatedError(writer, fail); err != nil {
+				return ctx, err
+			}
+			return ctx, fail
+		}
 		writer.Start(types.ServerAuth)
 		writer.AddInt32(authClearTextPassword)
 		if err := writer.End(); err != nil {
 			return ctx, err
 		}
-		params := wire.ClientParameters(ctx)
 		t, _, err := reader.ReadTypedMsg()
 		if err != nil {
 			return ctx, err

@@ -19,7 +19,13 @@ func TestCredentialsCheck(t *testing.T) {
 		ok             bool
 	}{
 		{"admin", "s3cret", true},
+		// Wrong passwords of the same length, differing first or last.
+		{"admin", "x3cret", false},
+		{"admin", "s3creT", false},
+		{"admin", "s3cre\x00", false},
+		// Of different lengths: a prefix, an extension, much longer.
 		{"admin", "s3cre", false},
+		{"admin", strings.Repeat("s3cret", 1000), false},
 		{"admin", "s3cret ", false},
 		{"admin", "", false},
 		{"Admin", "s3cret", false},
@@ -29,6 +35,35 @@ func TestCredentialsCheck(t *testing.T) {
 	for _, tc := range cases {
 		if got := c.check(tc.user, tc.password); got != tc.ok {
 			t.Errorf("check(%q, %q) = %v, want %v", tc.user, tc.password, got, tc.ok)
+		}
+	}
+}
+
+// TestConnStateSeesTLS: an SSLRequest first (or after a declined
+// GSSENCRequest), however the bytes are split across reads, marks the
+// connection as TLS; a plain StartupMessage does not.
+func TestConnStateSeesTLS(t *testing.T) {
+	ssl := []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
+	gss := []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30}
+	startup := []byte{0, 0, 0, 9, 0, 3, 0, 0, 0}
+	for _, c := range []struct {
+		stream []byte
+		tls    bool
+	}{
+		{ssl, true},
+		{append(append([]byte{}, gss...), ssl...), true},
+		{startup, false},
+		{append(append([]byte{}, gss...), startup...), false},
+		{append(append([]byte{}, startup...), ssl...), false},
+	} {
+		for chunk := 1; chunk <= len(c.stream); chunk++ {
+			s := &connState{}
+			for b := c.stream; len(b) > 0; b = b[min(chunk, len(b)):] {
+				s.observe(b[:min(chunk, len(b))])
+			}
+			if got := usesTLS(clientAddr{state: s}); got != c.tls {
+				t.Fatalf("% x in chunks of %d: TLS %v, want %v", c.stream, chunk, got, c.tls)
+			}
 		}
 	}
 }

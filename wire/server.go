@@ -44,7 +44,7 @@ func New(cat *catalog.Catalog, exec *commands.Executor, logger hclog.Logger) (*S
 	creds := newCredentials(cfg.Admin.Name, cfg.Admin.User, cfg.Admin.Password)
 	opts := []wire.OptionFn{
 		wire.Logger(newSlogLogger(log.Named("psql-wire"))),
-		wire.SessionAuthStrategy(authStrategy(creds, func(user, database, reason string) {
+		wire.SessionAuthStrategy(authStrategy(creds, cfg.General.TLSClientRequired, func(user, database, reason string) {
 			log.Warn("admin login refused", "user", user, "database", database, "reason", reason)
 		})),
 		wire.GlobalParameters(wire.Parameters{
@@ -79,7 +79,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("admin server: listen on %s: %w", s.addr, err)
 	}
-	s.listen = l
+	s.listen = tlsListener{l}
 	return nil
 }
 
@@ -100,7 +100,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	s.log.Info("admin server listening", "addr", s.listen.Addr().String(), "database", s.cat.Config.Admin.Name,
-		"tls", s.cat.Config.General.TLSCertificate != "")
+		"tls", s.cat.Config.General.TLSCertificate != "", "tls_required", s.cat.Config.General.TLSClientRequired)
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.listen) }()
 	select {
