@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,19 +44,24 @@ CREATE PUBLICATION ` + publication + ` FOR ALL TABLES;
 `
 
 // startEnv creates the databases, starts the admin server, runs RESHARD
-// until it streams and VERIFY until it is done, so that every view but
-// SCHEMA_SYNC (which lists unfinished statements only) has rows.
+// until it streams, VERIFY until it is done, and a SCHEMA_SYNC POST that
+// waits on a lock, so that every view has rows.
 func startEnv(t *testing.T, ctx context.Context) *env {
 	t.Helper()
 	src := cluster.Instances[0]
 	dsts := cluster.Instances[1:3]
-	for i, inst := range cluster.Instances {
+	// Databases 0-2: src and dst's two shards; 3 and 4: src2 and dst2, the
+	// route of the SCHEMA_SYNC that holdSchemaSync keeps running.
+	dbs := []*pgtest.Instance{src, dsts[0], dsts[1], src, dsts[0]}
+	for i, inst := range dbs {
 		if err := inst.CreateDatabase(ctx, dbName(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := src.Exec(ctx, dbName(0), sourceSchema); err != nil {
-		t.Fatalf("load source: %v", err)
+	for db, schema := range map[int]string{0: sourceSchema, 3: gateSchema} {
+		if err := src.Exec(ctx, dbName(db), schema); err != nil {
+			t.Fatalf("load %s: %v", dbName(db), err)
+		}
 	}
 	t.Cleanup(func() {
 		// The slot holds WAL on the source: drop it once the server is gone.
@@ -75,10 +81,11 @@ func startEnv(t *testing.T, ctx context.Context) *env {
 	for i, d := range dsts {
 		cfg += database("dst", d, i, i+1)
 	}
+	cfg += database("src2", src, 0, 3) + database("dst2", dsts[0], 0, 4)
 	cfg += "[[sharded_tables]]\ndatabase = \"dst\"\nname = \"customers\"\ncolumn = \"id\"\n\n" +
 		"[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = \"customer_id\"\n"
 	users := ""
-	for _, db := range []string{"src", "dst"} {
+	for _, db := range []string{"src", "dst", "src2", "dst2"} {
 		users += fmt.Sprintf("[[users]]\nname = %q\ndatabase = %q\npassword = %q\nschema_admin = true\n\n", pgtest.User, db, pgtest.Password)
 	}
 	dir := t.TempDir()
@@ -134,7 +141,91 @@ func startEnv(t *testing.T, ctx context.Context) *env {
 	waitTask(t, ctx, conn, e.reshardTask, "streaming")
 	verifyTask := startTask(t, ctx, conn, "VERIFY "+route)
 	waitTask(t, ctx, conn, verifyTask, "done")
+	e.holdSchemaSync(t, ctx, conn, "src2 dst2 "+publication)
 	return e
+}
+
+// gateSchema is src2's: one table that gets an index after SCHEMA_SYNC PRE.
+const gateSchema = `
+CREATE TABLE gate (id bigint PRIMARY KEY, v bigint NOT NULL);
+INSERT INTO gate SELECT i, i FROM generate_series(1, 100) i;
+CREATE PUBLICATION ` + publication + ` FOR ALL TABLES;
+`
+
+// holdSchemaSync runs SCHEMA_SYNC PRE on route (src2 to dst2), then a
+// SCHEMA_SYNC POST whose new index waits on a lock on dst2 until the test
+// ends, so that SHOW SCHEMA_SYNC has rows (it lists unfinished statements
+// only) while the clients' SCHEMA_SYNC on src to dst runs freely. It
+// returns once those rows stop changing.
+func (e *env) holdSchemaSync(t *testing.T, ctx context.Context, conn *pgx.Conn, route string) {
+	t.Helper()
+	if _, err := conn.Exec(ctx, "SCHEMA_SYNC PRE "+route); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Instances[0].Exec(ctx, dbName(3), `CREATE INDEX gate_v_idx ON gate (v)`); err != nil {
+		t.Fatal(err)
+	}
+	locker, err := cluster.Instances[1].Connect(ctx, dbName(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// CREATE INDEX needs SHARE, which ROW EXCLUSIVE (what INSERT takes) blocks.
+	if _, err := tx.Exec(ctx, `LOCK TABLE gate IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, e.dsn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := admin.Exec(context.Background(), "SCHEMA_SYNC POST "+route)
+		done <- err
+	}()
+	t.Cleanup(func() {
+		_ = tx.Rollback(context.Background())
+		locker.Close(context.Background())
+		if err := <-done; err != nil {
+			t.Errorf("SCHEMA_SYNC POST after the lock went: %v", err)
+		}
+		admin.Close(context.Background())
+	})
+	var last string
+	for {
+		rows, err := conn.Query(ctx, "SHOW SCHEMA_SYNC")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var now []string
+		running := false
+		for rows.Next() {
+			v, err := rows.Values()
+			if err != nil {
+				t.Fatal(err)
+			}
+			running = running || (v[4] == "running" && strings.Contains(v[10].(string), "gate_v_idx"))
+			now = append(now, fmt.Sprint(v[2], v[4], v[5], v[10]))
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		cur := strings.Join(now, "\n")
+		if running && cur == last {
+			return
+		}
+		last = cur
+		select {
+		case <-ctx.Done():
+			t.Fatalf("SCHEMA_SYNC POST never settled waiting on the lock: %s", cur)
+		case err := <-done:
+			t.Fatalf("SCHEMA_SYNC POST ended despite the lock: %v", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
 }
 
 func dbName(i int) string { return fmt.Sprintf("matrix_%d", i) }
