@@ -52,3 +52,22 @@ func TestEveryKeyDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestExamplesLoad: the example configurations load and describe the
+// reshards their directories are named after.
+func TestExamplesLoad(t *testing.T) {
+	for dir, shards := range map[string]int{"1-to-2": 2, "1-to-4": 4} {
+		cat, err := Load("../examples/"+dir+"/pgdog.toml", "../examples/"+dir+"/users.toml")
+		if err != nil {
+			t.Fatalf("examples/%s: %v", dir, err)
+		}
+		src, ok := cat.Cluster("prod")
+		if !ok || len(src.Shards) != 1 {
+			t.Fatalf("examples/%s: source prod: %v", dir, ok)
+		}
+		dst, ok := cat.Cluster("prod_sharded")
+		if !ok || len(dst.Shards) != shards || len(dst.ShardedTables) != 2 || dst.Admin == nil {
+			t.Fatalf("examples/%s: prod_sharded has %d shards, want %d", dir, len(dst.Shards), shards)
+		}
+	}
+}
