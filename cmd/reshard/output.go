@@ -127,7 +127,11 @@ func printResult(w io.Writer, res *commands.Result) {
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "(%d rows)\n", len(res.Rows))
+	if len(res.Rows) == 1 {
+		fmt.Fprintln(w, "(1 row)")
+	} else {
+		fmt.Fprintf(w, "(%d rows)\n", len(res.Rows))
+	}
 }
 
 func formatValue(v any) string {
