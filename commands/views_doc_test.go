@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// typeNames are the PostgreSQL names of the column types, as docs/views.md
+// docTypeNames are the short PostgreSQL names of the column types, as docs/views.md
 // writes them.
-var typeNames = map[Type]string{TypeBool: "bool", TypeInt8: "int8", TypeInt4: "int4", TypeText: "text",
+var docTypeNames = map[Type]string{TypeBool: "bool", TypeInt8: "int8", TypeInt4: "int4", TypeText: "text",
 	TypeFloat8: "float8", TypeTimestamptz: "timestamptz"}
 
 // TestViewsDocumented: docs/views.md has a section for every SHOW view that
@@ -41,7 +41,7 @@ func TestViewsDocumented(t *testing.T) {
 		}
 		var want []string
 		for _, c := range columns {
-			typ, ok := typeNames[c.Type]
+			typ, ok := docTypeNames[c.Type]
 			if !ok {
 				t.Fatalf("type %d of %s.%s has no name here", c.Type, name, c.Name)
 			}
