@@ -28,6 +28,7 @@ type Server struct {
 	exec   *commands.Executor
 	log    hclog.Logger
 	srv    *wire.Server
+	keys   *cancelKeys
 	addr   string
 	listen net.Listener
 }
@@ -39,14 +40,17 @@ func New(cat *catalog.Catalog, exec *commands.Executor, logger hclog.Logger) (*S
 		logger = hclog.NewNullLogger()
 	}
 	log := logger.Named("wire")
-	s := &Server{cat: cat, exec: exec, log: log}
+	s := &Server{cat: cat, exec: exec, log: log, keys: newCancelKeys(log.Named("cancel"))}
 	cfg := cat.Config
 	creds := newCredentials(cfg.Admin.Name, cfg.Admin.User, cfg.Admin.Password)
 	opts := []wire.OptionFn{
 		wire.Logger(newSlogLogger(log.Named("psql-wire"))),
-		wire.SessionAuthStrategy(authStrategy(creds, cfg.General.TLSClientRequired, func(user, database, reason string) {
+		wire.SessionAuthStrategy(s.keys.wrapAuth(authStrategy(creds, cfg.General.TLSClientRequired, func(user, database, reason string) {
 			log.Warn("admin login refused", "user", user, "database", database, "reason", reason)
-		})),
+		}))),
+		wire.BackendKeyData(s.keys.backendKeyData),
+		wire.CancelRequest(s.keys.cancelRequest),
+		wire.CloseConn(s.keys.closeConn),
 		wire.GlobalParameters(wire.Parameters{
 			"standard_conforming_strings": "on",
 			"DateStyle":                   "ISO, MDY",
@@ -153,7 +157,13 @@ func (s *Server) run(ctx context.Context, w wire.DataWriter, cmd commands.Comman
 		return w.Complete("")
 	}
 	start := time.Now()
+	ctx, done := s.keys.start(ctx)
+	defer done()
 	res, err := s.exec.Execute(ctx, cmd)
+	if err != nil && errors.Is(context.Cause(ctx), errUserCancel) {
+		s.log.Info("command canceled by the client", "command", cmd.String(), "error", err)
+		return canceled()
+	}
 	if err != nil {
 		s.log.Debug("command failed", "command", cmd.String(), "error", err)
 		return toWireError(err)
