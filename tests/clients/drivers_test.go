@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,7 +57,13 @@ func runPgx(t *testing.T, ctx context.Context, e *env, qs []planQuery, errs []pl
 			}
 		}
 		for _, pe := range errs {
-			_, err := pgxQuery(ctx, conn, pe.sql)
+			var err error
+			if pe.cancel {
+				err = untilCanceled(ctx, func() error { _, err := pgxQuery(ctx, conn, pe.sql); return err },
+					func() error { return conn.PgConn().CancelRequest(ctx) })
+			} else {
+				_, err = pgxQuery(ctx, conn, pe.sql)
+			}
 			er := errResult{SQL: pe.sql}
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) {
@@ -73,6 +80,28 @@ func runPgx(t *testing.T, ctx context.Context, e *env, qs []planQuery, errs []pl
 		rep.Modes = append(rep.Modes, m)
 	}
 	return rep
+}
+
+// untilCanceled runs query while sending cancel requests every 100 ms
+// until it returns (a request that comes before the command runs finds
+// nothing to cancel, as with PostgreSQL).
+func untilCanceled(ctx context.Context, query func() error, cancel func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- query() }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			if err := cancel(); err != nil {
+				return fmt.Errorf("cancel request: %w", err)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func pgxQuery(ctx context.Context, conn *pgx.Conn, sql string) (result, error) {
@@ -161,7 +190,13 @@ func runPsql(t *testing.T, ctx context.Context, e *env, qs []planQuery, errs []p
 		}
 	}
 	for _, pe := range errs {
-		out, err := psql(ctx, e, pe.sql)
+		var out string
+		var err error
+		if pe.cancel {
+			out, err = psqlCanceled(ctx, e, pe.sql)
+		} else {
+			out, err = psql(ctx, e, pe.sql)
+		}
 		er := errResult{SQL: pe.sql, Message: out}
 		if err == nil {
 			t.Errorf("psql %q succeeded:\n%s", pe.sql, out)
@@ -172,9 +207,15 @@ func runPsql(t *testing.T, ctx context.Context, e *env, qs []planQuery, errs []p
 		m.Errors = append(m.Errors, er)
 	}
 	// psql opens a connection per query: show that one connection survives
-	// an error, with two queries in one script.
+	// an error, with two queries in one script. (A cancelled command is
+	// followed by SHOW VERSION on a new connection: psql reading a script
+	// exits on a SIGINT that comes between two statements.)
 	for i, pe := range errs {
-		out, _ := psql(ctx, e, pe.sql+";\nSHOW VERSION")
+		script := pe.sql + ";\nSHOW VERSION"
+		if pe.cancel {
+			script = "SHOW VERSION"
+		}
+		out, _ := psql(ctx, e, script)
 		if at := strings.Index(out, "version\n"); at >= 0 {
 			if recs, err := csv.NewReader(strings.NewReader(out[at:])).ReadAll(); err == nil && len(recs) == 2 {
 				m.Errors[i].After = recs[1][0]
@@ -230,6 +271,69 @@ func psql(ctx context.Context, e *env, script string) (string, error) {
 		err = errors.New("psql printed an error")
 	}
 	return out.String(), err
+}
+
+// psqlCanceled runs a SCHEMA_SYNC in psql and, once SHOW SCHEMA_SYNC
+// lists its statements (psql handles SIGINT only once connected), interrupts
+// psql every 100 ms (SIGINT, as Ctrl-C: psql sends a cancel request) until
+// it reports an error.
+func psqlCanceled(ctx context.Context, e *env, sql string) (string, error) {
+	admin, err := pgx.Connect(ctx, e.dsn())
+	if err != nil {
+		return "", err
+	}
+	defer admin.Close(ctx)
+	statements := func() int {
+		rows, _ := admin.Query(ctx, "SHOW SCHEMA_SYNC")
+		n := 0
+		for rows.Next() {
+			n++
+		}
+		rows.Close()
+		return n
+	}
+	before := statements()
+	cmd := exec.CommandContext(ctx, "psql", "-X", "--csv", "-v", "VERBOSITY=verbose", "-c", sql)
+	cmd.Env = append(os.Environ(), e.libpqEnv()...)
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	running := false
+	for {
+		select {
+		case err := <-done:
+			return out.String(), err
+		case <-tick.C:
+			running = running || statements() > before
+			if running && !strings.Contains(out.String(), "ERROR:") {
+				_ = cmd.Process.Signal(os.Interrupt)
+			}
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer written by a process and read meanwhile.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // psqlValue parses a field psql printed in its column's PostgreSQL text

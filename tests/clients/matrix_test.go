@@ -19,7 +19,9 @@ import (
 // The plan every client runs. Clients read it from stdin, one line each:
 // "Q <repeat> <sql>" runs sql repeat times (prepared once where the driver
 // prepares); "E <sql>" runs sql, which must fail, then SHOW VERSION on the
-// same connection. The connection comes from PGHOST, PGPORT, PGUSER,
+// same connection; "C <sql>" runs sql, which waits until cancelled, sends
+// cancel requests the driver's way until it returns, then runs SHOW VERSION
+// on the same connection. The connection comes from PGHOST, PGPORT, PGUSER,
 // PGPASSWORD and PGDATABASE.
 type planQuery struct {
 	sql    string
@@ -28,6 +30,8 @@ type planQuery struct {
 
 type planError struct {
 	sql, code string
+	// cancel: the client cancels sql (which would wait forever).
+	cancel bool
 }
 
 // repeat is how often each query runs: past pgjdbc's prepareThreshold (5),
@@ -46,10 +50,12 @@ func testPlan() ([]planQuery, []planError) {
 	}
 	qs = append(qs, planQuery{schemaSyncCommand, 1})
 	errs := []planError{
-		{"SHOW no_such_view", commands.CodeUndefinedObject},
-		{"COPY_DATA src", commands.CodeSyntaxError},
-		{"SELECT 1", commands.CodeSyntaxError},
-		{"VERIFY src nowhere " + publication, commands.CodeUndefinedDatabase},
+		{"SHOW no_such_view", commands.CodeUndefinedObject, false},
+		{"COPY_DATA src", commands.CodeSyntaxError, false},
+		{"SELECT 1", commands.CodeSyntaxError, false},
+		{"VERIFY src nowhere " + publication, commands.CodeUndefinedDatabase, false},
+		// Waits on holdSchemaSync's lock until cancelled: query_canceled.
+		{"SCHEMA_SYNC POST src2 dst2 " + publication, "57014", true},
 	}
 	return qs, errs
 }
@@ -60,7 +66,11 @@ func planText(qs []planQuery, errs []planError) string {
 		fmt.Fprintf(&b, "Q %d %s\n", q.repeat, q.sql)
 	}
 	for _, e := range errs {
-		fmt.Fprintf(&b, "E %s\n", e.sql)
+		kind := "E"
+		if e.cancel {
+			kind = "C"
+		}
+		fmt.Fprintf(&b, "%s %s\n", kind, e.sql)
 	}
 	return b.String()
 }

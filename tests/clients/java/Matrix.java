@@ -1,9 +1,11 @@
 // pgjdbc side of the client matrix (tests/clients), run with Java's
 // single-file source launcher: java -cp postgresql.jar Matrix.java
 //
-// Reads the plan from stdin ("Q <repeat> <sql>" / "E <sql>" lines), connects
+// Reads the plan from stdin ("Q <repeat> <sql>", "E <sql>", "C <sql>" lines:
+// see tests/clients/matrix_test.go), connects
 // to the admin server given by libpq's PG* variables, and prints a JSON report
-// of the column names, type names and decoded values pgjdbc saw, in three
+// of the column names, type names and decoded values pgjdbc saw, and the
+// errors it got (a "C" line's query is cancelled with Statement.cancel), in three
 // modes: "prepared" (one PreparedStatement per query, executed more often than
 // prepareThreshold so that pgjdbc switches to a named server-side statement
 // and binary results, autocommit off as in most applications), "statement"
@@ -29,16 +31,19 @@ import org.postgresql.PGStatement;
 public class Matrix {
     record Query(int repeat, String sql) {}
 
+    // Failure is a query that must fail; cancel: it waits until cancelled.
+    record Failure(String sql, boolean cancel) {}
+
     public static void main(String[] args) throws Exception {
         List<Query> queries = new ArrayList<>();
-        List<String> errors = new ArrayList<>();
+        List<Failure> errors = new ArrayList<>();
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         for (String line; (line = in.readLine()) != null; ) {
             if (line.startsWith("Q ")) {
                 String[] parts = line.split(" ", 3);
                 queries.add(new Query(Integer.parseInt(parts[1]), parts[2]));
-            } else if (line.startsWith("E ")) {
-                errors.add(line.substring(2));
+            } else if (line.startsWith("E ") || line.startsWith("C ")) {
+                errors.add(new Failure(line.substring(2), line.startsWith("C ")));
             }
         }
         StringBuilder out = new StringBuilder("{\"modes\":[");
@@ -76,8 +81,8 @@ public class Matrix {
         return conn;
     }
 
-    static void runMode(Connection conn, String mode, List<Query> queries, List<String> errors, StringBuilder out)
-            throws SQLException {
+    static void runMode(Connection conn, String mode, List<Query> queries, List<Failure> errors, StringBuilder out)
+            throws Exception {
         out.append("{\"mode\":").append(str(mode)).append(",\"results\":[");
         boolean first = true;
         for (Query q : queries) {
@@ -107,14 +112,34 @@ public class Matrix {
         }
         out.append("],\"errors\":[");
         for (int i = 0; i < errors.size(); i++) {
-            String sql = errors.get(i);
+            String sql = errors.get(i).sql();
             String code = "", message = "no error";
+            Thread canceller = null;
             try (PreparedStatement ps = conn.prepareStatement(sql)) {
+                if (errors.get(i).cancel()) {
+                    // Statement.cancel sends a cancel request while the statement runs.
+                    canceller = new Thread(() -> {
+                        try {
+                            while (true) {
+                                Thread.sleep(100);
+                                ps.cancel();
+                            }
+                        } catch (InterruptedException | SQLException e) {
+                            // the statement returned
+                        }
+                    });
+                    canceller.start();
+                }
                 ps.executeQuery().close();
             } catch (SQLException e) {
                 code = e.getSQLState() == null ? "" : e.getSQLState();
                 message = e.getMessage();
                 if (!conn.getAutoCommit()) conn.rollback();
+            } finally {
+                if (canceller != null) {
+                    canceller.interrupt();
+                    canceller.join();
+                }
             }
             String after = "";
             try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SHOW VERSION")) {

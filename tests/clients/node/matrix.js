@@ -1,12 +1,14 @@
 // node-postgres side of the client matrix (tests/clients).
 //
-// Reads the plan from stdin ("Q <repeat> <sql>" / "E <sql>" lines), connects
+// Reads the plan from stdin ("Q <repeat> <sql>", "E <sql>", "C <sql>" lines:
+// see tests/clients/matrix_test.go), connects
 // to the admin server with libpq's PG* variables (which pg reads), and prints
 // a JSON report of the columns, type OIDs and decoded values it saw, in three
 // modes: simple protocol; extended protocol with an unnamed statement; a named
 // prepared statement (parsed once, then bound and executed again).
 'use strict';
 
+const net = require('net');
 const pg = require('pg');
 
 // int8 as BigInt (pg returns a string by default, to keep precision).
@@ -58,13 +60,18 @@ async function run(mode, queries, errors) {
       out.results.push(r);
     }
   }
-  for (const [i, sql] of errors.entries()) {
+  for (const [i, { sql, cancel }] of errors.entries()) {
     const e = { sql, code: '', message: 'no error', after: '' };
+    // pg has no cancel call: send the CancelRequest with the key the server
+    // gave (BackendKeyData) on a new connection, as libpq does.
+    const timer = cancel ? setInterval(() => cancelRequest(client), 100) : null;
     try {
       await client.query(modes[mode](sql, 'error_' + i));
     } catch (err) {
       e.code = err.code || '';
       e.message = err.message;
+    } finally {
+      if (timer) clearInterval(timer);
     }
     const v = await client.query('SHOW VERSION');
     e.after = v.rows[0].version;
@@ -72,6 +79,16 @@ async function run(mode, queries, errors) {
   }
   await client.end();
   return out;
+}
+
+function cancelRequest(client) {
+  const msg = Buffer.alloc(16);
+  msg.writeInt32BE(16, 0);
+  msg.writeInt32BE(80877102, 4);
+  msg.writeInt32BE(client.processID, 8);
+  msg.writeInt32BE(client.secretKey, 12);
+  const sock = net.connect(client.port, client.host, () => sock.end(msg));
+  sock.on('error', (err) => console.error('cancel request:', err.message));
 }
 
 async function main() {
@@ -83,8 +100,8 @@ async function main() {
     if (line.startsWith('Q ')) {
       const m = /^Q (\d+) (.*)$/.exec(line);
       queries.push({ repeat: Number(m[1]), sql: m[2] });
-    } else if (line.startsWith('E ')) {
-      errors.push(line.slice(2));
+    } else if (line.startsWith('E ') || line.startsWith('C ')) {
+      errors.push({ sql: line.slice(2), cancel: line.startsWith('C ') });
     }
   }
   const version = require('pg/package.json').version;

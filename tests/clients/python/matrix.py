@@ -1,6 +1,7 @@
 """psycopg2 side of the client matrix (tests/clients).
 
-Reads the plan from stdin ("Q <repeat> <sql>" / "E <sql>" lines), connects
+Reads the plan from stdin ("Q <repeat> <sql>", "E <sql>", "C <sql>" lines: see
+tests/clients/matrix_test.go), connects
 to the admin server with libpq's PG* variables, and prints a JSON report of
 the columns, type OIDs and decoded values psycopg2 saw. psycopg2 speaks the
 simple protocol only; the default mode opens a transaction (BEGIN) before the
@@ -9,6 +10,7 @@ first query, as applications do, and autocommit mode does not.
 import datetime
 import json
 import sys
+import threading
 
 import psycopg2
 
@@ -50,8 +52,16 @@ def run(mode, autocommit, queries, errors):
             r = query(cur, sql)
             r["run"] = i
             out["results"].append(r)
-    for sql in errors:
+    for sql, cancel in errors:
         e = {"sql": sql, "code": "", "message": "", "after": ""}
+        done = threading.Event()
+        if cancel:
+            # connection.cancel sends a cancel request (libpq's PQcancel).
+            def canceller():
+                while not done.wait(0.1):
+                    conn.cancel()
+            t = threading.Thread(target=canceller)
+            t.start()
         try:
             cur.execute(sql)
             e["message"] = "no error"
@@ -60,6 +70,10 @@ def run(mode, autocommit, queries, errors):
             e["message"] = err.diag.message_primary or str(err)
             if not autocommit:
                 conn.rollback()
+        finally:
+            done.set()
+            if cancel:
+                t.join()
         cur.execute("SHOW VERSION")
         e["after"] = cur.fetchone()[0]
         out["errors"].append(e)
@@ -74,8 +88,8 @@ def main():
         if kind == "Q":
             n, sql = rest.split(" ", 1)
             queries.append((int(n), sql))
-        elif kind == "E":
-            errors.append(rest)
+        elif kind in ("E", "C"):
+            errors.append((rest, kind == "C"))
     report = {
         "driver": "psycopg2 " + psycopg2.__version__.split()[0],
         "modes": [run("transaction", False, queries, errors), run("autocommit", True, queries, errors)],
