@@ -1,6 +1,7 @@
 package progress
 
 import (
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,10 +34,13 @@ type TableCopy struct {
 
 	rows, bytes atomic.Int64
 	mu          sync.Mutex
-	state       string
-	started     time.Time
-	finished    time.Time
-	err         string
+	// discardedRows and discardedBytes are what attempts retried from
+	// scratch had copied: still copied, for the cumulative totals.
+	discardedRows, discardedBytes int64
+	state                         string
+	started                       time.Time
+	finished                      time.Time
+	err                           string
 }
 
 // Add counts rows and bytes copied.
@@ -45,10 +49,19 @@ func (c *TableCopy) Add(rows, bytes int64) {
 	c.bytes.Add(bytes)
 }
 
-// Reset zeroes the counters (a unit retried from scratch).
+// Reset zeroes the counters (a unit retried from scratch). What they held
+// still counts in the registry's cumulative totals.
 func (c *TableCopy) Reset() {
-	c.rows.Store(0)
-	c.bytes.Store(0)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.discardedRows += c.rows.Swap(0)
+	c.discardedBytes += c.bytes.Swap(0)
+}
+
+// copied returns everything the unit copied, discarded attempts included.
+// The caller holds c.mu.
+func (c *TableCopy) copied() (rows, bytes int64) {
+	return c.discardedRows + c.rows.Load(), c.discardedBytes + c.bytes.Load()
 }
 
 // CopyRow is a point-in-time view of a TableCopy.
@@ -87,17 +100,20 @@ func (r *Registry) StartCopy(u *TableCopy) {
 // FinishCopy marks a unit done (err == nil) or failed.
 func (r *Registry) FinishCopy(u *TableCopy, err error) {
 	u.mu.Lock()
-	defer u.mu.Unlock()
 	u.finished = time.Now()
+	u.state = CopyDone
 	if err != nil {
 		u.state = CopyFailed
 		u.err = err.Error()
-		return
 	}
-	u.state = CopyDone
+	u.mu.Unlock()
+	if err != nil {
+		r.CountError(ComponentCopy, err)
+	}
 }
 
-// RemoveCopies forgets every unit of a task (when the task ends).
+// RemoveCopies forgets every unit of a task (when the task ends). What the
+// units copied stays in the cumulative totals.
 func (r *Registry) RemoveCopies(task string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -105,9 +121,60 @@ func (r *Registry) RemoveCopies(task string) {
 	for _, u := range r.copies {
 		if u.Task != task {
 			kept = append(kept, u)
+			continue
 		}
+		u.mu.Lock()
+		rows, bytes := u.copied()
+		u.mu.Unlock()
+		k := tableKey{u.Schema, u.Table}
+		t := r.retired[k]
+		t.Rows += rows
+		t.Bytes += bytes
+		r.retired[k] = t
 	}
 	r.copies = kept
+}
+
+type tableKey struct{ schema, table string }
+
+// CopyTotal is what was copied of one table since the registry was made:
+// every unit of every task, running or ended, retried attempts included.
+type CopyTotal struct {
+	Schema, Table string
+	Rows, Bytes   int64
+}
+
+// CopyTotals returns the cumulative totals of every table ever copied,
+// sorted by schema and table. They never decrease.
+func (r *Registry) CopyTotals() []CopyTotal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sum := make(map[tableKey]CopyTotal, len(r.retired))
+	for k, t := range r.retired {
+		sum[k] = t
+	}
+	for _, u := range r.copies {
+		u.mu.Lock()
+		rows, bytes := u.copied()
+		u.mu.Unlock()
+		k := tableKey{u.Schema, u.Table}
+		t := sum[k]
+		t.Rows += rows
+		t.Bytes += bytes
+		sum[k] = t
+	}
+	out := make([]CopyTotal, 0, len(sum))
+	for k, t := range sum {
+		t.Schema, t.Table = k.schema, k.table
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Schema != out[j].Schema {
+			return out[i].Schema < out[j].Schema
+		}
+		return out[i].Table < out[j].Table
+	})
+	return out
 }
 
 // Copies returns every registered unit, finished ones included.

@@ -57,11 +57,17 @@ type Registry struct {
 	copies []*TableCopy
 	slots  []*Slot
 	verify []VerifyRow
+
+	// Cumulative counts, for metrics: they outlive the rows above.
+	retired    map[tableKey]CopyTotal
+	statements map[StatementCount]int64
+	errs       map[ErrorCount]int64
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{schema: map[*SchemaStatement]struct{}{}}
+	return &Registry{schema: map[*SchemaStatement]struct{}{}, retired: map[tableKey]CopyTotal{},
+		statements: map[StatementCount]int64{}, errs: map[ErrorCount]int64{}}
 }
 
 // AddSchema registers statements as pending.
@@ -92,6 +98,28 @@ func (r *Registry) Finish(s *SchemaStatement, state string, err error) {
 	if err != nil {
 		s.err = err.Error()
 	}
+	r.statements[StatementCount{Database: s.Database, Shard: s.Shard, Phase: s.Phase, State: state}]++
+	if state == StateFailed {
+		r.countError(ComponentSchema, err)
+	}
+}
+
+// StatementCount is a group of schema statements that ended the same way,
+// and (in StatementCounts) how many did.
+type StatementCount struct {
+	// Database and Shard are the destination cluster and shard.
+	Database string
+	Shard    int
+	// Phase is the schema sync phase; State is done, skipped or failed.
+	Phase, State string
+	// Count is how many statements (zero in map keys).
+	Count int64
+}
+
+// StatementCounts returns how many schema statements ended, by
+// destination, phase and outcome, since the registry was made.
+func (r *Registry) StatementCounts() []StatementCount {
+	return counted(r, r.statements, func(k StatementCount, n int64) StatementCount { k.Count = n; return k })
 }
 
 // RemoveSchema forgets statements (when their sync ends).

@@ -21,10 +21,12 @@ type Slot struct {
 	CopyData bool
 
 	mu        sync.Mutex
+	reg       *Registry // set by AddSlot, to count errors
 	confirmed pglogrepl.LSN
 	lagBytes  int64
 	lastTx    time.Time
 	applied   int64
+	changes   []int64 // per destination shard
 	err       string
 }
 
@@ -37,6 +39,9 @@ type SlotRow struct {
 	LagBytes                          int64
 	LastTransaction                   time.Time
 	Applied                           int64
+	// ShardChanges is, per destination shard, how many row changes were
+	// applied there (before merging into fewer statements).
+	ShardChanges []int64
 }
 
 // Confirmed records the position confirmed to the source.
@@ -67,6 +72,19 @@ func (s *Slot) Applied(n int64) {
 	s.applied += n
 }
 
+// AppliedChanges counts row changes applied, per destination shard
+// (changes[k] on shard k).
+func (s *Slot) AppliedChanges(changes []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.changes) < len(changes) {
+		s.changes = append(s.changes, 0)
+	}
+	for k, n := range changes {
+		s.changes[k] += int64(n)
+	}
+}
+
 // SetError records the last error ("" clears it).
 func (s *Slot) SetError(e string) {
 	s.mu.Lock()
@@ -74,16 +92,32 @@ func (s *Slot) SetError(e string) {
 	s.err = e
 }
 
+// Interrupted records the error that interrupted the stream (it
+// reconnects) and counts it.
+func (s *Slot) Interrupted(err error) {
+	s.mu.Lock()
+	s.err = err.Error()
+	reg := s.reg
+	s.mu.Unlock()
+	if reg != nil {
+		reg.CountError(ComponentStream, err)
+	}
+}
+
 // Row returns the slot's current view.
 func (s *Slot) Row() SlotRow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return SlotRow{Task: s.Task, Host: s.Host, Port: s.Port, Database: s.Database, Name: s.Name, CopyData: s.CopyData,
-		Confirmed: s.confirmed, LagBytes: s.lagBytes, LastTransaction: s.lastTx, Applied: s.applied, Error: s.err}
+		Confirmed: s.confirmed, LagBytes: s.lagBytes, LastTransaction: s.lastTx, Applied: s.applied, Error: s.err,
+		ShardChanges: append([]int64(nil), s.changes...)}
 }
 
 // AddSlot registers a stream.
 func (r *Registry) AddSlot(s *Slot) {
+	s.mu.Lock()
+	s.reg = r
+	s.mu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.slots = append(r.slots, s)

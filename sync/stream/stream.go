@@ -145,7 +145,7 @@ func (s *streamer) run(ctx context.Context) error {
 			return err
 		}
 		s.log.Warn("stream interrupted, reconnecting", "error", err, "backoff", backoff)
-		s.status.SetError(err.Error())
+		s.status.Interrupted(err)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -1108,7 +1108,9 @@ func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
 			}
 		}
 	}
+	changes := make([]int, n) // row changes per shard, for metrics
 	for k := range ops {
+		changes[k] = len(ops[k])
 		ops[k] = merge(coalesce(ops[k]))
 	}
 	errs := make([]error, n)
@@ -1138,6 +1140,7 @@ func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
 	s.lastProcessed = lastLSN
 	s.mu.Unlock()
 	s.status.Applied(int64(countOps(ops)))
+	s.status.AppliedChanges(changes)
 	return nil
 }
 
@@ -1207,6 +1210,7 @@ func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglog
 func (s *streamer) applySerial(ctx context.Context, t *txn) error {
 	touched := map[int]bool{}
 	receivers := map[int]bool{}
+	changes := make([]int, len(s.appliers)) // row changes per shard, for metrics
 	fail := func(err error) error {
 		for _, a := range s.appliers {
 			a.rollback()
@@ -1222,6 +1226,7 @@ func (s *streamer) applySerial(ctx context.Context, t *txn) error {
 			return 0, err
 		}
 		touched[k] = true
+		changes[k]++
 		return a.exec(ctx, o.sql, o.args)
 	}
 	for _, c := range t.changes {
@@ -1245,6 +1250,7 @@ func (s *streamer) applySerial(ctx context.Context, t *txn) error {
 						return fail(err)
 					}
 					touched[so] = true
+					changes[so]++
 					cols := make([]string, len(c.rel.columns))
 					for i, n := range c.rel.columns {
 						cols[i] = quoteIdent(n) + "::text"
@@ -1325,6 +1331,7 @@ func (s *streamer) applySerial(ctx context.Context, t *txn) error {
 	s.mu.Lock()
 	s.lastProcessed = t.commitLSN
 	s.mu.Unlock()
+	s.status.AppliedChanges(changes)
 	return nil
 }
 
