@@ -22,6 +22,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cli/display"
 	"github.com/reshard/reshard/commands"
+	"github.com/reshard/reshard/metrics"
 	"github.com/reshard/reshard/wire"
 )
 
@@ -289,6 +290,21 @@ func serve(ctx context.Context, cat *catalog.Catalog, log hclog.Logger) error {
 	}
 	exec := commands.NewExecutor(cat, log)
 	exec.RecoverTasks(ctx)
+	if port := cat.Config.General.OpenMetricsPort; port != 0 {
+		ms, err := metrics.Listen(cat.Config.General.Host, port, metrics.NewRegistry(exec.Registry, exec.Tasks), log)
+		if err != nil {
+			return err
+		}
+		mctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := ms.Serve(mctx); err != nil {
+				log.Error("metrics server stopped", "error", err)
+			}
+		}()
+		defer func() { stop(); <-done }()
+	}
 	srv, err := wire.New(cat, exec, log)
 	if err != nil {
 		return err
