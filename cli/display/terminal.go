@@ -199,8 +199,11 @@ func (t *Terminal) slotLine(key string) string {
 		if slotKey(s) != key {
 			continue
 		}
-		line := fmt.Sprintf("stream %s  %s:%d/%s  lag %s  confirmed %s  applied %s", s.Name, s.Host, s.Port, s.Database,
-			size(s.LagBytes), s.Confirmed, count(s.Applied))
+		line := fmt.Sprintf("stream %s  %s:%d/%s  lag %s  confirmed %s", s.Name, s.Host, s.Port, s.Database,
+			size(s.LagBytes), s.Confirmed)
+		if s.Applied > 0 {
+			line += "  applied " + count(s.Applied)
+		}
 		if !s.LastTransaction.IsZero() {
 			line += "  last transaction " + time.Since(s.LastTransaction).Round(100*time.Millisecond).String() + " ago"
 		}

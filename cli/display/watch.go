@@ -130,7 +130,9 @@ func (w *Watcher) poll(last bool) {
 	snap := Take(w.reg)
 	phase := w.base
 	switch {
-	case len(snap.Slots) > 0:
+	case len(snap.Slots) > 0 && phaseRank[phase] > 0:
+		// a copy that went on to stream (another command's streams, such
+		// as the server's during cutover, leave its phase alone)
 		phase = PhaseStream
 	case snap.Total.Units > 0 && phase == PhasePrepare:
 		phase = PhaseCopy

@@ -20,9 +20,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cli/adminclient"
 	"github.com/reshard/reshard/cli/display"
 	"github.com/reshard/reshard/commands"
 	"github.com/reshard/reshard/metrics"
+	"github.com/reshard/reshard/sync/progress"
 	"github.com/reshard/reshard/wire"
 )
 
@@ -49,7 +51,8 @@ Commands:
                 --publication P [--replication-slot S] [--replicate-only] [--sync-only]
   verify        prove the destination equals the source: --from-database A
                 --to-database B --publication P
-  cutover       cut traffic over to the destination: --task ID
+  cutover       cut a task of the running admin server over: --task ID
+                [--admin-url URL]
   demo          start throwaway PostgreSQL instances and a resharding demo
 
 Global flags (before or after the command):
@@ -327,14 +330,22 @@ func runCommand(ctx context.Context, e *env, cmd commands.Command, phase string)
 		return err
 	}
 	exec := commands.NewExecutor(cat, e.log)
-	if sink := e.sink(); sink != nil {
-		w := display.NewWatcher(exec.Registry, sink, 200*time.Millisecond, time.Second)
-		w.Start(ctx, phase)
-		defer w.Stop()
-	}
+	defer e.watch(ctx, exec.Registry, phase)()
 	res, err := exec.Execute(ctx, cmd)
 	e.result = res
 	return err
+}
+
+// watch shows reg's progress (bars, JSON events or nothing, see sink)
+// until the returned function is called.
+func (e *env) watch(ctx context.Context, reg *progress.Registry, phase string) (stop func()) {
+	sink := e.sink()
+	if sink == nil {
+		return func() {}
+	}
+	w := display.NewWatcher(reg, sink, 200*time.Millisecond, time.Second)
+	w.Start(ctx, phase)
+	return w.Stop
 }
 
 func required(fs *flag.FlagSet, names ...string) error {
@@ -440,10 +451,34 @@ func verifyCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 
 func cutoverCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 	task := fs.String("task", "", "task id, as SHOW TASKS lists it (required)")
+	url := fs.String("admin-url", "", "admin server URL (default: [general] host and port, [admin] user, password and name of --config)")
 	return func(ctx context.Context, e *env) error {
 		if err := required(fs, "task"); err != nil {
 			return err
 		}
-		return runCommand(ctx, e, commands.Cutover{Task: *task}, "cutover")
+		// Tasks live in the `reshard serve` process: CUTOVER goes there.
+		if *url == "" {
+			cat, err := e.load()
+			if err != nil {
+				return err
+			}
+			*url = adminclient.URL(cat.Config)
+		}
+		c, err := adminclient.Dial(ctx, *url)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		reg := progress.NewRegistry()
+		stopMirror, err := c.Mirror(ctx, reg, 500*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		stopWatch := e.watch(ctx, reg, "cutover")
+		res, err := c.Run(ctx, commands.Cutover{Task: *task})
+		stopMirror()
+		stopWatch()
+		e.result = res
+		return err
 	}
 }

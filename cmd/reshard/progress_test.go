@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/reshard/reshard/tests/pgtest"
 )
 
@@ -377,5 +379,88 @@ func TestJSONEventsAndExitCodes(t *testing.T) {
 	cmd = exec.Command(reshardBinary(t), "--config", bad, "--users", users, "verify", "--from-database", "b", "--to-database", "b_sharded", "--publication", "pub")
 	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != exitUsage || !strings.Contains(string(out), "general.bogus: unknown key") {
 		t.Fatalf("bad config: exit %d %s", cmd.ProcessState.ExitCode(), out)
+	}
+}
+
+// TestCutoverThroughAdminServer: `reshard cutover --task` sends CUTOVER to
+// the running admin server that holds the task, shows the server's streams
+// while it waits, and prints the result; a task the server does not have,
+// and a server that is not there, exit 1 with the reason.
+func TestCutoverThroughAdminServer(t *testing.T) {
+	env := startCLIEnv(t)
+	serve := exec.Command(reshardBinary(t), "--config", env.cfg, "--users", env.users, "serve")
+	var serveLog bytes.Buffer
+	serve.Stdout, serve.Stderr = &serveLog, &serveLog
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stopServe := func() {
+		if !stopped {
+			stopped = true
+			_ = serve.Process.Signal(syscall.SIGTERM)
+			_ = serve.Wait()
+		}
+	}
+	defer stopServe()
+	cfgText, err := os.ReadFile(env.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var port int
+	fmt.Sscanf(string(cfgText[strings.Index(string(cfgText), "port = "):]), "port = %d", &port)
+	dsn := fmt.Sprintf("postgres://admin:pw@127.0.0.1:%d/admin?sslmode=disable", port)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var admin *pgx.Conn
+	for admin == nil {
+		if admin, err = pgx.Connect(ctx, dsn); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("admin server: %v\n%s", err, serveLog.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	defer admin.Close(context.Background())
+	var id string
+	if err := admin.QueryRow(ctx, "RESHARD a a_sharded pub", pgx.QueryExecModeSimpleProtocol).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	for state := ""; state != "streaming"; {
+		if err := admin.QueryRow(ctx, "SHOW TASKS", pgx.QueryExecModeSimpleProtocol).Scan(nil, nil, nil, nil, nil, &state, nil, nil, nil); err != nil {
+			t.Fatalf("SHOW TASKS: %v", err)
+		}
+		if state == "failed" || ctx.Err() != nil {
+			t.Fatalf("RESHARD is %s:\n%s", state, serveLog.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	stdout, stderr, code := env.reshard(t, "cutover", "--json", "--task", id)
+	if code != exitOK {
+		t.Fatalf("cutover: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	events := jsonLines(t, stdout)
+	n := kinds(events)
+	if n["lag"] == 0 || n["phase"] != 1 || events[0]["phase"] != "cutover" {
+		t.Errorf("cutover events %v:\n%s", n, stdout)
+	}
+	last := events[len(events)-1]
+	rows, _ := last["rows"].([]any)
+	if last["exit_code"] != float64(exitOK) || len(rows) != 1 || rows[0].(map[string]any)["state"] != "reverse_streaming" {
+		t.Fatalf("cutover result: %v", last)
+	}
+	// The task is the server's: it now streams the shards back.
+	var state string
+	if err := admin.QueryRow(ctx, "SHOW TASKS", pgx.QueryExecModeSimpleProtocol).Scan(nil, nil, nil, nil, nil, &state, nil, nil, nil); err != nil || state != "reverse_streaming" {
+		t.Fatalf("task after cutover: %q %v", state, err)
+	}
+
+	if _, stderr, code := env.reshard(t, "cutover", "--task", "99"); code != exitError || !strings.Contains(stderr, `task "99" does not exist`) {
+		t.Fatalf("unknown task: exit %d\n%s", code, stderr)
+	}
+	stopServe()
+	if _, stderr, code := env.reshard(t, "cutover", "--task", id); code != exitError || !strings.Contains(stderr, "cannot reach the admin server") {
+		t.Fatalf("no server: exit %d\n%s", code, stderr)
 	}
 }
