@@ -85,6 +85,16 @@ func (s *Slot) AppliedChanges(changes []int) {
 	}
 }
 
+// AppliedOnShard counts n row changes applied on destination shard k.
+func (s *Slot) AppliedOnShard(k, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.changes) <= k {
+		s.changes = append(s.changes, 0)
+	}
+	s.changes[k] += int64(n)
+}
+
 // SetError records the last error ("" clears it).
 func (s *Slot) SetError(e string) {
 	s.mu.Lock()

@@ -24,6 +24,8 @@ type applier struct {
 	conn   *pgx.Conn
 	// applied is the origin's position when the stream (re)started: source
 	// transactions committed at or before it are already on this shard.
+	// It is set on connect only (the router reads it while the shard's
+	// worker applies).
 	applied pglogrepl.LSN
 	stmts   map[string]string // SQL -> prepared statement name
 	inTx    bool
@@ -191,9 +193,6 @@ func (a *applier) commit(ctx context.Context, lsn pglogrepl.LSN, ts time.Time) e
 		return fmt.Errorf("destination shard %d: commit: %w", a.shard, err)
 	}
 	a.inTx = false
-	if lsn > a.applied {
-		a.applied = lsn
-	}
 	return nil
 }
 

@@ -88,6 +88,21 @@ func (r *relation) cached(key []byte, build func() string) string {
 	return sql
 }
 
+// identifiesShard tells whether the replica identity carries the sharding
+// column: then an UPDATE that changes it comes with the old tuple (and is
+// applied as a move), and one without an old tuple keeps its shard.
+func (r *relation) identifiesShard() bool {
+	if r.identity == 'f' {
+		return true
+	}
+	for _, k := range r.key {
+		if k == r.shardCol {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *relation) String() string { return r.schema + "." + r.name }
 
 // tupleValues copies a pgoutput tuple into values.

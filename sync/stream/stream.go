@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,10 +118,10 @@ type streamer struct {
 	monitors []*pgx.Conn
 
 	// Confirmation bookkeeping, written by the apply goroutine.
-	mu            sync.Mutex
-	lastProcessed pglogrepl.LSN   // commit LSN of the last transaction handled
-	lastWork      []pglogrepl.LSN // per shard: last commit LSN applied there
-	serverEnd     pglogrepl.LSN
+	mu        sync.Mutex
+	handled   []pglogrepl.LSN // per shard: commit LSN of the last transaction handled
+	lastWork  []pglogrepl.LSN // per shard: last commit LSN applied there
+	serverEnd pglogrepl.LSN
 }
 
 // watermark: rows of a unit copied by a resumed copy already hold the
@@ -252,7 +252,11 @@ func (s *streamer) session(ctx context.Context) error {
 	// lost unflushed commits since (a crash), and only this session's
 	// messages tell what has been sent.
 	s.mu.Lock()
-	s.lastProcessed, s.serverEnd = confirmed, 0
+	s.handled = make([]pglogrepl.LSN, len(s.appliers))
+	for k := range s.handled {
+		s.handled[k] = confirmed
+	}
+	s.serverEnd = 0
 	s.mu.Unlock()
 	args := []string{"proto_version '2'", fmt.Sprintf("publication_names '%s'", strings.ReplaceAll(pgx.Identifier{s.req.Publication}.Sanitize(), "'", "''")), "streaming 'true'"}
 	if err := pglogrepl.StartReplication(ctx, conn, s.slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
@@ -264,32 +268,26 @@ func (s *streamer) session(ctx context.Context) error {
 	defer stopLag()
 	go s.refreshLag(lagCtx)
 
-	// Batches are applied by their own goroutine, in order, while the next
-	// ones are received and decoded.
+	// Batches are routed by their own goroutine, in order, while the next
+	// ones are received and decoded; each shard's worker applies its part.
 	applyCtx, stopApply := context.WithCancel(ctx)
 	applyCh := make(chan []*txn, 2)
 	applyErr := make(chan error, 1)
-	var inflight atomic.Int64
+	var inflight atomic.Int64 // batches not yet applied on every shard
 	applyDone := make(chan struct{})
 	go func() {
 		defer close(applyDone)
-		var busy time.Duration
-		sessStart := time.Now()
-		defer func() {
-			s.log.Debug("apply goroutine", "busy", busy, "session", time.Since(sessStart))
-		}()
+		w := s.startWorkers(applyCtx)
+		defer w.stop()
+		batchDone := func() { inflight.Add(-1) }
 		for batch := range applyCh {
-			t0 := time.Now()
-			err := s.applyBatch(applyCtx, batch)
-			busy += time.Since(t0)
-			if err != nil {
+			if err := s.applyBatch(applyCtx, w, batch, batchDone); err != nil {
 				applyErr <- err
 				for range applyCh {
 					inflight.Add(-1)
 				}
 				return
 			}
-			inflight.Add(-1)
 		}
 	}()
 	defer func() {
@@ -742,7 +740,7 @@ func (s *streamer) coveredByCopy(c *change, lsn pglogrepl.LSN) bool {
 // sendStatus confirms to the source what every shard has durably applied.
 func (s *streamer) sendStatus(ctx context.Context, conn *pgconn.PgConn, idle bool) error {
 	s.mu.Lock()
-	lastProcessed, serverEnd := s.lastProcessed, s.serverEnd
+	lastProcessed, serverEnd := slices.Min(s.handled), s.serverEnd
 	lastWork := append([]pglogrepl.LSN(nil), s.lastWork...)
 	s.mu.Unlock()
 	confirm := lastProcessed
@@ -840,26 +838,49 @@ func rowID(r *relation, keyVals [][]byte) string {
 	return string(b)
 }
 
-// applyBatch applies committed transactions: every shard's part in one
-// destination transaction, shards at once. A transaction that moves a row
-// between shards is applied on its own (rows move atomically per shard,
-// in source order).
-func (s *streamer) applyBatch(ctx context.Context, txns []*txn) error {
+// applyBatch routes committed transactions to the shard workers: each
+// run of transactions becomes one destination transaction per shard. A
+// transaction that moves a row between shards is applied on its own, once
+// the workers are idle (rows move atomically per shard, in source order).
+// done is called once every part of the batch is applied.
+func (s *streamer) applyBatch(ctx context.Context, w *shardWorkers, txns []*txn, done func()) error {
+	parts := newCountdown(done)
+	defer parts.dec()
 	var run []*txn
+	flush := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		ops, changes, lsn, err := s.routeRun(run)
+		run = nil
+		if err != nil {
+			return err
+		}
+		for k := range ops {
+			parts.inc()
+			if err := w.submit(ctx, k, shardWork{ops: ops[k], changes: changes[k], lsn: lsn, done: parts.dec}); err != nil {
+				parts.dec()
+				return err
+			}
+		}
+		return nil
+	}
 	for _, t := range txns {
-		if s.movesRows(t) {
-			if err := s.applyConcurrent(ctx, run); err != nil {
-				return err
-			}
-			run = nil
-			if err := s.applySerial(ctx, t); err != nil {
-				return err
-			}
+		if !s.movesRows(t) {
+			run = append(run, t)
 			continue
 		}
-		run = append(run, t)
+		if err := flush(); err != nil {
+			return err
+		}
+		if err := w.wait(ctx); err != nil {
+			return err
+		}
+		if err := s.applySerial(ctx, t); err != nil {
+			return err
+		}
 	}
-	return s.applyConcurrent(ctx, run)
+	return flush()
 }
 
 // movesRows tells whether a transaction has an UPDATE whose sharding key
@@ -919,21 +940,21 @@ func mergeRow(newRow, oldRow []value) []value {
 	return out
 }
 
-// route turns a change into statements per shard (the change stays on one
-// shard, or every shard for omni tables, broadcast deletes and truncates).
-func (s *streamer) route(c *change) (map[int][]op, error) {
+// route turns a change into statements per shard, handing each to emit
+// with its shard (the change stays on one shard, or goes to every shard for
+// omni tables, broadcast deletes and truncates), in shard order.
+func (s *streamer) route(c *change, emit func(shard int, o op)) error {
 	n := len(s.appliers)
-	out := map[int][]op{}
 	every := func(o op) {
 		for k := 0; k < n; k++ {
-			out[k] = append(out[k], o)
+			emit(k, o)
 		}
 	}
 	// With several source shards, omni tables are the same on each: their
 	// changes are taken from source shard 0 only, as their copy was.
 	several := s.sourceShards > 1
 	if c.rel != nil && c.rel.sameOnEverySource && several && s.sourceShard != 0 {
-		return out, nil
+		return nil
 	}
 	switch c.kind {
 	case opTruncate:
@@ -943,19 +964,19 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 				continue
 			}
 			if !r.sameOnEverySource && several {
-				return nil, &fatalError{fmt.Sprintf("TRUNCATE of %s on source shard %d: the destination shards also hold the other source shards' rows of it, so it cannot be applied as is; stop writes to it, or delete the rows instead of truncating", r, s.sourceShard)}
+				return &fatalError{fmt.Sprintf("TRUNCATE of %s on source shard %d: the destination shards also hold the other source shards' rows of it, so it cannot be applied as is; stop writes to it, or delete the rows instead of truncating", r, s.sourceShard)}
 			}
 			names = append(names, r.qualified)
 		}
 		if len(names) == 0 {
-			return out, nil
+			return nil
 		}
 		sql := "TRUNCATE " + strings.Join(names, ", ")
 		if c.cascade {
 			sql += " CASCADE"
 		}
 		every(op{sql: sql})
-		return out, nil
+		return nil
 	case opInsert:
 		args := make([][]byte, 0, len(c.newRow))
 		for _, v := range c.newRow {
@@ -979,18 +1000,18 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 		}
 		sh, err := c.rel.shardOf(c.newRow)
 		if err != nil {
-			return nil, s.routeErr(c, err)
+			return s.routeErr(c, err)
 		}
 		if sh == sharding.AllShards {
 			every(o)
 		} else {
-			out[sh] = append(out[sh], o)
+			emit(sh, o)
 		}
-		return out, nil
+		return nil
 	case opUpdate:
 		keyCols, keyVals, err := keyOf(c.rel, c)
 		if err != nil {
-			return nil, &fatalError{err.Error()}
+			return &fatalError{err.Error()}
 		}
 		// The statement's shape: which columns are set, which identify.
 		shape := make([]byte, 0, 2+len(c.newRow)+len(keyCols))
@@ -1033,21 +1054,23 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 		o.update = c.oldRow == nil && c.rel.identity != 'f'
 		sh, err := c.rel.shardOf(newRowOf(c))
 		if err != nil {
-			return nil, s.routeErr(c, err)
+			return s.routeErr(c, err)
 		}
 		if sh == sharding.AllShards {
 			every(o)
-			return out, nil
+			return nil
 		}
-		if c.oldRow == nil || !s.keyInOld(c) {
+		if c.rel.shardCol >= 0 && !c.rel.identifiesShard() {
+			// A change of the sharding column would not show in the
+			// change: the row must be where the new row routes.
 			o.mustHit = c.rel
 		}
-		out[sh] = append(out[sh], o)
-		return out, nil
+		emit(sh, o)
+		return nil
 	case opDelete:
 		keyCols, keyVals, err := keyOf(c.rel, c)
 		if err != nil {
-			return nil, &fatalError{err.Error()}
+			return &fatalError{err.Error()}
 		}
 		shape := []byte{'d'}
 		for _, k := range keyCols {
@@ -1059,27 +1082,25 @@ func (s *streamer) route(c *change) (map[int][]op, error) {
 		if c.rel.shardCol >= 0 && s.keyInOld(c) {
 			sh, err := c.rel.shardOf(c.oldRow)
 			if err == nil && sh != sharding.AllShards {
-				out[sh] = append(out[sh], o)
-				return out, nil
+				emit(sh, o)
+				return nil
 			}
 		}
 		every(o) // the shard cannot be told from the key: only one has it
-		return out, nil
+		return nil
 	}
-	return out, nil
+	return nil
 }
 
 func (s *streamer) routeErr(c *change, err error) error {
 	return &fatalError{fmt.Sprintf("cannot route a change of %s: %v", c.rel, err)}
 }
 
-// applyConcurrent applies transactions shard by shard in parallel: each
-// shard gets one destination transaction holding its part of all of them,
-// committed with the last source commit LSN as its origin position.
-func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
-	if len(txns) == 0 {
-		return nil
-	}
+// routeRun turns transactions into each shard's statements, coalesced and
+// merged, with the number of row changes they hold per shard, and the
+// commit LSN of the last transaction (the shards' origin position once
+// applied).
+func (s *streamer) routeRun(txns []*txn) ([][]op, []int, pglogrepl.LSN, error) {
 	n := len(s.appliers)
 	ops := make([][]op, n)
 	total := 0
@@ -1092,19 +1113,17 @@ func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
 	var lastLSN pglogrepl.LSN
 	for _, t := range txns {
 		lastLSN = t.commitLSN
+		emit := func(k int, o op) {
+			if t.commitLSN > s.appliers[k].applied { // else this shard has it (origin)
+				ops[k] = append(ops[k], o)
+			}
+		}
 		for _, c := range t.changes {
 			if s.coveredByCopy(c, t.commitLSN) {
 				continue
 			}
-			routed, err := s.route(c)
-			if err != nil {
-				return err
-			}
-			for k, os := range routed {
-				if t.commitLSN <= s.appliers[k].applied {
-					continue // this shard has it (origin)
-				}
-				ops[k] = append(ops[k], os...)
+			if err := s.route(c, emit); err != nil {
+				return nil, nil, 0, err
 			}
 		}
 	}
@@ -1113,43 +1132,7 @@ func (s *streamer) applyConcurrent(ctx context.Context, txns []*txn) error {
 		changes[k] = len(ops[k])
 		ops[k] = merge(coalesce(ops[k]))
 	}
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for k := 0; k < n; k++ {
-		if len(ops[k]) == 0 {
-			continue
-		}
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
-			errs[k] = s.applyOps(ctx, s.appliers[k], ops[k], lastLSN)
-		}(k)
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	s.mu.Lock()
-	for k := range ops {
-		if len(ops[k]) > 0 {
-			s.lastWork[k] = lastLSN
-		}
-	}
-	s.lastProcessed = lastLSN
-	s.mu.Unlock()
-	s.status.Applied(int64(countOps(ops)))
-	s.status.AppliedChanges(changes)
-	return nil
-}
-
-func countOps(ops [][]op) int {
-	n := 0
-	for _, o := range ops {
-		n += len(o)
-	}
-	return n
+	return ops, changes, lastLSN, nil
 }
 
 // pipelineSize bounds how many statements go to a shard in one pipeline.
@@ -1273,39 +1256,30 @@ func (s *streamer) applySerial(ctx context.Context, t *txn) error {
 						return fail(&fatalError{fmt.Sprintf("%s: a row moved between shards, but an unchanged TOASTed value could not be read from its old shard", c.rel)})
 					}
 				}
-				ins, err := s.route(&change{kind: opInsert, rel: c.rel, newRow: full})
-				if err != nil {
+				var ins []routed
+				if err := s.route(&change{kind: opInsert, rel: c.rel, newRow: full}, func(k int, o op) { ins = append(ins, routed{k, o}) }); err != nil {
 					return fail(err)
 				}
-				for k, os := range ins {
-					receivers[k] = true
-					for _, o := range os {
-						if _, err := exec(k, o); err != nil {
-							return fail(err)
-						}
+				for _, r := range ins {
+					receivers[r.shard] = true
+					if _, err := exec(r.shard, r.op); err != nil {
+						return fail(err)
 					}
 				}
 				continue
 			}
 		}
-		routed, err := s.route(c)
-		if err != nil {
+		var ops []routed
+		if err := s.route(c, func(k int, o op) { ops = append(ops, routed{k, o}) }); err != nil {
 			return fail(err)
 		}
-		keys := make([]int, 0, len(routed))
-		for k := range routed {
-			keys = append(keys, k)
-		}
-		sort.Ints(keys)
-		for _, k := range keys {
-			for _, o := range routed[k] {
-				affected, err := exec(k, o)
-				if err != nil {
-					return fail(err)
-				}
-				if o.mustHit != nil && affected == 0 {
-					return fail(&fatalError{fmt.Sprintf("an UPDATE of %s found no row on destination shard %d (its sharding key changed but is not in the replica identity): ALTER TABLE %s REPLICA IDENTITY FULL on the source", o.mustHit, k, o.mustHit.qualified)})
-				}
+		for _, r := range ops {
+			affected, err := exec(r.shard, r.op)
+			if err != nil {
+				return fail(err)
+			}
+			if r.op.mustHit != nil && affected == 0 {
+				return fail(&fatalError{fmt.Sprintf("an UPDATE of %s found no row on destination shard %d (its sharding key changed but is not in the replica identity): ALTER TABLE %s REPLICA IDENTITY FULL on the source", r.op.mustHit, r.shard, r.op.mustHit.qualified)})
 			}
 		}
 	}
@@ -1329,10 +1303,18 @@ func (s *streamer) applySerial(ctx context.Context, t *txn) error {
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
-	s.lastProcessed = t.commitLSN
+	for k := range s.handled {
+		s.handled[k] = t.commitLSN
+	}
 	s.mu.Unlock()
 	s.status.AppliedChanges(changes)
 	return nil
+}
+
+// routed is a statement with its shard.
+type routed struct {
+	shard int
+	op    op
 }
 
 // refreshLag reads the slot's lag from the source every second:
