@@ -45,7 +45,8 @@ func TestTakeSumsUnits(t *testing.T) {
 
 // TestWatcherEvents: a unit that starts and finishes between two polls
 // still gets both events, a table is reported done once, phases only move
-// forward, and every event is one JSON line.
+// forward, the copy totals are reported when the copy ends and at the
+// end, and every event is one JSON line.
 func TestWatcherEvents(t *testing.T) {
 	reg := progress.NewRegistry()
 	var out bytes.Buffer
@@ -60,7 +61,8 @@ func TestWatcherEvents(t *testing.T) {
 	s := &progress.Slot{Task: "cli", Name: "slot_a", Host: "127.0.0.1", Port: 5432, Database: "db"}
 	reg.AddSlot(s)
 	s.Lag(42)
-	w.poll(true)
+	w.poll(false) // the copy phase ends: its totals are reported
+	w.poll(true)  // the last poll: totals and lag again
 	reg.RemoveSlot(s)
 	w.poll(false)
 
@@ -79,7 +81,7 @@ func TestWatcherEvents(t *testing.T) {
 		}
 		got = append(got, kind)
 	}
-	want := "phase:prepare phase:copy unit_started unit_finished table_done phase:stream progress lag"
+	want := "phase:prepare phase:copy unit_started unit_finished table_done phase:stream progress progress lag"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("events\n got %s\nwant %s", strings.Join(got, " "), want)
 	}

@@ -142,9 +142,18 @@ func (w *Watcher) poll(last bool) {
 	if r, ok := phaseRank[phase]; ok && r < phaseRank[w.phase] {
 		phase = w.phase
 	}
-	if phase != w.phase {
-		w.phase = phase
-		w.emit(EventPhase, map[string]any{"phase": phase})
+	// The copy totals are reported when the copy phase ends, too.
+	copyEnded := w.phase == PhaseCopy && phase != PhaseCopy
+	newPhase := func() {
+		if phase != w.phase {
+			w.phase = phase
+			w.emit(EventPhase, map[string]any{"phase": phase})
+		}
+	}
+	// A phase is reported before what happens in it, and the copy's last
+	// units before the phase that follows it.
+	if !copyEnded {
+		newPhase()
 	}
 	w.units = w.unitEvents(w.reg.Copies())
 	for _, t := range snap.Tables {
@@ -153,6 +162,9 @@ func (w *Watcher) poll(last bool) {
 			w.emit(EventTableDone, map[string]any{"schema": t.Schema, "table": t.Table, "units": t.Units,
 				"rows": t.Rows, "bytes": t.Bytes, "elapsed_ms": t.Elapsed.Milliseconds(), "bytes_per_second": int64(t.BytesPerSecond)})
 		}
+	}
+	if copyEnded {
+		newPhase()
 	}
 	for _, v := range snap.Verify {
 		key := v.Schema + "." + v.Table
@@ -173,16 +185,21 @@ func (w *Watcher) poll(last bool) {
 			}
 		}
 	}
-	if last || snap.At.Sub(w.lastSample) >= w.sample {
-		w.lastSample = snap.At
-		if snap.Total.Units > 0 && (phase == PhaseCopy || last) {
+	if sample := snap.At.Sub(w.lastSample) >= w.sample; last || sample || copyEnded {
+		if sample {
+			w.lastSample = snap.At
+		}
+		if snap.Total.Units > 0 && (phase == PhaseCopy || last || copyEnded) {
 			t := snap.Total
 			w.emit(EventProgress, map[string]any{"tables": len(snap.Tables), "tables_done": len(w.tables),
 				"units": t.Units, "units_done": t.Done, "rows": t.Rows, "bytes": t.Bytes, "estimate_bytes": t.EstimateBytes,
 				"percent": round1(t.Percent), "bytes_per_second": int64(t.BytesPerSecond), "rows_per_second": int64(t.RowsPerSecond),
-				"eta_seconds": int64(t.ETA.Seconds()), "elapsed_ms": t.Elapsed.Milliseconds()})
+				"eta_seconds": round1(t.ETA.Seconds()), "elapsed_ms": t.Elapsed.Milliseconds()})
 		}
 		for _, s := range snap.Slots {
+			if !sample && !last {
+				break
+			}
 			f := map[string]any{"slot": s.Name, "host": s.Host, "port": s.Port, "database": s.Database,
 				"lag_bytes": s.LagBytes, "confirmed_lsn": s.Confirmed.String(), "applied": s.Applied}
 			if !s.LastTransaction.IsZero() {
