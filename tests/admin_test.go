@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,6 +142,26 @@ func startAdmin(t *testing.T, extraGeneral string) *adminServer {
 		}
 	})
 	return a
+}
+
+// serveAdmin runs an admin server on e's catalog and executor until the test
+// ends or shutdown is called, and returns its address.
+func serveAdmin(t *testing.T, e *copyEnv, log hclog.Logger) (net.Addr, func()) {
+	t.Helper()
+	srv, err := wire.New(e.cat, e.exec, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	var once sync.Once
+	shutdown := func() { once.Do(func() { stop(); <-done }) }
+	t.Cleanup(shutdown)
+	return srv.Addr(), shutdown
 }
 
 func connect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-
-	"github.com/reshard/reshard/wire"
 )
 
 // TestReshardAndVerifyThroughAdmin drives RESHARD and VERIFY through the
@@ -22,20 +20,10 @@ func TestReshardAndVerifyThroughAdmin(t *testing.T) {
 		loadData(t, s, i, 1, 3000)
 		s.exec(t, `ALTER TABLE orders REPLICA IDENTITY FULL`)
 	}
-	srv, err := wire.New(e.cat, e.exec, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	addr, _ := serveAdmin(t, e, hclog.NewNullLogger())
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx) }()
-	defer func() { stop(); <-done }()
-	admin := connect(t, ctx, fmt.Sprintf("postgres://admin:%s@%s/admin?sslmode=disable", adminPassword, srv.Addr()))
+	admin := connect(t, ctx, fmt.Sprintf("postgres://admin:%s@%s/admin?sslmode=disable", adminPassword, addr))
 
 	taskState := func(id string) (string, string) {
 		rows, err := admin.Query(ctx, "SHOW TASKS")

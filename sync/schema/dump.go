@@ -62,14 +62,22 @@ func Dump(ctx context.Context, src DumpSource) (string, error) {
 		return "", fmt.Errorf("%w %d is older than the source server (PostgreSQL %d): install pg_dump %d or newer and set [replication] pg_dump_path", ErrPgDump, major, serverMajor, serverMajor)
 	}
 	bin, _ := exec.LookPath(src.PgDump)
-	cmd := exec.CommandContext(ctx, bin, "--schema-only", "--no-subscriptions",
-		"--host", src.Host, "--port", strconv.Itoa(src.Port),
-		"--username", src.User, "--dbname", src.Database)
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+src.Password, "PGAPPNAME=reshard-schema-sync", "PGCONNECT_TIMEOUT=10")
+	cmd := dumpCommand(ctx, bin, src)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("%w --schema-only of %s:%d/%s failed: %v: %s", ErrPgDump, src.Host, src.Port, src.Database, err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
+}
+
+// dumpCommand builds the pg_dump command for src. The password travels in
+// the environment (PGPASSWORD, readable only by reshard's user), never in
+// the arguments, which every user of the machine can list.
+func dumpCommand(ctx context.Context, bin string, src DumpSource) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, "--schema-only", "--no-subscriptions",
+		"--host", src.Host, "--port", strconv.Itoa(src.Port),
+		"--username", src.User, "--dbname", src.Database)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+src.Password, "PGAPPNAME=reshard-schema-sync", "PGCONNECT_TIMEOUT=10")
+	return cmd
 }
