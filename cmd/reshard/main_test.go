@@ -18,7 +18,14 @@ func TestMain(m *testing.M) {
 	if os.Getenv("RESHARD_TEST_MAIN") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if shared.env != nil {
+		shared.env.stop()
+	}
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
 }
 
 const baseConfig = `[general]

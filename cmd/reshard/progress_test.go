@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,36 +66,67 @@ INSERT INTO orders (customer_id, total) SELECT 1 + g % 5000, (g % 1000) / 10.0 F
 CREATE PUBLICATION pub FOR ALL TABLES;
 `
 
-// cliEnv is a source and two shards with two independent databases (a and
-// b), so that two copies can run one after the other from scratch.
+// cliEnv is a source and two shards with three independent databases (a,
+// b and c, one per test), started once for the tests of this file.
 type cliEnv struct {
 	cl         *pgtest.Cluster
+	dir        string
 	cfg, users string
 }
 
-func startCLIEnv(t *testing.T) *cliEnv {
+var shared struct {
+	once sync.Once
+	env  *cliEnv
+	err  error
+}
+
+// sharedCLIEnv returns the environment, starting it on first use; TestMain
+// stops it.
+func sharedCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
+	shared.once.Do(func() { shared.env, shared.err = startCLIEnv() })
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.env
+}
+
+func startCLIEnv() (*cliEnv, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cl, err := pgtest.Start(ctx, 3, pgtest.Options{})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(cl.Stop)
+	env := &cliEnv{cl: cl}
+	if err := env.setUp(ctx); err != nil {
+		env.stop()
+		return nil, err
+	}
+	return env, nil
+}
+
+func (e *cliEnv) setUp(ctx context.Context) error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
 	var cfg, users strings.Builder
-	fmt.Fprintf(&cfg, "[general]\nhost = \"127.0.0.1\"\nport = %d\n\n[admin]\npassword = \"pw\"\n", freePort(t))
-	for _, db := range []string{"a", "b"} {
-		for _, inst := range cl.Instances {
+	fmt.Fprintf(&cfg, "[general]\nhost = \"127.0.0.1\"\nport = %d\n\n[admin]\npassword = \"pw\"\n", port)
+	for _, db := range []string{"a", "b", "c"} {
+		for _, inst := range e.cl.Instances {
 			if err := inst.CreateDatabase(ctx, db); err != nil {
-				t.Fatal(err)
+				return err
 			}
 		}
-		if err := cl.Instances[0].Exec(ctx, db, cliSchema); err != nil {
-			t.Fatal(err)
+		if err := e.cl.Instances[0].Exec(ctx, db, cliSchema); err != nil {
+			return err
 		}
-		src := cl.Instances[0]
+		src := e.cl.Instances[0]
 		fmt.Fprintf(&cfg, "\n[[databases]]\nname = %q\nhost = %q\nport = %d\ndatabase_name = %q\n", db, src.Host, src.Port, db)
-		for i, inst := range cl.Instances[1:] {
+		for i, inst := range e.cl.Instances[1:] {
 			fmt.Fprintf(&cfg, "\n[[databases]]\nname = \"%s_sharded\"\nhost = %q\nport = %d\ndatabase_name = %q\nshard = %d\n", db, inst.Host, inst.Port, db, i)
 		}
 		fmt.Fprintf(&cfg, "\n[[sharded_tables]]\ndatabase = \"%s_sharded\"\nname = \"customers\"\ncolumn = \"id\"\n", db)
@@ -103,8 +135,21 @@ func startCLIEnv(t *testing.T) *cliEnv {
 			fmt.Fprintf(&users, "[[users]]\nname = %q\ndatabase = %q\npassword = %q\nschema_admin = true\n\n", pgtest.User, name, pgtest.Password)
 		}
 	}
-	c, u := files(t, cfg.String(), users.String())
-	return &cliEnv{cl: cl, cfg: c, users: u}
+	if e.dir, err = os.MkdirTemp("", "reshard-cli-"); err != nil {
+		return err
+	}
+	e.cfg, e.users = filepath.Join(e.dir, "pgdog.toml"), filepath.Join(e.dir, "users.toml")
+	if err := os.WriteFile(e.cfg, []byte(cfg.String()), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(e.users, []byte(users.String()), 0o600)
+}
+
+func (e *cliEnv) stop() {
+	e.cl.Stop()
+	if e.dir != "" {
+		os.RemoveAll(e.dir)
+	}
 }
 
 // reshard runs the binary to the end and returns stdout, stderr and the
@@ -180,7 +225,7 @@ func (m *tmux) waitScreen(what string, ok func(screen string) bool) string {
 // the totals, and a lag line per stream that moves as changes are applied.
 // Ctrl-C stops the stream and the process exits 130.
 func TestProgressDisplayInTerminal(t *testing.T) {
-	env := startCLIEnv(t)
+	env := sharedCLIEnv(t)
 	env.schemaSync(t, "a")
 	m := newTmux(t)
 	exitFile := filepath.Join(t.TempDir(), "exit")
@@ -270,7 +315,7 @@ func kinds(events []map[string]any) map[string]int {
 // and stops it with SIGINT, then verify --json (equal, then with a row
 // changed on a shard), checking the events and the exit codes.
 func TestJSONEventsAndExitCodes(t *testing.T) {
-	env := startCLIEnv(t)
+	env := sharedCLIEnv(t)
 	env.schemaSync(t, "b")
 
 	cmd := exec.Command(reshardBinary(t), append([]string{"--config", env.cfg, "--users", env.users, "data-sync", "--json"}, env.route("b")...)...)
@@ -387,7 +432,7 @@ func TestJSONEventsAndExitCodes(t *testing.T) {
 // while it waits, and prints the result; a task the server does not have,
 // and a server that is not there, exit 1 with the reason.
 func TestCutoverThroughAdminServer(t *testing.T) {
-	env := startCLIEnv(t)
+	env := sharedCLIEnv(t)
 	serve := exec.Command(reshardBinary(t), "--config", env.cfg, "--users", env.users, "serve")
 	var serveLog bytes.Buffer
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog
@@ -423,7 +468,7 @@ func TestCutoverThroughAdminServer(t *testing.T) {
 	}
 	defer admin.Close(context.Background())
 	var id string
-	if err := admin.QueryRow(ctx, "RESHARD a a_sharded pub", pgx.QueryExecModeSimpleProtocol).Scan(&id); err != nil {
+	if err := admin.QueryRow(ctx, "RESHARD c c_sharded pub", pgx.QueryExecModeSimpleProtocol).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
 	for state := ""; state != "streaming"; {
