@@ -92,7 +92,7 @@ func parseDescribeColumns(sql string) (DescribeColumns, bool) {
 		return d, false
 	}
 	name, typ := sel.TargetList[0].GetResTarget(), sel.TargetList[1].GetResTarget()
-	if name == nil || typ == nil || columnRef(name.Val) != "name" {
+	if name == nil || typ == nil || columnRef(name.Val) != "name" || name.Name == "" || typ.Name == "" {
 		return d, false
 	}
 	d.Headers = [2]string{name.Name, typ.Name}

@@ -39,6 +39,7 @@ func TestDescribeColumns(t *testing.T) {
 	// Other SELECTs stay refused.
 	for _, q := range []string{
 		"SELECT 1",
+		"SELECT name, pg_catalog.format_type(tp, tpm) FROM (VALUES ('a', '25'::pg_catalog.oid, -1)) s(name, tp, tpm)",
 		"SELECT name, pg_catalog.format_type(tp, tpm) FROM (VALUES ('a', '25'::pg_catalog.oid, -1)) s(name, tp, tpm) WHERE true",
 		"SELECT name, pg_catalog.pg_sleep(tp) FROM (VALUES ('a', '25'::pg_catalog.oid, -1)) s(name, tp, tpm)",
 		"SELECT name, format_type(tp, tpm) FROM (VALUES ('a', '25'::text, -1)) s(name, tp, tpm)",
