@@ -64,7 +64,8 @@ async function run(mode, queries, errors) {
     const e = { sql, code: '', message: 'no error', after: '' };
     // pg has no cancel call: send the CancelRequest with the key the server
     // gave (BackendKeyData) on a new connection, as libpq does.
-    const timer = cancel ? setInterval(() => cancelRequest(client), 100) : null;
+    const sent = [];
+    const timer = cancel ? setInterval(() => sent.push(cancelRequest(client)), 100) : null;
     try {
       await client.query(modes[mode](sql, 'error_' + i));
     } catch (err) {
@@ -72,6 +73,9 @@ async function run(mode, queries, errors) {
       e.message = err.message;
     } finally {
       if (timer) clearInterval(timer);
+      // The server closes a cancel connection once it has acted on it: wait,
+      // so that no late request meets the next query.
+      await Promise.all(sent);
     }
     const v = await client.query('SHOW VERSION');
     e.after = v.rows[0].version;
@@ -87,8 +91,12 @@ function cancelRequest(client) {
   msg.writeInt32BE(80877102, 4);
   msg.writeInt32BE(client.processID, 8);
   msg.writeInt32BE(client.secretKey, 12);
-  const sock = net.connect(client.port, client.host, () => sock.end(msg));
-  sock.on('error', (err) => console.error('cancel request:', err.message));
+  return new Promise((resolve) => {
+    const sock = net.connect(client.port, client.host, () => sock.write(msg));
+    sock.on('data', () => {});
+    sock.on('error', (err) => console.error('cancel request:', err.message));
+    sock.on('close', resolve);
+  });
 }
 
 async function main() {
