@@ -4,23 +4,16 @@ import (
 	"bytes"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // buildReshard builds the reshard binary for tests that run it as a process.
-func buildReshard(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "reshard")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/reshard/reshard/cmd/reshard")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build reshard: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildReshard(t *testing.T) string { return testkit.BuildReshard(t) }
 
 // TestCopyResumesAfterKill kills reshard (SIGKILL) in the middle of a copy,
 // runs the same command again, and checks that the copy completes exactly

@@ -427,6 +427,27 @@ func Main(run func() int, n int, opts Options, c **Cluster) int {
 // view) and starts it again on the same port: crash recovery runs.
 func (i *Instance) Crash(ctx context.Context, bin string) error {
 	i.Kill()
+	return i.StartAgain(ctx, bin)
+}
+
+// StopImmediate stops the server as `pg_ctl stop -m immediate` does: SIGQUIT
+// to the postmaster, which ends every backend at once without a shutdown
+// checkpoint; the next start runs crash recovery. Start it with StartAgain.
+func (i *Instance) StopImmediate() {
+	if i.cmd == nil || i.cmd.Process == nil {
+		return
+	}
+	_ = i.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-i.done:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-i.cmd.Process.Pid, syscall.SIGKILL)
+		<-i.done
+	}
+}
+
+// StartAgain starts a stopped (killed or crashed) server on its port again.
+func (i *Instance) StartAgain(ctx context.Context, bin string) error {
 	cred, err := runAs()
 	if err != nil {
 		return err

@@ -1,0 +1,98 @@
+// Package testkit is support code shared by reshard's integration and fault
+// suites: building and running the reshard binary as a separate process (so
+// it can be killed with SIGKILL), and a TCP proxy that injects network faults.
+package testkit
+
+import (
+	"bytes"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BuildReshard builds the reshard binary into the test's temporary
+// directory and returns its path.
+func BuildReshard(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "reshard")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/reshard/reshard/cmd/reshard")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build reshard: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Process is a running reshard command.
+type Process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	mu   sync.Mutex
+	out  bytes.Buffer
+}
+
+// Start runs bin with args; its stdout and stderr are collected.
+func Start(t testing.TB, bin string, args ...string) *Process {
+	t.Helper()
+	p := &Process{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = (*lockedWriter)(p), (*lockedWriter)(p)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	return p
+}
+
+type lockedWriter Process
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.out.Write(b)
+}
+
+// Output is what the process printed so far.
+func (p *Process) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// Exited tells whether the process has ended, and its error if so.
+func (p *Process) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
+// Wait waits up to timeout for the process to end. ok is false on timeout.
+func (p *Process) Wait(timeout time.Duration) (err error, ok bool) {
+	select {
+	case <-p.done:
+		return p.err, true
+	case <-time.After(timeout):
+		return nil, false
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop sends SIGTERM, waits up to timeout, then kills.
+func (p *Process) Stop(timeout time.Duration) error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if err, ok := p.Wait(timeout); ok {
+		return err
+	}
+	p.Kill()
+	return p.err
+}
