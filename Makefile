@@ -4,7 +4,7 @@ BIN     := bin/reshard
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test demo bench bench-copy bench-schema bench-stream lint deps fuzz clean
+.PHONY: all build test test-fault demo bench bench-copy bench-schema bench-stream lint deps fuzz clean
 
 all: build
 
@@ -19,6 +19,14 @@ build: deps
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 14m $(PKGS)
+
+# The fault suite alone (tests/fault: crashes, server stops, network cuts,
+# a shard rejecting writes): each scenario's outcome and the summary line
+# (faults injected, reshard restarts, rows compared). Full log in
+# /tmp/reshard-test-fault.log.
+test-fault: deps
+	@$(GO) test -count=1 -timeout 20m -v ./tests/fault >/tmp/reshard-test-fault.log 2>&1; rc=$$?; \
+	grep -E '^(--- |    .*(killed|exact|failed resumably|recovered|SHOW TASKS|blackholed|reset [0-9])|fault suite summary|ok|FAIL)' /tmp/reshard-test-fault.log; exit $$rc
 
 demo: build
 	$(BIN) demo

@@ -73,6 +73,11 @@ type General struct {
 	CutoverTimeoutAction string `toml:"cutover_timeout_action"`
 	// CutoverCommand is an optional shell command run once cutover is ready.
 	CutoverCommand string `toml:"cutover_command"`
+	// ReshardingNetworkTimeout is how long, in milliseconds, reshard waits
+	// for a PostgreSQL server to answer (connect, one apply round trip, a
+	// copy making no progress) before it treats the connection as lost and
+	// reconnects (default 60000).
+	ReshardingNetworkTimeout int64 `toml:"resharding_network_timeout"`
 
 	pgdogGeneral
 }
@@ -274,6 +279,8 @@ const (
 	DefaultCutoverTimeout  = 30_000
 	DefaultCutoverStopLag  = 1_000_000
 	DefaultCutoverLagBytes = 0
+	// DefaultNetworkTimeout is resharding_network_timeout's default (ms).
+	DefaultNetworkTimeout = 60_000
 )
 
 // ParseConfig decodes pgdog.toml content in strict mode. path is used in
@@ -358,6 +365,9 @@ func (c *Config) applyDefaults() {
 	}
 	if g.CutoverTrafficStopThreshold == 0 {
 		g.CutoverTrafficStopThreshold = DefaultCutoverStopLag
+	}
+	if g.ReshardingNetworkTimeout <= 0 {
+		g.ReshardingNetworkTimeout = DefaultNetworkTimeout
 	}
 	if g.CutoverTimeoutAction == "" {
 		g.CutoverTimeoutAction = "abort"

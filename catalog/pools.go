@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -34,11 +35,24 @@ func (c *Catalog) ConnString(n *Node, extra map[string]string) (string, error) {
 	q := url.Values{}
 	q.Set("application_name", "reshard")
 	q.Set("sslmode", "prefer")
+	// A server that does not answer (a silent network) fails the connect
+	// instead of hanging it.
+	q.Set("connect_timeout", strconv.FormatInt(int64((c.NetworkTimeout()+time.Second-1)/time.Second), 10))
 	for k, v := range extra {
 		q.Set(k, v)
 	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// NetworkTimeout is how long reshard waits for a server to answer before it
+// treats the connection as lost (resharding_network_timeout).
+func (c *Catalog) NetworkTimeout() time.Duration {
+	ms := c.Config.General.ReshardingNetworkTimeout
+	if ms <= 0 {
+		ms = DefaultNetworkTimeout
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // Pools holds one pgxpool per node, each opened on first use.

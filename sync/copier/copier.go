@@ -486,7 +486,9 @@ func (r *copyRun) copyWithRetry(ctx context.Context, w *worker, u *unit, item *p
 		rows, bytes, committed, err := w.copyUnit(ctx, u, item)
 		if err == nil {
 			r.stateMu.Lock()
-			err = markDone(ctx, r.state, r.req.Slot, u, r.watermark[u.sourceShard], rows, bytes)
+			mctx, cancel := context.WithTimeout(ctx, r.req.Catalog.NetworkTimeout())
+			err = markDone(mctx, r.state, r.req.Slot, u, r.watermark[u.sourceShard], rows, bytes)
+			cancel()
 			r.stateMu.Unlock()
 			if err == nil {
 				reg.FinishCopy(item, nil)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -78,7 +80,11 @@ func (w *worker) destination(ctx context.Context, k int) (*pgx.Conn, error) {
 			return nil, err
 		}
 	}
-	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
+	// A unit is recorded as done once its COPY committed: the commit must
+	// be durable, or a shard that crashes just after it loses the rows
+	// while the unit stays done and is never copied again (one WAL flush
+	// per unit costs nothing next to its rows).
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = on"); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}
@@ -92,10 +98,13 @@ type countingWriter struct {
 	item     *progress.TableCopy
 	pending  int64
 	lastRows int64
+	// moved is when the last write got through (unix nanoseconds).
+	moved atomic.Int64
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.sp.Write(p)
+	c.moved.Store(time.Now().UnixNano())
 	c.pending += int64(n)
 	if c.pending >= 1<<20 {
 		c.flush()
@@ -114,6 +123,14 @@ func (c *countingWriter) flush() {
 // reports whether some destination may have committed rows (the failure
 // came after the source stream ended).
 func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy) (rows, bytes int64, committed bool, err error) {
+	cw := &countingWriter{item: item}
+	timeout := w.run.req.Catalog.NetworkTimeout()
+	ctx, stop := watchProgress(ctx, &cw.moved, timeout)
+	defer func() {
+		if stop() && err != nil {
+			err = fmt.Errorf("no progress for %s, a server stopped answering (%v): %w", timeout, err, errStalled)
+		}
+	}()
 	if err := w.openSource(ctx); err != nil {
 		return 0, 0, false, err
 	}
@@ -161,7 +178,7 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 		}
 		return 0, 0, false, err
 	}
-	cw := &countingWriter{sp: sp, item: item}
+	cw.sp = sp
 	_, srcErr := w.src.PgConn().CopyTo(ctx, cw, srcSQL)
 	if srcErr != nil {
 		srcErr = fmt.Errorf("source shard %d: %w", w.shard, srcErr)
@@ -198,6 +215,43 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 	return st.Rows, st.Bytes, false, nil
 }
 
+// errStalled: a unit made no progress for the network timeout; its
+// connections are presumed lost and it is tried again.
+var errStalled = errors.New("copy stalled")
+
+// watchProgress returns a context cancelled when *moved (unix nanoseconds,
+// zero for "not yet") has not advanced for timeout: a server that stops
+// answering (a silent network drops every packet) stalls a COPY without
+// any error. stop ends the watch and tells whether it cancelled.
+func watchProgress(ctx context.Context, moved *atomic.Int64, timeout time.Duration) (context.Context, func() bool) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	moved.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(timeout / 8)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if time.Since(time.Unix(0, moved.Load())) > timeout {
+					cancel(errStalled)
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() bool {
+		close(done)
+		stalled := errors.Is(context.Cause(ctx), errStalled)
+		cancel(nil)
+		return stalled
+	}
+}
+
 // clearUnit removes what an attempt of u may have written on every
 // destination shard: the unit's key range, or the whole table.
 func (w *worker) clearUnit(ctx context.Context, u *unit) error {
@@ -220,6 +274,9 @@ func (w *worker) clearUnit(ctx context.Context, u *unit) error {
 // retryable tells transient failures (lost connections, a server shutting
 // down or starting) from errors that copying again cannot fix.
 func retryable(err error) bool {
+	if errors.Is(err, errStalled) {
+		return true
+	}
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}

@@ -29,6 +29,8 @@ type applier struct {
 	applied pglogrepl.LSN
 	stmts   map[string]string // SQL -> prepared statement name
 	inTx    bool
+	// timeout bounds the rollback of a failed transaction.
+	timeout time.Duration
 }
 
 // OriginName is the replication origin of a slot on a destination shard.
@@ -198,7 +200,9 @@ func (a *applier) commit(ctx context.Context, lsn pglogrepl.LSN, ts time.Time) e
 
 func (a *applier) rollback() {
 	if a.inTx && a.conn != nil {
-		_, _ = a.conn.PgConn().Exec(context.Background(), "ROLLBACK").ReadAll()
+		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+		defer cancel()
+		_, _ = a.conn.PgConn().Exec(ctx, "ROLLBACK").ReadAll()
 		a.inTx = false
 	}
 }
@@ -274,7 +278,11 @@ func isConnErr(err error) bool {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57")
+		// 57014 query_canceled is no lost connection: reshard cancels
+		// nothing itself (its deadlines close the connection), so a server
+		// setting (statement_timeout) or an operator cancelled the
+		// statement, and trying again cannot help.
+		return pe.Code != "57014" && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57"))
 	}
 	return true
 }

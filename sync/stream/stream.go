@@ -157,6 +157,13 @@ func (s *streamer) run(ctx context.Context) error {
 	}
 }
 
+// answerWithin bounds one exchange with a server by the network timeout: a
+// silent network (a dead route that drops every packet) fails it, and the
+// session reconnects, instead of hanging the stream for good.
+func (s *streamer) answerWithin(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.req.Catalog.NetworkTimeout())
+}
+
 func retryable(err error) bool {
 	var fatal *fatalError
 	if errors.As(err, &fatal) {
@@ -206,17 +213,25 @@ func (s *streamer) session(ctx context.Context) error {
 		if err != nil {
 			return &fatalError{err.Error()}
 		}
-		a := &applier{shard: k, dsn: dsn, origin: OriginName(s.slot, k)}
-		if err := a.connect(ctx); err != nil {
+		a := &applier{shard: k, dsn: dsn, origin: OriginName(s.slot, k), timeout: cat.NetworkTimeout()}
+		setupCtx, cancel := s.answerWithin(ctx)
+		err = a.connect(setupCtx)
+		if err == nil {
+			s.appliers[k] = a
+			s.lastWork[k] = a.applied
+			if s.monitors[k], err = pgx.Connect(setupCtx, dsn); err != nil {
+				err = fmt.Errorf("connect to destination shard %d: %w", k, err)
+			}
+		}
+		cancel()
+		if err != nil {
 			return err
 		}
-		s.appliers[k] = a
-		s.lastWork[k] = a.applied
-		if s.monitors[k], err = pgx.Connect(ctx, dsn); err != nil {
-			return fmt.Errorf("connect to destination shard %d: %w", k, err)
-		}
 	}
-	if err := s.loadWatermarks(ctx); err != nil {
+	setupCtx, cancel := s.answerWithin(ctx)
+	err := s.loadWatermarks(setupCtx)
+	cancel()
+	if err != nil {
 		return err
 	}
 	s.relations = map[uint32]*relation{}
@@ -570,6 +585,8 @@ func (s *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessageV2)
 	}
 	// The destination must already have every column (DDL is not
 	// replicated): stop with the table and the columns to add.
+	ctx, cancel := s.answerWithin(ctx)
+	defer cancel()
 	rows, err := s.monitors[0].Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, r.qualified)
 	if err != nil {
 		return err
@@ -746,7 +763,9 @@ func (s *streamer) sendStatus(ctx context.Context, conn *pgconn.PgConn, idle boo
 	confirm := lastProcessed
 	allClean := true
 	for k, a := range s.appliers {
-		flushed, err := a.flushed(ctx, s.monitors[k])
+		qctx, cancel := s.answerWithin(ctx)
+		flushed, err := a.flushed(qctx, s.monitors[k])
+		cancel()
 		if err != nil {
 			return err
 		}
@@ -1142,7 +1161,10 @@ const pipelineSize = 2000
 // statements are pipelined (sent without waiting for each answer), so a
 // shard costs a round trip per pipeline, not per row.
 func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglogrepl.LSN) error {
-	if err := a.begin(ctx); err != nil {
+	bctx, cancel := s.answerWithin(ctx)
+	err := a.begin(bctx)
+	cancel()
+	if err != nil {
 		return err
 	}
 	fail := func(err error) error {
@@ -1155,14 +1177,17 @@ func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglog
 			hi = len(ops)
 		}
 		batch := &pgconn.Batch{}
+		pctx, cancel := s.answerWithin(ctx)
 		for _, o := range ops[lo:hi] {
-			name, err := a.prepared(ctx, o.sql)
+			name, err := a.prepared(pctx, o.sql)
 			if err != nil {
+				cancel()
 				return fail(err)
 			}
 			batch.ExecPrepared(name, o.args, nil, nil)
 		}
-		results, err := a.conn.PgConn().ExecBatch(ctx, batch).ReadAll()
+		results, err := a.conn.PgConn().ExecBatch(pctx, batch).ReadAll()
+		cancel()
 		if err != nil {
 			if isConnErr(err) {
 				return fail(err)
@@ -1182,7 +1207,9 @@ func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglog
 			}
 		}
 	}
-	return a.commit(ctx, lsn, time.Now())
+	cctx, cancel := s.answerWithin(ctx)
+	defer cancel()
+	return a.commit(cctx, lsn, time.Now())
 }
 
 // applySerial applies one transaction that moves rows between shards: in
@@ -1191,6 +1218,9 @@ func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglog
 // left out) and inserted on its new one. Shards that receive rows commit
 // first, so a crash in between can only leave a delete to replay.
 func (s *streamer) applySerial(ctx context.Context, t *txn) error {
+	// One source transaction: its exchanges are bounded together.
+	ctx, cancel := s.answerWithin(ctx)
+	defer cancel()
 	touched := map[int]bool{}
 	receivers := map[int]bool{}
 	changes := make([]int, len(s.appliers)) // row changes per shard, for metrics

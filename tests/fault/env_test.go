@@ -1,0 +1,482 @@
+package fault
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/tests/pgtest"
+	"github.com/reshard/reshard/tests/testkit"
+)
+
+var buildOnce sync.Once
+
+// binary returns the reshard binary, built once for the suite.
+func binary(t *testing.T) string {
+	buildOnce.Do(func() { reshardBin = testkit.BuildReshard(&onceTB{t}) })
+	if reshardBin == "" {
+		t.Fatal("reshard binary not built")
+	}
+	return reshardBin
+}
+
+// onceTB keeps the binary past the first test's TempDir cleanup.
+type onceTB struct{ *testing.T }
+
+func (o *onceTB) TempDir() string {
+	d, err := os.MkdirTemp("", "reshard-fault-bin-")
+	if err != nil {
+		o.Fatal(err)
+	}
+	return d
+}
+
+// db is one database on a harness instance.
+type db struct {
+	inst *pgtest.Instance
+	name string
+}
+
+func (d db) conn(t *testing.T) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := d.inst.Connect(ctx, d.name)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", d.name, err)
+	}
+	return c
+}
+
+func (d db) exec(t *testing.T, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := d.inst.Exec(ctx, d.name, sql); err != nil {
+		t.Fatalf("%s on %s: %v", abbrev(sql), d.name, err)
+	}
+}
+
+// one runs a query answering one value.
+func (d db) one(t *testing.T, sql string, args ...any) string {
+	t.Helper()
+	c := d.conn(t)
+	defer c.Close(context.Background())
+	var s *string
+	if err := c.QueryRow(context.Background(), sql, args...).Scan(&s); err != nil {
+		t.Fatalf("%s on %s: %v", abbrev(sql), d.name, err)
+	}
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func abbrev(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 120 {
+		return s[:120] + "…"
+	}
+	return s
+}
+
+// sourceSchema is every scenario's source: two tables sharded by customer,
+// one omni table, and secondary indexes for POST to build (two of them
+// on costly expressions, so that POST takes long enough to be interrupted).
+const sourceSchema = `
+CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, region text);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL, total numeric(12,2), note text);
+CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+CREATE PUBLICATION pub FOR ALL TABLES;
+`
+
+// sourceIndexes are created after the rows are loaded (faster).
+const sourceIndexes = `
+CREATE INDEX orders_customer_idx ON orders (customer_id);
+CREATE INDEX orders_total_idx ON orders (total, id);
+CREATE INDEX orders_note_idx ON orders (note);
+CREATE INDEX orders_cust_total_idx ON orders (customer_id, total);
+CREATE INDEX customers_name_idx ON customers (name);
+CREATE INDEX orders_digest_idx ON orders (md5(repeat(note, 40)));
+CREATE INDEX orders_digest2_idx ON orders (md5(repeat(note || customer_id::text, 40)));
+`
+
+// postIndexes are the indexes POST builds on the destination.
+var postIndexes = []string{"orders_customer_idx", "orders_total_idx", "orders_note_idx", "orders_cust_total_idx", "customers_name_idx", "orders_digest_idx", "orders_digest2_idx"}
+
+// tables are compared after every scenario: name, sharding column ("" for omni).
+var tables = []struct{ name, key string }{{"customers", "id"}, {"orders", "customer_id"}, {"countries", ""}}
+
+// newSource creates a source database with customers/10 customers and
+// `orders` orders.
+func newSource(t *testing.T, name string, orders int) db {
+	t.Helper()
+	src := db{cluster.Instances[0], name}
+	if err := src.inst.CreateDatabase(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	src.exec(t, sourceSchema)
+	src.exec(t, fmt.Sprintf(`
+INSERT INTO customers SELECT g, 'customer ' || g, (ARRAY['eu','us',NULL])[1 + g %% 3] FROM generate_series(1, %[1]d) g;
+INSERT INTO orders SELECT g, 1 + (g * 7) %% %[1]d, (g %% 10000) / 7.0, md5(g::text) || E' tab\there ''q'' ' || g FROM generate_series(1, %[2]d) g;
+INSERT INTO countries VALUES ('NL','Netherlands'),('DE','Germany'),('JP','Japan');`, orders/10+1, orders))
+	src.exec(t, sourceIndexes+"ANALYZE;")
+	return src
+}
+
+// dropSlots removes the inactive slots of a source database: they hold WAL
+// on the shared instance.
+func dropSlots(src db) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = src.inst.Exec(ctx, src.name, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active`)
+}
+
+// env is one migration: a source, two destination shards reached through
+// the proxies, and the configuration files that say so.
+type env struct {
+	name      string
+	src       db
+	dst       []db
+	cfgPath   string
+	usersPath string
+	slot      string
+}
+
+// newEnv creates empty destination databases for src and writes the
+// configuration. general is added to [general].
+func newEnv(t *testing.T, name string, src db, general string) *env {
+	t.Helper()
+	e := &env{name: name, src: src, slot: name + "_slot"}
+	t.Cleanup(func() { dropSlots(src) })
+	var b strings.Builder
+	fmt.Fprintf(&b, "[general]\nhost = \"127.0.0.1\"\nport = %d\nresharding_parallel_copies = 2\nresharding_split_threshold = 4194304\n%s\n\n[admin]\npassword = \"fault-admin\"\n\n", freePort(t), general)
+	fmt.Fprintf(&b, "[[databases]]\nname = \"src\"\nhost = \"127.0.0.1\"\nport = %d\ndatabase_name = %q\nshard = 0\n\n", src.inst.Port, src.name)
+	for k := 0; k < 2; k++ {
+		d := db{cluster.Instances[1+k], fmt.Sprintf("%s_d%d", name, k)}
+		if err := d.inst.CreateDatabase(context.Background(), d.name); err != nil {
+			t.Fatal(err)
+		}
+		e.dst = append(e.dst, d)
+		fmt.Fprintf(&b, "[[databases]]\nname = \"dst\"\nhost = \"127.0.0.1\"\nport = %d\ndatabase_name = %q\nshard = %d\n\n", proxies[k].Port(), d.name, k)
+	}
+	b.WriteString("[[sharded_tables]]\ndatabase = \"dst\"\nname = \"customers\"\ncolumn = \"id\"\n\n[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = \"customer_id\"\n")
+	users := fmt.Sprintf("[[users]]\nname = %q\ndatabase = \"src\"\npassword = %q\nschema_admin = true\n\n[[users]]\nname = %q\ndatabase = \"dst\"\npassword = %q\nschema_admin = true\n",
+		pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
+	dir := t.TempDir()
+	e.cfgPath, e.usersPath = filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml")
+	if err := os.WriteFile(e.cfgPath, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.usersPath, []byte(users), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	p, err := testkit.NewProxy("127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := p.Port()
+	p.Close()
+	return port
+}
+
+// args is a reshard command line with this environment's configuration.
+func (e *env) args(cmd string, extra ...string) []string {
+	return append([]string{"--config", e.cfgPath, "--users", e.usersPath, "--log-level", "info", cmd,
+		"--from-database", "src", "--to-database", "dst", "--publication", "pub"}, extra...)
+}
+
+// dataSync is the copy (and stream, unless syncOnly) command line.
+func (e *env) dataSync(syncOnly bool) []string {
+	extra := []string{"--replication-slot", e.slot}
+	if syncOnly {
+		extra = append(extra, "--sync-only")
+	}
+	return e.args("data-sync", extra...)
+}
+
+// run runs a reshard command to its end and fails the test if it fails.
+func (e *env) run(t *testing.T, args []string) string {
+	t.Helper()
+	p := testkit.Start(t, binary(t), args...)
+	err, ok := p.Wait(5 * time.Minute)
+	if !ok {
+		p.Kill()
+		t.Fatalf("reshard %s did not finish within 5 minutes:\n%s", strings.Join(args, " "), lastLines(p.Output(), 40))
+	}
+	if err != nil {
+		t.Fatalf("reshard %s: %v\n%s", strings.Join(args, " "), err, lastLines(p.Output(), 40))
+	}
+	return p.Output()
+}
+
+// schemaPre runs SCHEMA_SYNC PRE through the CLI.
+func (e *env) schemaPre(t *testing.T) {
+	t.Helper()
+	e.run(t, e.args("schema-sync"))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// start runs a reshard command in the background; it is killed when the
+// test ends if still running.
+func (e *env) start(t *testing.T, args []string) *testkit.Process {
+	t.Helper()
+	p := testkit.Start(t, binary(t), args...)
+	t.Cleanup(func() {
+		if done, _ := p.Exited(); !done {
+			_ = p.Stop(15 * time.Second)
+		}
+		if t.Failed() {
+			t.Logf("reshard %s output:\n%s", args[6], lastLines(p.Output(), 60))
+		}
+	})
+	return p
+}
+
+// waitFor polls cond every 25ms until it holds, failing after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// copiedRows is how many orders rows the destination shards hold
+// (committed) plus how many an in-progress COPY into them has written.
+func (e *env) copiedRows(t *testing.T) int64 {
+	t.Helper()
+	var n int64
+	for _, d := range e.dst {
+		var v int64
+		fmt.Sscan(d.one(t, `SELECT ((SELECT count(*) FROM orders) + coalesce((SELECT sum(tuples_processed) FROM pg_stat_progress_copy WHERE datname = current_database()), 0))::text`), &v)
+		n += v
+	}
+	return n
+}
+
+// sourceRows is the source's orders row count.
+func (e *env) sourceRows(t *testing.T) int64 {
+	var n int64
+	fmt.Sscan(e.src.one(t, `SELECT count(*)::text FROM orders`), &n)
+	return n
+}
+
+// tableSum is a table's row count and an order-independent checksum.
+type tableSum struct {
+	rows int64
+	sum  string
+}
+
+func sumOf(t *testing.T, d db, table string) tableSum {
+	t.Helper()
+	// Two independent per-row hashes (32 and 60 bits), summed: equal
+	// sums with equal counts mean equal multisets of rows, barring a
+	// collision of both.
+	row := d.one(t, fmt.Sprintf(`SELECT count(*) || ' ' || coalesce(sum(hashtext(x::text)::numeric), 0) || '/' ||
+		coalesce(sum(('x' || substr(md5(x::text), 1, 15))::bit(60)::bigint::numeric), 0) FROM %s x`, table))
+	var s tableSum
+	f := strings.SplitN(row, " ", 2)
+	fmt.Sscan(f[0], &s.rows)
+	s.sum = f[1]
+	return s
+}
+
+// same tells whether the shards hold exactly the source's rows (count and
+// checksum of every table; omni tables whole on each shard).
+func (e *env) same(t *testing.T) (bool, string) {
+	t.Helper()
+	for _, tb := range tables {
+		want := sumOf(t, e.src, tb.name)
+		if tb.key == "" {
+			for k, d := range e.dst {
+				if got := sumOf(t, d, tb.name); got != want {
+					return false, fmt.Sprintf("omni table %s on shard %d: %d rows (checksum %s), source %d (%s)", tb.name, k, got.rows, got.sum, want.rows, want.sum)
+				}
+			}
+			continue
+		}
+		var rows int64
+		var h1, h2 []string
+		for _, d := range e.dst {
+			s := sumOf(t, d, tb.name)
+			rows += s.rows
+			f := strings.SplitN(s.sum, "/", 2)
+			h1, h2 = append(h1, f[0]), append(h2, f[1])
+		}
+		total := e.src.one(t, fmt.Sprintf(`SELECT (%s)::text || '/' || (%s)::text`, strings.Join(h1, " + "), strings.Join(h2, " + ")))
+		if rows != want.rows || total != want.sum {
+			return false, fmt.Sprintf("%s: shards hold %d rows (checksum %s), source %d (%s)", tb.name, rows, total, want.rows, want.sum)
+		}
+	}
+	return true, ""
+}
+
+// verify requires the shards to equal the source exactly: counts and
+// checksums, every row on the shard its key hashes to, and the rows
+// themselves (through two independent row hashes).
+func (e *env) verify(t *testing.T) {
+	t.Helper()
+	if ok, why := e.same(t); !ok {
+		t.Fatalf("shards differ from the source: %s", why)
+	}
+	for _, tb := range tables {
+		n := sumOf(t, e.src, tb.name).rows
+		if tb.key == "" {
+			rowsCompared.Add(n * int64(len(e.dst)))
+			continue
+		}
+		rowsCompared.Add(n)
+		for k, d := range e.dst {
+			d.exec(t, `CREATE SCHEMA IF NOT EXISTS chk; CREATE TABLE IF NOT EXISTS chk.hp_int8 (k bigint) PARTITION BY HASH (k)`)
+			if bad := d.one(t, fmt.Sprintf(`SELECT count(*)::text FROM %s WHERE NOT satisfies_hash_partition('chk.hp_int8'::regclass, %d, %d, %s)`, tb.name, len(e.dst), k, tb.key)); bad != "0" {
+				t.Fatalf("%s: %s rows on shard %d belong to another shard", tb.name, bad, k)
+			}
+		}
+	}
+	t.Logf("exact: %d customers, %d orders, %d countries on each shard", sumOf(t, e.src, "customers").rows, sumOf(t, e.src, "orders").rows, sumOf(t, e.src, "countries").rows)
+}
+
+// waitSame waits until the shards have caught up with the source (after
+// the writers stopped), then verifies them.
+func (e *env) waitSame(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, why := e.same(t)
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shards did not catch up within %s: %s", timeout, why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	e.verify(t)
+}
+
+// writer runs a write load on the source until stopped: inserts, updates
+// and deletes of both sharded tables and the omni table, some in
+// multi-statement transactions. It reconnects when the source goes away
+// (a restart), so it survives source faults.
+type writer struct {
+	stop   chan struct{}
+	done   chan struct{}
+	writes int64
+	err    error
+}
+
+func startWriter(t *testing.T, src db, seed int64) *writer {
+	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run(src, seed)
+	t.Cleanup(func() { w.halt(t) })
+	return w
+}
+
+func (w *writer) run(src db, seed int64) {
+	defer close(w.done)
+	ctx := context.Background()
+	r := rand.New(rand.NewSource(seed))
+	next := 10_000_000 + seed*1_000_000
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(ctx)
+		}
+	}()
+	var maxCustomer int64
+	for i := 0; ; i++ {
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		if conn == nil {
+			c, err := src.inst.Connect(ctx, src.name)
+			if err != nil {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			conn = c
+			if err := conn.QueryRow(ctx, `SELECT max(id) FROM customers`).Scan(&maxCustomer); err != nil {
+				conn.Close(ctx)
+				conn = nil
+				continue
+			}
+		}
+		next++
+		var sql string
+		switch i % 8 {
+		case 0:
+			sql = fmt.Sprintf(`INSERT INTO customers VALUES (%d, 'w%d', 'eu')`, next, next)
+		case 1, 2:
+			sql = fmt.Sprintf(`INSERT INTO orders VALUES (%d, %d, %d, 'live %d')`, next, 1+r.Int63n(maxCustomer), r.Intn(100000), i)
+		case 3:
+			sql = fmt.Sprintf(`UPDATE orders SET total = total + 1, note = note || '+' WHERE id = %d`, 1+r.Intn(20000))
+		case 4:
+			sql = fmt.Sprintf(`DELETE FROM orders WHERE id = %d`, 1+r.Intn(20000))
+		case 5:
+			sql = fmt.Sprintf(`UPDATE customers SET region = 'r%d' WHERE id = %d`, i, 1+r.Int63n(maxCustomer))
+		case 6:
+			sql = fmt.Sprintf(`BEGIN; INSERT INTO orders VALUES (%d, %d, 1, 'tx'); UPDATE orders SET total = 0 WHERE id = %d; DELETE FROM orders WHERE id = %d; COMMIT`,
+				next, 1+r.Int63n(maxCustomer), 1+r.Intn(20000), 1+r.Intn(20000))
+		case 7:
+			sql = fmt.Sprintf(`UPDATE countries SET name = 'n%d' WHERE code = 'NL'`, i)
+		}
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			// The source restarted or the connection broke: reconnect.
+			conn.Close(ctx)
+			conn = nil
+			continue
+		}
+		w.writes++
+		if i%4 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// halt stops the writer and waits for it.
+func (w *writer) halt(t *testing.T) {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+// waitStreaming waits until a data-sync process has finished its copy and
+// streams.
+func waitStreaming(t *testing.T, p *testkit.Process, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, "reshard to stream", func() bool {
+		if done, err := p.Exited(); done {
+			t.Fatalf("reshard exited (%v) before streaming:\n%s", err, lastLines(p.Output(), 40))
+		}
+		return strings.Contains(p.Output(), "msg=streaming") || strings.Contains(p.Output(), "streaming: ")
+	})
+}
