@@ -14,11 +14,12 @@ deps:
 build: deps
 	$(GO) build -trimpath -o $(BIN) ./cmd/reshard
 
-# Every test, unit and integration (real PostgreSQL 15, started by tests/pgtest).
+# Every test, unit and integration (real PostgreSQL 15, started by tests/pgtest),
+# except the fault suite (make test-fault; .ci/run runs both).
 # Fuzz targets run their seed corpus as normal tests.
 test: deps
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout 14m $(PKGS)
+	$(GO) test -count=1 -timeout 14m $$($(GO) list $(PKGS) | grep -v '/tests/fault$$')
 
 # The fault suite alone (tests/fault: crashes, server stops, network cuts,
 # a shard rejecting writes): each scenario's outcome and the summary line

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 const goodConfig = `
@@ -149,6 +150,25 @@ func TestUnknownKey(t *testing.T) {
 func TestWrongType(t *testing.T) {
 	cfg := strings.Replace(goodConfig, "port = 6432", `port = "6432"`, 1)
 	expectErr(t, cfg, goodUsers, "pgdog.toml", "general.port", 4, "")
+}
+
+func TestNetworkTimeout(t *testing.T) {
+	c, err := build(t, goodConfig, goodUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NetworkTimeout() != DefaultNetworkTimeout*time.Millisecond {
+		t.Fatalf("default network timeout %s", c.NetworkTimeout())
+	}
+	dsn, err := c.ConnString(c.clusters["prod"].Shards[0].Primary, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(dsn, "connect_timeout=60") {
+		t.Fatalf("conn string %s has no connect_timeout", dsn)
+	}
+	cfg := strings.Replace(goodConfig, "port = 6432", "port = 6432\nresharding_network_timeout = -1", 1)
+	expectErr(t, cfg, goodUsers, "pgdog.toml", "general.resharding_network_timeout", 0, "must not be negative")
 }
 
 func TestDuplicatePrimary(t *testing.T) {

@@ -366,7 +366,7 @@ func (c *Config) applyDefaults() {
 	if g.CutoverTrafficStopThreshold == 0 {
 		g.CutoverTrafficStopThreshold = DefaultCutoverStopLag
 	}
-	if g.ReshardingNetworkTimeout <= 0 {
+	if g.ReshardingNetworkTimeout == 0 {
 		g.ReshardingNetworkTimeout = DefaultNetworkTimeout
 	}
 	if g.CutoverTimeoutAction == "" {
