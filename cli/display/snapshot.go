@@ -139,6 +139,13 @@ func Take(reg *progress.Registry) Snapshot {
 		snap.Tables[i].finish(spans[i])
 	}
 	snap.Total.finish(total)
+	// Tables are copied side by side: the copy lasts at least as long as
+	// its slowest table.
+	for _, t := range snap.Tables {
+		if !snap.Total.Complete() && t.ETA > snap.Total.ETA {
+			snap.Total.ETA = t.ETA
+		}
+	}
 	sort.SliceStable(snap.Slots, func(i, j int) bool { return snap.Slots[i].Name < snap.Slots[j].Name })
 	return snap
 }

@@ -42,14 +42,17 @@ type Terminal struct {
 	slots  map[string]*mpb.Bar
 	verify map[string]*mpb.Bar
 	fixed  []*mpb.Bar // header and totals
-	total  *mpb.Bar
+	// lastSlot is each stream as last seen, shown once it has stopped.
+	lastSlot map[string]progress.SlotRow
+	total    *mpb.Bar
 }
 
 // NewTerminal starts drawing on out (a terminal) for command; logs, if not
 // nil, is switched to print above the bars until Close.
 func NewTerminal(out io.Writer, command string, logs *Writer) *Terminal {
 	t := &Terminal{command: command, logs: logs, started: time.Now(),
-		tables: map[string]*mpb.Bar{}, slots: map[string]*mpb.Bar{}, verify: map[string]*mpb.Bar{}}
+		tables: map[string]*mpb.Bar{}, slots: map[string]*mpb.Bar{}, verify: map[string]*mpb.Bar{},
+		lastSlot: map[string]progress.SlotRow{}}
 	t.p = mpb.New(mpb.WithOutput(out), mpb.WithWidth(30), mpb.WithRefreshRate(200*time.Millisecond), mpb.WithAutoRefresh())
 	if logs != nil {
 		t.prevLog = logs.Swap(aboveBars{t})
@@ -92,6 +95,9 @@ func (t *Terminal) bar(prio int, label string, get func() Table) *mpb.Bar {
 func status(x Table) string {
 	switch {
 	case x.Complete():
+		if x.Elapsed < time.Second {
+			return "done in " + x.Elapsed.Round(time.Millisecond).String()
+		}
 		return "done in " + x.Elapsed.Round(100*time.Millisecond).String()
 	case x.Failed > 0:
 		return fmt.Sprintf("%d failed", x.Failed)
@@ -138,6 +144,9 @@ func (t *Terminal) Event(Event) {}
 func (t *Terminal) Update(snap Snapshot, phase string) {
 	t.mu.Lock()
 	t.snap, t.phase = snap, phase
+	for _, s := range snap.Slots {
+		t.lastSlot[slotKey(s)] = s
+	}
 	t.mu.Unlock()
 	for _, x := range snap.Tables {
 		name := x.Name()
@@ -212,7 +221,8 @@ func (t *Terminal) slotLine(key string) string {
 		}
 		return line
 	}
-	return "stream " + key + "  stopped"
+	s := t.lastSlot[key]
+	return fmt.Sprintf("stream %s  %s:%d/%s  stopped  confirmed %s", s.Name, s.Host, s.Port, s.Database, s.Confirmed)
 }
 
 func (t *Terminal) verifyLine(key string) string {
