@@ -26,6 +26,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Properties;
 import org.postgresql.PGConnection;
+import org.postgresql.PGResultSetMetaData;
 import org.postgresql.PGStatement;
 
 public class Matrix {
@@ -93,6 +94,11 @@ public class Matrix {
                 if (ps != null) {
                     try (ResultSet rs = ps.executeQuery()) {
                         result(q.sql(), run, rs, out);
+                        // pgjdbc asks for binary once the named statement is
+                        // described: by the last run.
+                        if (run == q.repeat() - 1 && q.repeat() > conn.unwrap(PGConnection.class).getPrepareThreshold()) {
+                            requireBinary(q.sql(), rs.getMetaData());
+                        }
                     }
                     conn.commit();
                 } else {
@@ -150,6 +156,18 @@ public class Matrix {
                     .append(",\"message\":").append(str(message)).append(",\"after\":").append(str(after)).append('}');
         }
         out.append("]}");
+    }
+
+    // requireBinary checks that a server-prepared statement got its numbers
+    // and times in binary, as pgjdbc asks for them.
+    static void requireBinary(String sql, ResultSetMetaData md) throws SQLException {
+        PGResultSetMetaData pg = md.unwrap(PGResultSetMetaData.class);
+        for (int i = 1; i <= md.getColumnCount(); i++) {
+            String type = md.getColumnTypeName(i);
+            if ((type.equals("int8") || type.equals("float8") || type.equals("timestamptz")) && pg.getFormat(i) != 1) {
+                throw new IllegalStateException(sql + ": column " + md.getColumnLabel(i) + " (" + type + ") not in binary");
+            }
+        }
     }
 
     static void result(String sql, int run, ResultSet rs, StringBuilder out) throws SQLException {
