@@ -4,7 +4,7 @@ BIN     := bin/reshard
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test test-fault demo bench bench-copy bench-schema bench-stream lint deps fuzz clean
+.PHONY: all build test test-fault demo bench bench-copy bench-schema bench-stream bench-admin lint deps fuzz clean
 
 all: build
 
@@ -50,6 +50,11 @@ bench-stream: deps
 # Schema sync: 1,000 tables and 3,000 indexes, against pg_dump -s | psql.
 bench-schema: deps
 	$(GO) test ./bench -run '^$$' -bench BenchmarkSchemaSync -benchtime 3x -timeout 30m
+
+# Admin load: the same copy without and with 50 admin clients reading the SHOW
+# views in a loop, alternately, one run; prints the slowdown and the errors.
+bench-admin: deps
+	$(GO) test ./bench -run '^$$' -bench BenchmarkAdminLoad -benchtime 1x -timeout 30m
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -40,6 +40,57 @@ func sh(b *testing.B, script string) time.Duration {
 	return run(b, []string{"PGPASSWORD=" + pgtest.Password}, "bash", "-o", "pipefail", "-c", script)
 }
 
+// copyDataSet starts 3 instances; the first holds database "app" with the
+// copy tables of rows rows each, published as all_tables.
+func copyDataSet(b *testing.B, ctx context.Context, rows int) *pgtest.Cluster {
+	b.Helper()
+	cl, err := pgtest.Start(ctx, 3, pgtest.Options{Settings: map[string]string{"max_wal_size": "4GB", "checkpoint_timeout": "30min"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := cl.Instances[0]
+	if err := src.CreateDatabase(ctx, "app"); err != nil {
+		cl.Stop()
+		b.Fatal(err)
+	}
+	sql := ""
+	for _, t := range copyTables {
+		sql += fmt.Sprintf(copyTableDDL, t) + ";" + fmt.Sprintf(
+			`INSERT INTO %s SELECT g, g %% 100000, md5(g::text) || md5((g+1)::text), now() - (g || ' s')::interval, (g %% 100000) / 100.0 FROM generate_series(1, %d) g;`, t, rows)
+	}
+	for _, step := range []string{sql + "CREATE PUBLICATION all_tables FOR ALL TABLES", "VACUUM ANALYZE"} {
+		if err := src.Exec(ctx, "app", step); err != nil {
+			cl.Stop()
+			b.Fatal(err)
+		}
+	}
+	return cl
+}
+
+// checkCopied fails the benchmark unless the shards hold rows rows of each
+// copy table between them.
+func checkCopied(b *testing.B, ctx context.Context, shards []shardNode, rows int) {
+	b.Helper()
+	var total int64
+	for _, d := range shards {
+		c, err := d.inst.Connect(ctx, d.db)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, t := range copyTables {
+			var n int64
+			if err := c.QueryRow(ctx, "SELECT count(*) FROM "+t).Scan(&n); err != nil {
+				b.Fatal(err)
+			}
+			total += n
+		}
+		c.Close(ctx)
+	}
+	if total != int64(rows*len(copyTables)) {
+		b.Fatalf("reshard copied %d rows, want %d", total, rows*len(copyTables))
+	}
+}
+
 // BenchmarkCopy compares, in one run on one machine, copying the same data
 // set with (a) psql's binary COPY pipe into 1 database, (b) pgcopydb copy
 // table-data into 1 database, (c) native logical replication's initial sync
@@ -52,10 +103,7 @@ func BenchmarkCopy(b *testing.B) {
 		rows = 1_000_000 // per table: 3M rows in all
 	}
 	ctx := context.Background()
-	cl, err := pgtest.Start(ctx, 3, pgtest.Options{Settings: map[string]string{"max_wal_size": "4GB", "checkpoint_timeout": "30min"}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	cl := copyDataSet(b, ctx, rows)
 	defer cl.Stop()
 	src, d0, d1 := cl.Instances[0], cl.Instances[1], cl.Instances[2]
 	must := func(err error) {
@@ -63,13 +111,6 @@ func BenchmarkCopy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	must(src.CreateDatabase(ctx, "app"))
-	for _, t := range copyTables {
-		must(src.Exec(ctx, "app", fmt.Sprintf(copyTableDDL, t)+";"+fmt.Sprintf(
-			`INSERT INTO %s SELECT g, g %% 100000, md5(g::text) || md5((g+1)::text), now() - (g || ' s')::interval, (g %% 100000) / 100.0 FROM generate_series(1, %d) g`, t, rows)))
-	}
-	must(src.Exec(ctx, "app", "CREATE PUBLICATION all_tables FOR ALL TABLES"))
-	must(src.Exec(ctx, "app", "VACUUM ANALYZE"))
 	var size int64
 	conn, err := src.Connect(ctx, "app")
 	must(err)
@@ -146,23 +187,7 @@ func BenchmarkCopy(b *testing.B) {
 	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB on Linux
 
 	// Check the shards hold every row.
-	var total int64
-	for _, d := range []struct {
-		inst *pgtest.Instance
-		db   string
-	}{{d0, "shard0"}, {d1, "shard1"}} {
-		c, err := d.inst.Connect(ctx, d.db)
-		must(err)
-		for _, t := range copyTables {
-			var n int64
-			must(c.QueryRow(ctx, "SELECT count(*) FROM "+t).Scan(&n))
-			total += n
-		}
-		c.Close(ctx)
-	}
-	if total != int64(rows*len(copyTables)) {
-		b.Fatalf("reshard copied %d rows, want %d", total, rows*len(copyTables))
-	}
+	checkCopied(b, ctx, []shardNode{{d0, "shard0"}, {d1, "shard1"}}, rows)
 
 	best, bestName := pipe, "psql COPY pipe"
 	if pgcopydb > 0 && pgcopydb < best {

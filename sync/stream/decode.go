@@ -147,3 +147,23 @@ func (m *rowMessage) checkShape(ncols int) error {
 	}
 	return nil
 }
+
+// checkTruncate rejects a TRUNCATE message ('T': [xid,] relation count,
+// options, relation ids) whose relation count exceeds what it carries.
+func checkTruncate(msg []byte, inStream bool) error {
+	if len(msg) == 0 || msg[0] != 'T' {
+		return nil
+	}
+	p := 1
+	if inStream {
+		p += 4
+	}
+	if len(msg) < p+5 {
+		return errShort
+	}
+	n := int64(binary.BigEndian.Uint32(msg[p:]))
+	if have := int64(len(msg) - p - 5); n*4 > have {
+		return fmt.Errorf("truncate of %d relations in a message of %d bytes", n, len(msg))
+	}
+	return nil
+}

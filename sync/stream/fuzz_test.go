@@ -156,3 +156,28 @@ func TestCheckShape(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckTruncate(t *testing.T) {
+	for _, c := range []struct {
+		msg      []byte
+		inStream bool
+		ok       bool
+	}{
+		{[]byte{'T', 0, 0, 0, 2, 0, 0, 0, 0, 7, 0, 0, 0, 8}, false, true},
+		{[]byte{'T', 0, 0, 0, 9, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1}, true, true},
+		{[]byte{'T', 0, 0, 0, 3, 0, 0, 0, 0, 7, 0, 0, 0, 8}, false, false},
+		{[]byte{'T', 0x61, 0x62, 0x2e, 0x6c, 0}, false, false}, // 1.6 billion relations
+		{[]byte{'T', 0, 0, 0}, false, false},
+		{[]byte{'B'}, false, true},
+	} {
+		err := checkTruncate(c.msg, c.inStream)
+		if (err == nil) != c.ok {
+			t.Fatalf("% x (in stream %v): %v", c.msg, c.inStream, err)
+		}
+		if c.ok && c.msg[0] == 'T' {
+			if _, err := parseV2(c.msg, c.inStream); err != nil {
+				t.Fatalf("% x: pglogrepl: %v", c.msg, err)
+			}
+		}
+	}
+}

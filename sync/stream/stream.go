@@ -535,8 +535,13 @@ func subXid(m pglogrepl.Message) uint32 {
 }
 
 // parseV2 decodes a pgoutput message, turning a decoder panic on malformed
-// input into an error.
+// input into an error. A TRUNCATE's relation count is checked against the
+// message first: pglogrepl allocates it before reading, so a corrupt count
+// would ask for gigabytes (found by FuzzDecodeMessage).
 func parseV2(data []byte, inStream bool) (m pglogrepl.Message, err error) {
+	if err := checkTruncate(data, inStream); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("malformed message: %v", r)
