@@ -162,6 +162,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "reshard %s: unexpected argument %q\n", name, fs.Arg(0))
 		return exitUsage
 	}
+	if g.json && (name == "serve" || name == "demo") {
+		fmt.Fprintf(stderr, "reshard %s: --json applies to schema-sync, data-sync, verify and cutover\n", name)
+		return exitUsage
+	}
 	logOut := display.NewWriter(stderr)
 	log, err := g.logger(logOut)
 	if err != nil {

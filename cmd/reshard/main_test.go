@@ -221,4 +221,8 @@ func TestLogFlags(t *testing.T) {
 	if code := run([]string{"serve", "--log-level", "loud"}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), `--log-level "loud"`) {
 		t.Fatalf("bad --log-level: exit %d %s", code, errb.String())
 	}
+	errb.Reset()
+	if code := run([]string{"--json", "serve"}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), "--json applies to") {
+		t.Fatalf("serve --json: exit %d %s", code, errb.String())
+	}
 }

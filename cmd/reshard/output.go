@@ -35,10 +35,11 @@ func (e *env) jsonOut() *display.JSON {
 	return e.events
 }
 
-// isTerminal tells whether w is a terminal.
+// isTerminal tells whether w is a terminal that can redraw lines (not
+// TERM=dumb).
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	return ok && term.IsTerminal(int(f.Fd())) && os.Getenv("TERM") != "dumb"
 }
 
 // finish prints the command's result and error, as text or as the last
