@@ -64,6 +64,13 @@ func Views() []string {
 	return names
 }
 
+// Setting is the value SHOW name answers for a server setting drivers
+// probe ("server_version": "15.0"), and whether there is one.
+func Setting(name string) (string, bool) {
+	v, ok := settings[name]
+	return v, ok
+}
+
 // settings are the server settings drivers and tools probe with SHOW; the
 // admin server answers them the way PostgreSQL 15 would.
 var settings = map[string]string{

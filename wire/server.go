@@ -45,9 +45,10 @@ func New(cat *catalog.Catalog, exec *commands.Executor, logger hclog.Logger) (*S
 	creds := newCredentials(cfg.Admin.Name, cfg.Admin.User, cfg.Admin.Password)
 	opts := []wire.OptionFn{
 		wire.Logger(newSlogLogger(log.Named("psql-wire"))),
-		wire.SessionAuthStrategy(s.keys.wrapAuth(authStrategy(creds, cfg.General.TLSClientRequired, func(user, database, reason string) {
+		wire.SessionAuthStrategy(keepWriter(s.keys.wrapAuth(authStrategy(creds, cfg.General.TLSClientRequired, func(user, database, reason string) {
 			log.Warn("admin login refused", "user", user, "database", database, "reason", reason)
-		}))),
+		})))),
+		wire.SessionMiddleware(announceServerVersion),
 		wire.BackendKeyData(s.keys.backendKeyData),
 		wire.CancelRequest(s.keys.cancelRequest),
 		wire.CloseConn(s.keys.closeConn),
