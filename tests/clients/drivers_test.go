@@ -45,6 +45,10 @@ func runPgx(t *testing.T, ctx context.Context, e *env, qs []planQuery, errs []pl
 		if err != nil {
 			t.Fatalf("pgx %s: connect: %v", name, err)
 		}
+		// The version libpq, pgjdbc and psql's banner read.
+		if v, _ := commands.Setting("server_version"); conn.PgConn().ParameterStatus("server_version") != v {
+			t.Errorf("pgx %s: server_version is %q, want %q (as SHOW server_version)", name, conn.PgConn().ParameterStatus("server_version"), v)
+		}
 		m := modeReport{Mode: name}
 		for _, q := range qs {
 			for run := 0; run < q.repeat; run++ {

@@ -54,7 +54,9 @@ public class Matrix {
             try (Connection conn = connect(modes[m])) {
                 driver = conn.getMetaData().getDriverName() + " " + conn.getMetaData().getDriverVersion();
                 // What applications and tools ask on connect.
-                conn.getMetaData().getDatabaseProductVersion();
+                if (conn.getMetaData().getDatabaseMajorVersion() != 15) {
+                    throw new IllegalStateException("server version " + conn.getMetaData().getDatabaseProductVersion());
+                }
                 if (conn.getTransactionIsolation() != Connection.TRANSACTION_READ_COMMITTED) {
                     throw new IllegalStateException("transaction isolation is not read committed");
                 }

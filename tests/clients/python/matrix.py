@@ -45,6 +45,9 @@ def query(cur, sql):
 def run(mode, autocommit, queries, errors):
     conn = psycopg2.connect("")  # PG* variables
     conn.autocommit = autocommit
+    # libpq's reading of the server_version ParameterStatus.
+    if conn.server_version // 10000 != 15:
+        raise RuntimeError("server_version %d is not PostgreSQL 15's" % conn.server_version)
     out = {"mode": mode, "results": [], "errors": []}
     cur = conn.cursor()
     for repeat, sql in queries:
