@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reshard/reshard/commands"
+	"github.com/reshard/reshard/metrics"
 )
 
 // Distinctive passwords, with characters a DSN must escape.
@@ -46,7 +47,7 @@ func (s *syncBuffer) String() string {
 }
 
 // TestPasswordsNeverShown runs real operations — a RESHARD that streams,
-// VERIFY, every SHOW view, and failing ones: a shard with a wrong password,
+// VERIFY, every SHOW view and /metrics scrape, and failing ones: a shard with a wrong password,
 // an unreachable shard, admin logins with a wrong password — with
 // distinctive passwords, captures reshard's logs (trace level) and every
 // row, error, detail and hint the admin server sent, and checks that no
@@ -103,6 +104,14 @@ func TestPasswordsNeverShown(t *testing.T) {
 	addr, shutdown := serveAdmin(t, e, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	// The metrics endpoint, as reshard serve runs it with openmetrics_port.
+	ms, err := metrics.Listen("127.0.0.1", freePort(t), metrics.NewRegistry(e.exec.Registry, e.exec.Tasks), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, stopMetrics := context.WithCancel(ctx)
+	defer stopMetrics()
+	go func() { _ = ms.Serve(mctx) }()
 	dsn := func(pw string) string {
 		return (&url.URL{Scheme: "postgres", User: url.UserPassword("admin", pw), Host: addr.String(), Path: "/admin", RawQuery: "sslmode=disable"}).String()
 	}
@@ -145,6 +154,10 @@ func TestPasswordsNeverShown(t *testing.T) {
 		for _, v := range []string{"CONFIG", "DATABASES", "TASKS", "TABLE_COPIES", "REPLICATION_SLOTS", "SCHEMA_SYNC", "VERIFY", "VERSION"} {
 			run("SHOW " + v)
 		}
+		for _, accept := range []string{"", "application/openmetrics-text"} {
+			_, body := get(t, "http://"+ms.Addr()+"/metrics", accept)
+			fmt.Fprintf(&out, "> GET /metrics (%s)\n%s\n", accept, body)
+		}
 	}
 	// Failing operations: a wrong password for a shard, an unreachable shard.
 	for _, dst := range []string{"dst_badpw", "dst_down"} {
@@ -170,7 +183,8 @@ func TestPasswordsNeverShown(t *testing.T) {
 	captured := map[string]string{"logs": logs.String(), "admin output": out.String()}
 	if !strings.Contains(captured["logs"], "admin login refused") || !strings.Contains(captured["admin output"], "password authentication failed") ||
 		!strings.Contains(captured["admin output"], "connection refused") ||
-		!strings.Contains(captured["admin output"], "admin.password | ********") {
+		!strings.Contains(captured["admin output"], "admin.password | ********") ||
+		!strings.Contains(captured["admin output"], "reshard_copy_rows_total") {
 		t.Fatalf("the failures did not happen as planned:\n%s", lastLines(captured["admin output"], 40))
 	}
 	for what, text := range captured {
