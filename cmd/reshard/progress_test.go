@@ -284,6 +284,51 @@ func TestProgressDisplayInTerminal(t *testing.T) {
 	}
 }
 
+// streamUntilLag runs the binary with args until its --json output shows a
+// lag event (it streams), sends sig, and returns stdout, the exit code and
+// stderr.
+func (e *cliEnv) streamUntilLag(t *testing.T, sig syscall.Signal, args ...string) (string, int, string) {
+	t.Helper()
+	cmd := exec.Command(reshardBinary(t), append([]string{"--config", e.cfg, "--users", e.users}, args...)...)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = pw, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	var out strings.Builder
+	lagSeen := make(chan struct{})
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		closed := false
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			if !closed && strings.Contains(sc.Text(), `"event":"lag"`) {
+				closed = true
+				close(lagSeen)
+			}
+		}
+	}()
+	select {
+	case <-lagSeen:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-readDone
+		t.Fatalf("%v: no lag event within 2 minutes; stderr:\n%s", args, stderr.String())
+	}
+	_ = cmd.Process.Signal(sig)
+	_ = cmd.Wait()
+	<-readDone
+	return out.String(), cmd.ProcessState.ExitCode(), stderr.String()
+}
+
 // jsonLines parses out as one JSON object per line.
 func jsonLines(t *testing.T, out string) []map[string]any {
 	t.Helper()
@@ -318,50 +363,15 @@ func TestJSONEventsAndExitCodes(t *testing.T) {
 	env := sharedCLIEnv(t)
 	env.schemaSync(t, "b")
 
-	cmd := exec.Command(reshardBinary(t), append([]string{"--config", env.cfg, "--users", env.users, "data-sync", "--json"}, env.route("b")...)...)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
+	out, code, stderr := env.streamUntilLag(t, syscall.SIGINT, append([]string{"data-sync", "--json"}, env.route("b")...)...)
+	if code != exitInterrupted {
+		t.Fatalf("data-sync after SIGINT: exit %d, want %d\n%s", code, exitInterrupted, stderr)
 	}
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = pw, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	var out strings.Builder
-	lagSeen := make(chan struct{})
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		closed := false
-		for sc.Scan() {
-			out.WriteString(sc.Text() + "\n")
-			if !closed && strings.Contains(sc.Text(), `"event":"lag"`) {
-				closed = true
-				close(lagSeen)
-			}
-		}
-	}()
-	select {
-	case <-lagSeen:
-	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
-		t.Fatalf("no lag event within 2 minutes; stderr:\n%s", stderr.String())
-	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	_ = cmd.Wait()
-	<-readDone
-	if code := cmd.ProcessState.ExitCode(); code != exitInterrupted {
-		t.Fatalf("data-sync after SIGINT: exit %d, want %d\n%s", code, exitInterrupted, stderr.String())
-	}
-	events := jsonLines(t, out.String())
+	events := jsonLines(t, out)
 	n := kinds(events)
 	for _, k := range []string{"phase", "unit_started", "unit_finished", "table_done", "progress", "lag", "result"} {
 		if n[k] == 0 {
-			t.Errorf("no %q event in:\n%s", k, out.String())
+			t.Errorf("no %q event in:\n%s", k, out)
 		}
 	}
 	if n["table_done"] != 3 {
@@ -382,6 +392,19 @@ func TestJSONEventsAndExitCodes(t *testing.T) {
 	last := events[len(events)-1]
 	if last["event"] != "result" || last["exit_code"] != float64(exitInterrupted) || last["command"] != "data-sync" {
 		t.Errorf("last event: %v", last)
+	}
+
+	// The slot kept the changes: --replicate-only streams from it; SIGTERM
+	// stops it with 143.
+	rows, _ := last["rows"].([]any)
+	if len(rows) != 1 {
+		t.Fatalf("data-sync result rows: %v", last)
+	}
+	slot := fmt.Sprint(rows[0].(map[string]any)["slot"])
+	out, code, stderr = env.streamUntilLag(t, syscall.SIGTERM, append([]string{"data-sync", "--json", "--replicate-only", "--replication-slot", slot}, env.route("b")...)...)
+	events = jsonLines(t, out)
+	if n := kinds(events); code != exitTerminated || n["unit_started"] != 0 || events[0]["phase"] != "stream" || events[len(events)-1]["exit_code"] != float64(exitTerminated) {
+		t.Fatalf("data-sync --replicate-only after SIGTERM: exit %d, want %d\n%s\n%s", code, exitTerminated, out, stderr)
 	}
 
 	// verify: equal.
@@ -421,9 +444,9 @@ func TestJSONEventsAndExitCodes(t *testing.T) {
 		t.Fatalf("missing flag: exit %d %s", code, stderrS)
 	}
 	bad, users := files(t, "[general]\nbogus = 1\n", "")
-	cmd = exec.Command(reshardBinary(t), "--config", bad, "--users", users, "verify", "--from-database", "b", "--to-database", "b_sharded", "--publication", "pub")
-	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != exitUsage || !strings.Contains(string(out), "general.bogus: unknown key") {
-		t.Fatalf("bad config: exit %d %s", cmd.ProcessState.ExitCode(), out)
+	badConfig := &cliEnv{cfg: bad, users: users}
+	if _, stderrS, code := badConfig.reshard(t, "verify", "--from-database", "b", "--to-database", "b_sharded", "--publication", "pub"); code != exitUsage || !strings.Contains(stderrS, "general.bogus: unknown key") {
+		t.Fatalf("bad config: exit %d %s", code, stderrS)
 	}
 }
 
