@@ -11,6 +11,7 @@ package fault
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -45,6 +46,9 @@ func TestMain(m *testing.M) {
 			proxies = append(proxies, p)
 		}
 		code := m.Run()
+		if reshardBin != "" {
+			os.RemoveAll(filepath.Dir(reshardBin))
+		}
 		fmt.Printf("fault suite summary: %d faults injected, %d reshard restarts, %d rows compared\n",
 			faultsInjected.Load(), restarts.Load(), rowsCompared.Load())
 		return code
