@@ -119,6 +119,9 @@ func New(cfg *Config, users *Users) (*Catalog, error) {
 	if g.ReshardingNetworkTimeout < 0 {
 		ce.add("general.resharding_network_timeout", "must not be negative")
 	}
+	if g.ReshardingStreamMemory < 0 {
+		ce.add("general.resharding_stream_memory", "must not be negative")
+	}
 	if (g.TLSCertificate == "") != (g.TLSPrivateKey == "") {
 		ce.add("general.tls_certificate", "tls_certificate and tls_private_key must be set together")
 	}

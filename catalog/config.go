@@ -51,6 +51,13 @@ type General struct {
 	// ReshardingSplitThreshold is the table size in bytes above which a
 	// table is copied as several ranges at once (default 256 MiB).
 	ReshardingSplitThreshold int64 `toml:"resharding_split_threshold"`
+	// ReshardingStreamMemory is the memory in bytes that source
+	// transactions streamed while in progress may hold together before
+	// their changes are spilled to disk (default 64 MiB).
+	ReshardingStreamMemory int64 `toml:"resharding_stream_memory"`
+	// ReshardingSpillDir is where those changes are spilled (default: the
+	// system's temporary directory).
+	ReshardingSpillDir string `toml:"resharding_spill_dir"`
 	// OpenMetricsPort serves Prometheus metrics when non-zero.
 	OpenMetricsPort int `toml:"openmetrics_port"`
 	// TLSCertificate and TLSPrivateKey enable TLS on the admin server.

@@ -102,7 +102,13 @@ func writer(t *testing.T, n node, stop <-chan struct{}, wg *sync.WaitGroup) {
 func TestStreamAfterCopy(t *testing.T) {
 	for _, shards := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d shards", shards), func(t *testing.T) {
-			e := newCopyEnv(t, fmt.Sprintf("st%d", shards), 1, shards, "")
+			// With 3 shards, streamed transactions may hold only 1 MiB in
+			// memory: the large ones are spilled to disk and read back.
+			extra := ""
+			if shards == 3 {
+				extra = "resharding_stream_memory = 1048576"
+			}
+			e := newCopyEnv(t, fmt.Sprintf("st%d", shards), 1, shards, extra)
 			e.setup(t, 3000)
 			src := e.src[0]
 			// The sharding column of these tables is not in their primary key:
@@ -169,6 +175,17 @@ func TestStreamAfterCopy(t *testing.T) {
 			// A large transaction, streamed while in progress.
 			src.exec(t, `INSERT INTO events SELECT 1000000 + g, g % 500, DATE '2026-02-01' + (g % 100), jsonb_build_object('big', g) FROM generate_series(1, 150000) g`)
 			src.exec(t, `BEGIN; INSERT INTO events SELECT 2000000 + g, g % 500, DATE '2026-03-01', NULL FROM generate_series(1, 50000) g; ROLLBACK`)
+			// A large streamed transaction that moves rows between shards
+			// and rolls back a subtransaction in the middle.
+			src.exec(t, `BEGIN;
+				INSERT INTO customers (id, name) SELECT 5000000 + g, 'before savepoint' FROM generate_series(1, 20000) g;
+				UPDATE orders SET customer_id = 5000001 + id % 20000 WHERE id BETWEEN 1000 AND 1999;
+				SAVEPOINT a;
+				INSERT INTO customers (id, name) SELECT 5100000 + g, 'rolled back' FROM generate_series(1, 20000) g;
+				ROLLBACK TO a;
+				INSERT INTO customers (id, name) SELECT 5200000 + g, 'kept after savepoint' FROM generate_series(1, 20000) g;
+				UPDATE customers SET name = name || ' (updated)' WHERE id BETWEEN 5200001 AND 5205000;
+				COMMIT`)
 
 			t.Logf("%s: writes done, waiting for the stream", time.Now().Format("15:04:05.000"))
 			e.waitCaughtUp(t, 2*time.Minute)
@@ -190,6 +207,9 @@ func TestStreamAfterCopy(t *testing.T) {
 			}
 			if bigTotal != 150000 {
 				t.Fatalf("large transaction: %d rows on the shards, want 150000", bigTotal)
+			}
+			if slots := e.exec.Registry.Slots(); len(slots) != 1 || (shards == 3) != (slots[0].Spilled > 0) {
+				t.Fatalf("streamed transactions spilled to disk: %+v (spilling expected with 3 shards only)", slots)
 			}
 			slots, _ := e.exec.Execute(ctx, commands.Show{Name: "replication_slots"})
 			if len(slots.Rows) != 1 || slots.Rows[0][3] != fmt.Sprintf("st%d_slot", shards) || slots.Rows[0][7] != true {

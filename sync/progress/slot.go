@@ -27,6 +27,7 @@ type Slot struct {
 	lastTx    time.Time
 	applied   int64
 	changes   []int64 // per destination shard
+	spilled   int64
 	err       string
 }
 
@@ -42,6 +43,8 @@ type SlotRow struct {
 	// ShardChanges is, per destination shard, how many row changes were
 	// applied there (before merging into fewer statements).
 	ShardChanges []int64
+	// Spilled counts source transactions whose changes went to disk.
+	Spilled int64
 }
 
 // Confirmed records the position confirmed to the source.
@@ -95,6 +98,13 @@ func (s *Slot) AppliedOnShard(k, n int) {
 	s.changes[k] += int64(n)
 }
 
+// Spilled counts a source transaction whose changes went to disk.
+func (s *Slot) Spilled() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.spilled++
+}
+
 // SetError records the last error ("" clears it).
 func (s *Slot) SetError(e string) {
 	s.mu.Lock()
@@ -119,7 +129,7 @@ func (s *Slot) Row() SlotRow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return SlotRow{Task: s.Task, Host: s.Host, Port: s.Port, Database: s.Database, Name: s.Name, CopyData: s.CopyData,
-		Confirmed: s.confirmed, LagBytes: s.lagBytes, LastTransaction: s.lastTx, Applied: s.applied, Error: s.err,
+		Confirmed: s.confirmed, LagBytes: s.lagBytes, LastTransaction: s.lastTx, Applied: s.applied, Spilled: s.spilled, Error: s.err,
 		ShardChanges: append([]int64(nil), s.changes...)}
 }
 

@@ -50,6 +50,9 @@ type txn struct {
 	commitLSN pglogrepl.LSN
 	endLSN    pglogrepl.LSN
 	changes   []*change
+	// spool holds the changes instead of changes for a transaction the
+	// source streamed while in progress.
+	spool *spool
 }
 
 // relation is a source table as pgoutput describes it, and how it is routed.

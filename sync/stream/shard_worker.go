@@ -15,7 +15,10 @@ type shardWork struct {
 	ops     []op
 	changes int // row changes the statements hold
 	lsn     pglogrepl.LSN
-	done    func() // called once the part is applied (or given up)
+	// keepOpen leaves the destination transaction open: the part is one
+	// piece of a larger source transaction, committed by commitOpen.
+	keepOpen bool
+	done     func() // called once the part is applied (or given up)
 }
 
 // shardWorkers apply each destination shard's parts on its own goroutine
@@ -56,11 +59,14 @@ func (w *shardWorkers) work(ctx context.Context, k int) {
 		if w.failure() == nil {
 			var err error
 			if len(part.ops) > 0 {
-				err = s.applyOps(ctx, a, part.ops, part.lsn)
+				err = s.applyOps(ctx, a, part.ops, part.lsn, !part.keepOpen)
 			}
-			if err != nil {
+			switch {
+			case err != nil:
 				w.fail(err)
-			} else {
+			case part.keepOpen:
+				s.status.Applied(int64(len(part.ops)))
+			default:
 				s.mu.Lock()
 				if len(part.ops) > 0 {
 					s.lastWork[k] = part.lsn

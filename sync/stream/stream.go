@@ -42,10 +42,18 @@ type Request struct {
 	// many changes, or this long since its first source transaction.
 	BatchChanges int
 	BatchDelay   time.Duration
+	// StreamMemory bounds the memory that source transactions streamed
+	// while in progress may use before their changes are spilled to files
+	// in SpillDir (default: the system's temporary directory).
+	StreamMemory int64
+	SpillDir     string
 	Task         string
 	Registry     *progress.Registry
 	Logger       hclog.Logger
 }
+
+// DefaultStreamMemory is the default of Request.StreamMemory.
+const DefaultStreamMemory = 64 << 20
 
 // Run streams until ctx ends (nil) or a change cannot be applied (an error
 // naming it). Lost connections are retried with backoff; every restart
@@ -57,6 +65,15 @@ func Run(ctx context.Context, req Request) error {
 	}
 	if req.BatchDelay == 0 {
 		req.BatchDelay = 50 * time.Millisecond
+	}
+	if req.StreamMemory == 0 {
+		req.StreamMemory = req.Catalog.Config.General.ReshardingStreamMemory
+	}
+	if req.StreamMemory == 0 {
+		req.StreamMemory = DefaultStreamMemory
+	}
+	if req.SpillDir == "" {
+		req.SpillDir = req.Catalog.Config.General.ReshardingSpillDir
 	}
 	if req.Registry == nil {
 		req.Registry = progress.NewRegistry()
@@ -108,10 +125,11 @@ type streamer struct {
 	slot         string
 	dst          *catalog.Cluster
 
-	appliers  []*applier
-	relations map[uint32]*relation
-	marks     map[string][]watermark
-	status    *progress.Slot
+	appliers    []*applier
+	relations   map[uint32]*relation
+	spoolBudget *spoolBudget
+	marks       map[string][]watermark
+	status      *progress.Slot
 
 	// monitors are connections to the shards for what the apply sessions
 	// cannot be asked while they apply: flushed positions, table checks.
@@ -132,6 +150,10 @@ type watermark struct {
 }
 
 func (s *streamer) run(ctx context.Context) error {
+	s.spoolBudget = &spoolBudget{limit: s.req.StreamMemory, dir: s.req.SpillDir, onSpill: func(xid uint32, file string) {
+		s.log.Info("streamed transaction spilled to disk", "xid", xid, "file", file, "memory_limit", s.req.StreamMemory)
+		s.status.Spilled()
+	}}
 	s.status = &progress.Slot{Task: s.req.Task, Host: s.node.Host, Port: s.node.Port, Database: s.node.Database, Name: s.slot, CopyData: s.req.CopyData}
 	s.req.Registry.AddSlot(s.status)
 	defer s.req.Registry.RemoveSlot(s.status)
@@ -298,7 +320,8 @@ func (s *streamer) session(ctx context.Context) error {
 		for batch := range applyCh {
 			if err := s.applyBatch(applyCtx, w, batch, batchDone); err != nil {
 				applyErr <- err
-				for range applyCh {
+				for batch := range applyCh {
+					releaseSpools(s.spoolBudget, batch)
 					inflight.Add(-1)
 				}
 				return
@@ -315,11 +338,16 @@ func (s *streamer) session(ctx context.Context) error {
 		pendingCount int
 		pendingSince time.Time
 		cur          *txn
-		streamed     = map[uint32]*txn{} // in-progress streamed transactions
+		streamed     = map[uint32]*spool{} // in-progress streamed transactions
 		streamXid    uint32
 		inStream     bool
 		lastStatus   time.Time
 	)
+	defer func() {
+		for _, sp := range streamed {
+			sp.release(s.spoolBudget)
+		}
+	}()
 	// Cancellation interrupts a pending read.
 	stopWake := context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
 	defer stopWake()
@@ -433,7 +461,9 @@ func (s *streamer) session(ctx context.Context) error {
 					c := &change{kind: rm.kind, rel: r, newRow: rm.newRow, oldRow: rm.oldRow, oldIsKey: rm.oldType == 'K'}
 					if inStream {
 						c.subxid = rm.xid
-						streamed[streamXid].changes = append(streamed[streamXid].changes, c)
+						if err := streamed[streamXid].add(s.spoolBudget, c, int64(len(xld.WALData))); err != nil {
+							return &fatalError{err.Error()}
+						}
 					} else if cur != nil {
 						cur.changes = append(cur.changes, c)
 					}
@@ -470,29 +500,24 @@ func (s *streamer) session(ctx context.Context) error {
 				case *pglogrepl.StreamStartMessageV2:
 					inStream, streamXid = true, lm.Xid
 					if streamed[lm.Xid] == nil {
-						streamed[lm.Xid] = &txn{xid: lm.Xid}
+						streamed[lm.Xid] = &spool{xid: lm.Xid}
 					}
 				case *pglogrepl.StreamStopMessageV2:
 					inStream = false
 				case *pglogrepl.StreamAbortMessageV2:
-					if lm.Xid == lm.SubXid {
+					if sp := streamed[lm.Xid]; sp != nil && lm.Xid == lm.SubXid {
+						sp.release(s.spoolBudget)
 						delete(streamed, lm.Xid)
-					} else if t := streamed[lm.Xid]; t != nil {
-						kept := t.changes[:0]
-						for _, c := range t.changes {
-							if c.subxid != lm.SubXid {
-								kept = append(kept, c)
-							}
-						}
-						t.changes = kept
+					} else if sp != nil {
+						sp.abortSub(lm.SubXid)
 					}
 				case *pglogrepl.StreamCommitMessageV2:
-					t := streamed[lm.Xid]
+					sp := streamed[lm.Xid]
 					delete(streamed, lm.Xid)
-					if t == nil {
-						t = &txn{xid: lm.Xid}
+					if sp == nil {
+						sp = &spool{xid: lm.Xid}
 					}
-					t.commitLSN, t.endLSN = lm.CommitLSN, lm.TransactionEndLSN
+					t := &txn{xid: lm.Xid, commitLSN: lm.CommitLSN, endLSN: lm.TransactionEndLSN, spool: sp}
 					s.status.Transaction(lm.CommitTime)
 					if err := flush(); err != nil {
 						return err
@@ -510,7 +535,9 @@ func (s *streamer) session(ctx context.Context) error {
 					}
 					if inStream {
 						c.subxid = subXid(lm)
-						streamed[streamXid].changes = append(streamed[streamXid].changes, c)
+						if err := streamed[streamXid].add(s.spoolBudget, c, int64(len(xld.WALData))); err != nil {
+							return &fatalError{err.Error()}
+						}
 					} else if cur != nil {
 						cur.changes = append(cur.changes, c)
 					}
@@ -889,22 +916,79 @@ func (s *streamer) applyBatch(ctx context.Context, w *shardWorkers, txns []*txn,
 		}
 		return nil
 	}
+	defer releaseSpools(s.spoolBudget, txns)
 	for _, t := range txns {
-		if !s.movesRows(t) {
+		if t.spool == nil && !s.movesRows(t) {
 			run = append(run, t)
 			continue
 		}
 		if err := flush(); err != nil {
 			return err
 		}
+		if t.spool != nil {
+			if err := s.applyStreamed(ctx, w, t, parts); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := w.wait(ctx); err != nil {
 			return err
 		}
-		if err := s.applySerial(ctx, t); err != nil {
+		if err := s.applySerial(ctx, t, nil); err != nil {
 			return err
 		}
 	}
 	return flush()
+}
+
+// applyStreamed applies a transaction the source streamed while in
+// progress, which may be larger than memory: its changes are read back in
+// parts of BatchChanges, each part applied on the shards inside one open
+// destination transaction per shard, and those are committed together once
+// the last part is in.
+func (s *streamer) applyStreamed(ctx context.Context, w *shardWorkers, t *txn, parts *countdown) error {
+	open := newOpenShards()
+	err := t.spool.changes(s.req.BatchChanges, func(batch []*change) error {
+		part := &txn{xid: t.xid, commitLSN: t.commitLSN, changes: batch}
+		if s.movesRows(part) {
+			if err := w.wait(ctx); err != nil {
+				return err
+			}
+			return s.applySerial(ctx, part, open)
+		}
+		ops, changes, lsn, err := s.routeRun([]*txn{part})
+		if err != nil {
+			return err
+		}
+		for k := range ops {
+			if len(ops[k]) == 0 {
+				continue
+			}
+			open.touched[k] = true
+			parts.inc()
+			if err := w.submit(ctx, k, shardWork{ops: ops[k], changes: changes[k], lsn: lsn, keepOpen: true, done: parts.dec}); err != nil {
+				parts.dec()
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.wait(ctx); err != nil {
+		return err
+	}
+	return s.commitOpen(ctx, open, t.commitLSN)
+}
+
+// releaseSpools frees what streamed transactions hold (memory, files).
+func releaseSpools(b *spoolBudget, txns []*txn) {
+	for _, t := range txns {
+		if t.spool != nil {
+			t.spool.release(b)
+		}
+	}
 }
 
 // movesRows tells whether a transaction has an UPDATE whose sharding key
@@ -1162,10 +1246,11 @@ func (s *streamer) routeRun(txns []*txn) ([][]op, []int, pglogrepl.LSN, error) {
 // pipelineSize bounds how many statements go to a shard in one pipeline.
 const pipelineSize = 2000
 
-// applyOps applies one shard's part of a batch in one transaction. The
-// statements are pipelined (sent without waiting for each answer), so a
-// shard costs a round trip per pipeline, not per row.
-func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglogrepl.LSN) error {
+// applyOps applies one shard's part of a batch in one transaction, and
+// commits it unless told not to. The statements are pipelined (sent without
+// waiting for each answer), so a shard costs a round trip per pipeline, not
+// per row.
+func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglogrepl.LSN, commit bool) error {
 	bctx, cancel := s.answerWithin(ctx)
 	err := a.begin(bctx)
 	cancel()
@@ -1212,6 +1297,9 @@ func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglog
 			}
 		}
 	}
+	if !commit {
+		return nil
+	}
 	cctx, cancel := s.answerWithin(ctx)
 	defer cancel()
 	return a.commit(cctx, lsn, time.Now())
@@ -1222,12 +1310,19 @@ func (s *streamer) applyOps(ctx context.Context, a *applier, ops []op, lsn pglog
 // row is deleted on its old shard (returning it, to fill values the change
 // left out) and inserted on its new one. Shards that receive rows commit
 // first, so a crash in between can only leave a delete to replay.
-func (s *streamer) applySerial(ctx context.Context, t *txn) error {
+//
+// With open set, the shards' transactions are left open (recorded in open)
+// for the caller to commit with commitOpen: t is then one part of a larger
+// source transaction.
+func (s *streamer) applySerial(ctx context.Context, t *txn, open *openShards) error {
+	commit := open == nil
+	if commit {
+		open = newOpenShards()
+	}
+	touched, receivers := open.touched, open.receivers
 	// One source transaction: its exchanges are bounded together.
 	ctx, cancel := s.answerWithin(ctx)
 	defer cancel()
-	touched := map[int]bool{}
-	receivers := map[int]bool{}
 	changes := make([]int, len(s.appliers)) // row changes per shard, for metrics
 	fail := func(err error) error {
 		for _, a := range s.appliers {
@@ -1318,31 +1413,67 @@ func (s *streamer) applySerial(ctx context.Context, t *txn) error {
 			}
 		}
 	}
-	order := make([]int, 0, len(touched))
-	for k := range touched {
-		if receivers[k] {
+	statements := 0
+	for _, n := range changes {
+		statements += n // one statement per row change here
+	}
+	if !commit {
+		s.status.Applied(int64(statements)) // committed with the rest
+		s.status.AppliedChanges(changes)
+		return nil
+	}
+	if err := s.commitOpen(ctx, open, t.commitLSN); err != nil {
+		return err
+	}
+	s.status.Applied(int64(statements))
+	s.status.AppliedChanges(changes)
+	return nil
+}
+
+// openShards are the shards with an open destination transaction for one
+// source transaction, and those of them that received moved rows.
+type openShards struct {
+	touched, receivers map[int]bool
+}
+
+func newOpenShards() *openShards {
+	return &openShards{touched: map[int]bool{}, receivers: map[int]bool{}}
+}
+
+// commitOpen commits the open destination transactions of one source
+// transaction with its commit LSN as their origin position. Shards that
+// received moved rows commit first, so a crash in between can only leave a
+// delete to replay. The shard workers must be idle.
+func (s *streamer) commitOpen(ctx context.Context, open *openShards, lsn pglogrepl.LSN) error {
+	order := make([]int, 0, len(open.touched))
+	for k := range open.touched {
+		if open.receivers[k] {
 			order = append(order, k)
 		}
 	}
-	for k := range touched {
-		if !receivers[k] {
+	for k := range open.touched {
+		if !open.receivers[k] {
 			order = append(order, k)
 		}
 	}
+	ctx, cancel := s.answerWithin(ctx)
+	defer cancel()
 	for _, k := range order {
-		if err := s.appliers[k].commit(ctx, t.commitLSN, time.Now()); err != nil {
-			return fail(err)
+		if err := s.appliers[k].commit(ctx, lsn, time.Now()); err != nil {
+			for _, a := range s.appliers {
+				a.rollback()
+			}
+			return err
 		}
 		s.mu.Lock()
-		s.lastWork[k] = t.commitLSN
+		s.lastWork[k] = lsn
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
 	for k := range s.handled {
-		s.handled[k] = t.commitLSN
+		s.handled[k] = lsn
 	}
 	s.mu.Unlock()
-	s.status.AppliedChanges(changes)
 	return nil
 }
 

@@ -1,0 +1,107 @@
+package stream
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// A streamed transaction past its memory budget goes to disk; reading it
+// back gives every change, in order, exactly as it was (NULLs, unchanged
+// TOASTed values, empty and large values, truncates), without the
+// rolled-back subtransactions, and releasing it removes the file.
+func TestSpoolSpillsAndReadsBack(t *testing.T) {
+	dir := t.TempDir()
+	var spilledTo string
+	b := &spoolBudget{limit: 4096, dir: dir, onSpill: func(_ uint32, file string) { spilledTo = file }}
+	users := &relation{name: "users"}
+	orders := &relation{name: "orders"}
+	big := bytes.Repeat([]byte("x"), 3<<20)
+	var want []*change
+	sp := &spool{xid: 42}
+	for i := 0; i < 500; i++ {
+		c := &change{kind: opInsert, rel: users, subxid: 42, newRow: []value{{data: []byte(strconv.Itoa(i))}, {null: true}, {data: []byte{}}}}
+		switch {
+		case i%50 == 7:
+			c = &change{kind: opUpdate, rel: orders, subxid: 42, oldIsKey: true,
+				oldRow: []value{{data: []byte("k" + strconv.Itoa(i))}}, newRow: []value{{data: []byte("n")}, {toasted: true}}}
+		case i == 300:
+			c = &change{kind: opInsert, rel: orders, subxid: 42, newRow: []value{{data: big}}}
+		case i == 400:
+			c = &change{kind: opTruncate, subxid: 42, truncated: []*relation{users, orders}, cascade: true}
+		case i >= 100 && i < 150:
+			c.subxid = 43 // rolled back below
+		}
+		if err := sp.add(b, c, 100); err != nil {
+			t.Fatal(err)
+		}
+		if c.subxid != 43 {
+			want = append(want, c)
+		}
+	}
+	sp.abortSub(43)
+	if sp.file == nil || spilledTo == "" {
+		t.Fatal("500 changes of ~260 bytes in a 4 KiB budget were not spilled")
+	}
+	if len(sp.mem) == 0 {
+		t.Fatal("nothing was kept in memory before spilling")
+	}
+	var got []*change
+	chunks := 0
+	if err := sp.changes(64, func(cs []*change) error {
+		if len(cs) > 64 {
+			t.Fatalf("chunk of %d changes, want at most 64", len(cs))
+		}
+		chunks++
+		got = append(got, cs...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read back %d changes, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !sameChange(got[i], want[i]) {
+			t.Fatalf("change %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if chunks < len(want)/64 {
+		t.Fatalf("%d chunks for %d changes", chunks, len(want))
+	}
+	sp.release(b)
+	if _, err := os.Stat(spilledTo); !os.IsNotExist(err) {
+		t.Fatalf("spill file %s still there after release: %v", spilledTo, err)
+	}
+	if b.used.Load() != 0 {
+		t.Fatalf("budget still charged %d bytes after release", b.used.Load())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+		t.Fatalf("files left: %v", left)
+	}
+}
+
+// A spill directory that cannot be written is an error naming the
+// transaction, not a lost change.
+func TestSpoolSpillError(t *testing.T) {
+	b := &spoolBudget{limit: 0, dir: filepath.Join(t.TempDir(), "missing")}
+	sp := &spool{xid: 7}
+	err := sp.add(b, &change{kind: opInsert, rel: &relation{}}, 10)
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("transaction 7")) {
+		t.Fatalf("got %v, want an error naming transaction 7", err)
+	}
+}
+
+func sameChange(a, b *change) bool {
+	if a.kind != b.kind || a.rel != b.rel || a.subxid != b.subxid || a.oldIsKey != b.oldIsKey || a.cascade != b.cascade || len(a.truncated) != len(b.truncated) {
+		return false
+	}
+	for i := range a.truncated {
+		if a.truncated[i] != b.truncated[i] {
+			return false
+		}
+	}
+	return sameValues(a.oldRow, b.oldRow) && sameValues(a.newRow, b.newRow) && (a.oldRow == nil) == (b.oldRow == nil)
+}
