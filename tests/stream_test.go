@@ -186,6 +186,8 @@ func TestStreamAfterCopy(t *testing.T) {
 				INSERT INTO customers (id, name) SELECT 5200000 + g, 'kept after savepoint' FROM generate_series(1, 20000) g;
 				UPDATE customers SET name = name || ' (updated)' WHERE id BETWEEN 5200001 AND 5205000;
 				COMMIT`)
+			// Many deletes by key in one transaction (merged on the shards).
+			src.exec(t, `DELETE FROM customers WHERE id BETWEEN 5000001 AND 5000700`)
 
 			t.Logf("%s: writes done, waiting for the stream", time.Now().Format("15:04:05.000"))
 			e.waitCaughtUp(t, 2*time.Minute)

@@ -22,7 +22,8 @@ const (
 // triggers or foreign-key checks tie tables together). Then consecutive
 // INSERTs of the same shape become one INSERT ... VALUES (...), (...), and
 // consecutive key-located UPDATEs of the same shape on distinct rows become
-// one UPDATE ... FROM (VALUES ...). Statements whose row count must be
+// one UPDATE ... FROM (VALUES ...), and consecutive key-located DELETEs one
+// DELETE ... USING (VALUES ...). Statements whose row count must be
 // checked, and anything else, stay as they are.
 func merge(ops []op) []op {
 	if len(ops) < 2 {
@@ -106,6 +107,10 @@ func mergeable(o op) bool {
 		return true
 	case opUpdate:
 		return o.update && o.row != "" && len(o.setCols) > 0 && len(o.rel.types) == len(o.rel.columns)
+	case opDelete:
+		// Located by a replica-identity key (never NULL), not a whole old
+		// row (REPLICA IDENTITY FULL compares NULLs).
+		return o.rel.identity != 'f' && len(o.keyCols) > 0 && len(o.rel.types) == len(o.rel.columns)
 	}
 	return false
 }
@@ -159,31 +164,53 @@ func combine(ops []op) op {
 				fmt.Fprintf(&b, "%s = v.s%d", quoteIdent(r.columns[c]), n)
 			}
 			b.WriteString(" FROM (VALUES ")
-			colsOf := append(append([]int(nil), first.setCols...), first.keyCols...)
-			for i := range ops {
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteByte('(')
-				for c, col := range colsOf {
-					if c > 0 {
-						b.WriteString(", ")
-					}
-					fmt.Fprintf(&b, "$%d::%s", i*per+c+1, r.types[col])
-				}
-				b.WriteByte(')')
-			}
+			writeValues(&b, r, len(ops), append(append([]int(nil), first.setCols...), first.keyCols...))
 			fmt.Fprintf(&b, ") AS v(%s) WHERE ", strings.Join(names, ", "))
-			for n, c := range first.keyCols {
-				if n > 0 {
-					b.WriteString(" AND ")
-				}
-				fmt.Fprintf(&b, "t.%s = v.k%d", quoteIdent(r.columns[c]), n)
+			writeKeyJoin(&b, r, first.keyCols)
+		case opDelete:
+			// DELETE FROM t USING (VALUES ($1::type, ...), ...) AS v(k...)
+			// WHERE t.k = v.k
+			names := make([]string, 0, per)
+			for n := range first.keyCols {
+				names = append(names, fmt.Sprintf("k%d", n))
 			}
+			fmt.Fprintf(&b, "DELETE FROM %s AS t USING (VALUES ", r.qualified)
+			writeValues(&b, r, len(ops), first.keyCols)
+			fmt.Fprintf(&b, ") AS v(%s) WHERE ", strings.Join(names, ", "))
+			writeKeyJoin(&b, r, first.keyCols)
 		}
 		return b.String()
 	})
 	return op{sql: sql, args: args, rel: r, kind: first.kind}
+}
+
+// writeValues writes rows VALUES lists of typed parameters, one per column
+// of cols: ($1::type, ...), ($n+1::type, ...), ...
+func writeValues(b *strings.Builder, r *relation, rows int, cols []int) {
+	per := len(cols)
+	for i := 0; i < rows; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c, col := range cols {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(b, "$%d::%s", i*per+c+1, r.types[col])
+		}
+		b.WriteByte(')')
+	}
+}
+
+// writeKeyJoin writes t.key = v.kN for each key column.
+func writeKeyJoin(b *strings.Builder, r *relation, keyCols []int) {
+	for n, c := range keyCols {
+		if n > 0 {
+			b.WriteString(" AND ")
+		}
+		fmt.Fprintf(b, "t.%s = v.k%d", quoteIdent(r.columns[c]), n)
+	}
 }
 
 // bucket is the largest merge size not above n: 256, 64, 16, 4 or 1.

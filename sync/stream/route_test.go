@@ -96,3 +96,37 @@ func TestRouteChecksUpdatesWithoutShardInIdentity(t *testing.T) {
 		t.Errorf("%d statements, want 10 (one checked UPDATE per change)", n)
 	}
 }
+
+// DELETEs located by key merge into one statement per run, and deletes no
+// longer keep the statements from being grouped by table.
+func TestRouteMergesDeletes(t *testing.T) {
+	r := accounts(t, 0)
+	other := accounts(t, 0)
+	other.id, other.name, other.qualified = 8, "other", `"public"."other"`
+	var changes []*change
+	for i := 0; i < 64; i++ {
+		changes = append(changes,
+			&change{kind: opInsert, rel: other, newRow: row(strconv.Itoa(i), "1", "1")},
+			&change{kind: opDelete, rel: r, oldIsKey: true, oldRow: []value{{data: []byte(strconv.Itoa(i))}, {null: true}, {null: true}}})
+	}
+	ops := routeAll(t, r, changes)
+	for k, shard := range ops {
+		deletes, inserts := 0, 0
+		for _, o := range shard {
+			switch {
+			case strings.HasPrefix(o.sql, "DELETE FROM \"public\".\"accounts\" AS t USING (VALUES"):
+				deletes++
+			case strings.HasPrefix(o.sql, "DELETE"): // a bucket's remainder
+				deletes++
+			case strings.HasPrefix(o.sql, "INSERT"):
+				inserts++
+			default:
+				t.Errorf("shard %d: unexpected statement %s", k, o.sql)
+			}
+		}
+		// ~32 rows per shard: a few bucket-sized statements each, not 32.
+		if deletes == 0 || deletes > 8 || inserts == 0 || inserts > 8 {
+			t.Errorf("shard %d: %d DELETE and %d INSERT statements for ~32 rows each", k, deletes, inserts)
+		}
+	}
+}

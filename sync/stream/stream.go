@@ -1186,7 +1186,7 @@ func (s *streamer) route(c *change, emit func(shard int, o op)) error {
 		}
 		o := op{sql: c.rel.cached(shape, func() string {
 			return fmt.Sprintf("DELETE FROM %s WHERE %s", c.rel.qualified, whereKey(c.rel, keyCols, 1))
-		}), args: keyVals, row: rowID(c.rel, keyVals)}
+		}), args: keyVals, row: rowID(c.rel, keyVals), rel: c.rel, kind: opDelete, keyCols: keyCols}
 		if c.rel.shardCol >= 0 && s.keyInOld(c) {
 			sh, err := c.rel.shardOf(c.oldRow)
 			if err == nil && sh != sharding.AllShards {
