@@ -228,8 +228,8 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	// The forward slots are done with: left behind they would hold WAL on
 	// the old database (and a rollback starts new ones).
 	for i, c := range conns {
-		if _, err := c.Exec(ctx, `SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1`, slots[i]); err != nil {
-			log.Warn("could not drop the forward slot", "slot", slots[i], "error", err)
+		if err := dropSlot(ctx, c, slots[i]); err != nil {
+			log.Warn("could not drop the forward slot: drop it by hand", "slot", slots[i], "error", err)
 		}
 	}
 	for _, phase := range []schema.Phase{schema.PhaseCutover, schema.PhasePostCutover} {

@@ -160,8 +160,8 @@ func Rollback(ctx context.Context, req RollbackRequest) error {
 			release()
 			return fmt.Errorf("shard %d: %w", k, err)
 		}
-		if _, err := shardConns[k].Exec(ctx, `SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, reverse[k]); err != nil {
-			log.Warn("could not drop the reverse slot", "slot", reverse[k], "error", err)
+		if err := dropSlot(ctx, shardConns[k], reverse[k]); err != nil {
+			log.Warn("could not drop the reverse slot: drop it by hand", "slot", reverse[k], "error", err)
 		}
 	}
 	release()
