@@ -15,11 +15,13 @@ build: deps
 	$(GO) build -trimpath -o $(BIN) ./cmd/reshard
 
 # Every test, unit and integration (real PostgreSQL 15, started by tests/pgtest),
-# except the fault suite (make test-fault; .ci/run runs both).
+# then the fault suite on its own (it restarts and cuts off servers; run
+# beside the other packages it would only slow them down).
 # Fuzz targets run their seed corpus as normal tests.
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 14m $$($(GO) list $(PKGS) | grep -v '/tests/fault$$')
+	@$(MAKE) --no-print-directory test-fault
 
 # The fault suite alone (tests/fault: crashes, server stops, network cuts,
 # a shard rejecting writes): each scenario's outcome and the summary line
