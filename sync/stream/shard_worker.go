@@ -3,7 +3,6 @@ package stream
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 
 	"github.com/jackc/pglogrepl"
 )
@@ -18,7 +17,6 @@ type shardWork struct {
 	// keepOpen leaves the destination transaction open: the part is one
 	// piece of a larger source transaction, committed by commitOpen.
 	keepOpen bool
-	done     func() // called once the part is applied (or given up)
 }
 
 // shardWorkers apply each destination shard's parts on its own goroutine
@@ -77,7 +75,6 @@ func (w *shardWorkers) work(ctx context.Context, k int) {
 				s.status.AppliedOnShard(k, part.changes)
 			}
 		}
-		part.done()
 		w.pending.Done()
 	}
 }
@@ -140,24 +137,4 @@ func (w *shardWorkers) stop() {
 		close(q)
 	}
 	w.running.Wait()
-}
-
-// countdown calls zero once dec has been called once more than inc.
-type countdown struct {
-	n    atomic.Int64
-	zero func()
-}
-
-func newCountdown(zero func()) *countdown {
-	c := &countdown{zero: zero}
-	c.n.Store(1)
-	return c
-}
-
-func (c *countdown) inc() { c.n.Add(1) }
-
-func (c *countdown) dec() {
-	if c.n.Add(-1) == 0 {
-		c.zero()
-	}
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -310,22 +310,28 @@ func (s *streamer) session(ctx context.Context) error {
 	applyCtx, stopApply := context.WithCancel(ctx)
 	applyCh := make(chan []*txn, 2)
 	applyErr := make(chan error, 1)
-	var inflight atomic.Int64 // batches not yet applied on every shard
 	applyDone := make(chan struct{})
 	go func() {
 		defer close(applyDone)
 		w := s.startWorkers(applyCtx)
 		defer w.stop()
-		batchDone := func() { inflight.Add(-1) }
-		for batch := range applyCh {
-			if err := s.applyBatch(applyCtx, w, batch, batchDone); err != nil {
-				applyErr <- err
-				for batch := range applyCh {
-					releaseSpools(s.spoolBudget, batch)
-					inflight.Add(-1)
+		var err error
+		for err == nil {
+			select {
+			case batch, ok := <-applyCh:
+				if !ok {
+					return
 				}
-				return
+				err = s.applyBatch(applyCtx, w, batch)
+			case <-w.failed:
+				// A shard failed while the router waited for work: stop
+				// the session now rather than at the next batch.
+				err = w.failure()
 			}
+		}
+		applyErr <- err
+		for batch := range applyCh {
+			releaseSpools(s.spoolBudget, batch)
 		}
 	}()
 	defer func() {
@@ -352,10 +358,13 @@ func (s *streamer) session(ctx context.Context) error {
 	stopWake := context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
 	defer stopWake()
 	var readDeadline time.Time
+	// received is the commit LSN of the last transaction handed to the
+	// router: once every shard has handled it, nothing is in flight.
+	var received pglogrepl.LSN
 	send := func(batch []*txn) error {
-		inflight.Add(1)
 		select {
 		case applyCh <- batch:
+			received = batch[len(batch)-1].commitLSN
 			return nil
 		case err := <-applyErr:
 			return err
@@ -383,8 +392,16 @@ func (s *streamer) session(ctx context.Context) error {
 			if err := flush(); err != nil {
 				return err
 			}
-			idle := cur == nil && len(streamed) == 0 && inflight.Load() == 0
-			if err := s.sendStatus(ctx, conn, idle); err != nil {
+			// Between transactions, the position the source reports may be
+			// confirmed once every shard has handled all that was received
+			// (a part that failed is never handled).
+			var upTo pglogrepl.LSN
+			if cur == nil && len(streamed) == 0 {
+				upTo = received
+			} else {
+				upTo = pglogrepl.LSN(math.MaxUint64)
+			}
+			if err := s.sendStatus(ctx, conn, upTo); err != nil {
 				return err
 			}
 			lastStatus = time.Now()
@@ -787,7 +804,12 @@ func (s *streamer) coveredByCopy(c *change, lsn pglogrepl.LSN) bool {
 }
 
 // sendStatus confirms to the source what every shard has durably applied.
-func (s *streamer) sendStatus(ctx context.Context, conn *pgconn.PgConn, idle bool) error {
+//
+// The position the source last reported (a keepalive) is confirmed instead
+// when it is further, every shard has handled every transaction up to
+// upTo, and every shard's work is durable: nothing received is left to
+// apply, so nothing before that position is.
+func (s *streamer) sendStatus(ctx context.Context, conn *pgconn.PgConn, upTo pglogrepl.LSN) error {
 	s.mu.Lock()
 	lastProcessed, serverEnd := slices.Min(s.handled), s.serverEnd
 	lastWork := append([]pglogrepl.LSN(nil), s.lastWork...)
@@ -812,7 +834,7 @@ func (s *streamer) sendStatus(ctx context.Context, conn *pgconn.PgConn, idle boo
 			confirm = eff
 		}
 	}
-	if idle && allClean && serverEnd > confirm {
+	if lastProcessed >= upTo && allClean && serverEnd > confirm {
 		confirm = serverEnd
 	}
 	s.status.Confirmed(confirm)
@@ -893,10 +915,7 @@ func rowID(r *relation, keyVals [][]byte) string {
 // run of transactions becomes one destination transaction per shard. A
 // transaction that moves a row between shards is applied on its own, once
 // the workers are idle (rows move atomically per shard, in source order).
-// done is called once every part of the batch is applied.
-func (s *streamer) applyBatch(ctx context.Context, w *shardWorkers, txns []*txn, done func()) error {
-	parts := newCountdown(done)
-	defer parts.dec()
+func (s *streamer) applyBatch(ctx context.Context, w *shardWorkers, txns []*txn) error {
 	var run []*txn
 	flush := func() error {
 		if len(run) == 0 {
@@ -908,9 +927,7 @@ func (s *streamer) applyBatch(ctx context.Context, w *shardWorkers, txns []*txn,
 			return err
 		}
 		for k := range ops {
-			parts.inc()
-			if err := w.submit(ctx, k, shardWork{ops: ops[k], changes: changes[k], lsn: lsn, done: parts.dec}); err != nil {
-				parts.dec()
+			if err := w.submit(ctx, k, shardWork{ops: ops[k], changes: changes[k], lsn: lsn}); err != nil {
 				return err
 			}
 		}
@@ -926,7 +943,7 @@ func (s *streamer) applyBatch(ctx context.Context, w *shardWorkers, txns []*txn,
 			return err
 		}
 		if t.spool != nil {
-			if err := s.applyStreamed(ctx, w, t, parts); err != nil {
+			if err := s.applyStreamed(ctx, w, t); err != nil {
 				return err
 			}
 			continue
@@ -946,7 +963,7 @@ func (s *streamer) applyBatch(ctx context.Context, w *shardWorkers, txns []*txn,
 // parts of BatchChanges, each part applied on the shards inside one open
 // destination transaction per shard, and those are committed together once
 // the last part is in.
-func (s *streamer) applyStreamed(ctx context.Context, w *shardWorkers, t *txn, parts *countdown) error {
+func (s *streamer) applyStreamed(ctx context.Context, w *shardWorkers, t *txn) error {
 	open := newOpenShards()
 	err := t.spool.changes(s.req.BatchChanges, func(batch []*change) error {
 		part := &txn{xid: t.xid, commitLSN: t.commitLSN, changes: batch}
@@ -965,9 +982,7 @@ func (s *streamer) applyStreamed(ctx context.Context, w *shardWorkers, t *txn, p
 				continue
 			}
 			open.touched[k] = true
-			parts.inc()
-			if err := w.submit(ctx, k, shardWork{ops: ops[k], changes: changes[k], lsn: lsn, keepOpen: true, done: parts.dec}); err != nil {
-				parts.dec()
+			if err := w.submit(ctx, k, shardWork{ops: ops[k], changes: changes[k], lsn: lsn, keepOpen: true}); err != nil {
 				return err
 			}
 		}
