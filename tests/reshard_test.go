@@ -193,6 +193,26 @@ func TestReshardAndVerifyThroughAdmin(t *testing.T) {
 			t.Fatalf("shard %d did not get a source write after rollback", k)
 		}
 	}
+	// Cutting over again after a rollback: the shards, closed by the
+	// rollback, are the writable side again, and no forward slot is left
+	// on the source.
+	if err := admin.QueryRow(ctx, "CUTOVER "+id).Scan(&tid, &state, &slot); err != nil {
+		t.Fatalf("second CUTOVER: %v", err)
+	}
+	if state != "reverse_streaming" {
+		t.Fatalf("second CUTOVER answered %s", state)
+	}
+	e.dst[0].exec(t, `UPDATE countries SET name = 'second cutover' WHERE code = 'RB'`)
+	deadline = time.Now().Add(time.Minute)
+	for e.src[0].one(t, `SELECT name FROM countries WHERE code = 'RB'`) != "second cutover" {
+		if time.Now().After(deadline) {
+			t.Fatal("a write on a shard after the second CUTOVER did not reach the source")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := e.src[0].one(t, `SELECT count(*) FROM pg_replication_slots WHERE NOT slot_name LIKE '%_rev%'`); n != "0" {
+		t.Fatalf("the source keeps %s forward slots after the second CUTOVER", n)
+	}
 	if _, err := admin.Exec(ctx, "STOP_TASK "+id); err != nil {
 		t.Fatal(err)
 	}

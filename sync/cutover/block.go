@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // lockTables blocks writes to the tables: in a transaction on conn, it
@@ -42,6 +44,27 @@ func closeToApplication(ctx context.Context, conn *pgx.Conn, database string, lo
 		WHERE datname = current_database() AND backend_type = 'client backend'
 		  AND pid <> pg_backend_pid() AND pid <> $1 AND application_name NOT LIKE 'reshard%'`, lockPID); err != nil {
 		return fmt.Errorf("end application sessions on %s: %w", database, err)
+	}
+	return nil
+}
+
+// openToApplication makes a database writable for new sessions again
+// (undoing closeToApplication).
+func openToApplication(ctx context.Context, cat *catalog.Catalog, node *catalog.Node) error {
+	dsn, err := cat.ConnString(node, nil)
+	if err != nil {
+		return err
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", node, err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(ctx, "SET default_transaction_read_only = off"); err != nil {
+		return err
+	}
+	if _, err := c.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{node.Database}.Sanitize()+" RESET default_transaction_read_only"); err != nil {
+		return fmt.Errorf("make %s writable: %w", node, err)
 	}
 	return nil
 }

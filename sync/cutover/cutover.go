@@ -225,11 +225,12 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		release()
 		return nil, fmt.Errorf("stop the forward stream: %w", err)
 	}
-	// The forward slots are done with: left behind they would hold WAL on
-	// the old database (and a rollback starts new ones).
-	for i, c := range conns {
-		if err := dropSlot(ctx, c, slots[i]); err != nil {
-			log.Warn("could not drop the forward slot: drop it by hand", "slot", slots[i], "error", err)
+	// The shards become the application's side: open to writes again if a
+	// rollback closed them.
+	for _, sh := range dst.Shards {
+		if err := openToApplication(ctx, req.Catalog, sh.Primary); err != nil {
+			release()
+			return nil, err
 		}
 	}
 	for _, phase := range []schema.Phase{schema.PhaseCutover, schema.PhasePostCutover} {
@@ -268,6 +269,14 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 			if !errors.As(err, &pe) || pe.Code != "42710" { // already there: a re-run
 				return nil, fmt.Errorf("create reverse slot %s on %s: %w", name, node, err)
 			}
+		}
+	}
+	// The forward slots are done with: left behind they would hold WAL on
+	// the old database (and a rollback starts new ones). Until here a
+	// failed cutover streams on from them.
+	for i, c := range conns {
+		if err := dropSlot(ctx, c, slots[i]); err != nil {
+			log.Warn("could not drop the forward slot: drop it by hand", "slot", slots[i], "error", err)
 		}
 	}
 	if g.CutoverCommand != "" {

@@ -133,23 +133,11 @@ func Rollback(ctx context.Context, req RollbackRequest) error {
 		return fmt.Errorf("stop the reverse stream: %w", err)
 	}
 	// The old database takes the writes again.
-	for i, sh := range src.Shards {
-		c, err := connect(i, req.Source)
-		if err != nil {
+	for _, sh := range src.Shards {
+		if err := openToApplication(ctx, req.Catalog, sh.Primary); err != nil {
 			release()
 			return err
 		}
-		if _, err := c.Exec(ctx, "SET default_transaction_read_only = off"); err != nil {
-			c.Close(context.Background())
-			release()
-			return err
-		}
-		if _, err := c.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{sh.Primary.Database}.Sanitize()+" RESET default_transaction_read_only"); err != nil {
-			c.Close(context.Background())
-			release()
-			return fmt.Errorf("make %s writable: %w", sh.Primary, err)
-		}
-		c.Close(context.Background())
 	}
 	if err := schema.MoveSourceSequences(ctx, req.Catalog, req.Source, req.Destination, log); err != nil {
 		release()
