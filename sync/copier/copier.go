@@ -375,6 +375,11 @@ func resumePlan(ctx context.Context, run *copyRun, saved []savedUnit, tables []*
 	for _, t := range tables {
 		byName[t.Schema+"."+t.Name] = t
 	}
+	for k, c := range dst {
+		if err := endLeftoverCopies(ctx, c); err != nil {
+			return nil, fmt.Errorf("destination shard %d: %w", k, err)
+		}
+	}
 	var units []*unit
 	reset := map[*Table]bool{}
 	for _, s := range saved {
@@ -419,6 +424,33 @@ func resumePlan(ctx context.Context, run *copyRun, saved []savedUnit, tables []*
 		}
 	}
 	return units, nil
+}
+
+// endLeftoverCopies ends the COPYs into conn's database that an earlier
+// reshard left running: its process died, but the server may still be
+// working through rows it had already sent, and would commit them after
+// the partial rows are cleared. It returns once they are gone.
+func endLeftoverCopies(ctx context.Context, conn *pgx.Conn) error {
+	for start := time.Now(); ; {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(p.pid)) FROM pg_stat_progress_copy p
+			JOIN pg_stat_activity a ON a.pid = p.pid
+			WHERE p.datname = current_database() AND p.command = 'COPY FROM'
+			  AND a.application_name = 'reshard' AND p.pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			return fmt.Errorf("end the COPYs an earlier reshard left running: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if time.Since(start) > time.Minute {
+			return fmt.Errorf("%d COPY sessions of an earlier reshard are still running after a minute", n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // copyAll runs the units with `parallel` workers per source shard, all

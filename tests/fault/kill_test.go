@@ -42,6 +42,7 @@ func TestKillDuringCopy(t *testing.T) {
 			r := rand.New(rand.NewSource(seed))
 			e := newEnv(t, fmt.Sprintf("kcopy%d", seed), src, "")
 			e.schemaPre(t)
+			e.slowCopy(t)
 			total := e.sourceRows(t)
 			target := int64(float64(total) * (0.05 + 0.85*r.Float64()))
 			p := e.start(t, e.dataSync(true))
@@ -170,4 +171,21 @@ func TestKillWhileStreaming(t *testing.T) {
 	w.halt(t)
 	t.Logf("%d source writes during the scenario", w.writes)
 	e.waitSame(t, 3*time.Minute)
+}
+
+// slowCopy makes the shards take a millisecond per 10 orders rows written
+// (a trigger that fires under session_replication_role = replica too), so
+// that the copy lasts seconds however fast the machine is and a kill at a
+// seeded fraction of it lands in the middle.
+func (e *env) slowCopy(t *testing.T) {
+	t.Helper()
+	for _, d := range e.dst {
+		d.exec(t, `CREATE FUNCTION slow_copy() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN
+				IF NEW.id % 10 = 0 THEN PERFORM pg_sleep(0.001); END IF;
+				RETURN NEW;
+			END $$;
+			CREATE TRIGGER slow_copy BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION slow_copy();
+			ALTER TABLE orders ENABLE ALWAYS TRIGGER slow_copy;`)
+	}
 }
