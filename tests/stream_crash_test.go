@@ -139,12 +139,20 @@ func TestStreamSurvivesKillAndShardCrash(t *testing.T) {
 	}
 	load := pgbenchLoad(t, e.src[0], 14)
 	first, firstDone := start()
-	time.Sleep(4 * time.Second)
-	select {
-	case err := <-firstDone:
-		t.Fatalf("reshard exited early: %v\n%s", err, logs.String())
-	default:
+	// Kill it once it streams (the copy done), a moment into the stream.
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(logs.String(), "copy done, streaming changes") {
+		select {
+		case err := <-firstDone:
+			t.Fatalf("reshard exited early: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the copy did not finish within 2 minutes:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	time.Sleep(time.Second)
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,8 @@ import (
 //   - Units copied by a resumed run use a newer snapshot, taken with a
 //     temporary slot; their watermark is that snapshot's LSN. The stream,
 //     which starts at the permanent slot's older position, skips changes to
-//     those rows at or below the watermark: the copy already has them.
+//     those rows committed before the watermark (a commit record starting
+//     at or after it is not in the snapshot): the copy already has them.
 const stateDDL = `
 CREATE SCHEMA IF NOT EXISTS reshard;
 CREATE TABLE IF NOT EXISTS reshard.copy_units (

@@ -767,7 +767,10 @@ func (s *streamer) loadWatermarks(ctx context.Context) error {
 }
 
 // coveredByCopy reports whether a change committed at lsn is already in
-// the copied rows.
+// the copied rows. A watermark is a snapshot's consistent point: the end of
+// the WAL record that made the snapshot consistent. A transaction whose
+// commit record starts there or later is not in the snapshot (the stream
+// has it), only one whose commit record starts before.
 func (s *streamer) coveredByCopy(c *change, lsn pglogrepl.LSN) bool {
 	if c.rel == nil {
 		return false // TRUNCATE: applies whatever the copy holds
@@ -777,7 +780,7 @@ func (s *streamer) coveredByCopy(c *change, lsn pglogrepl.LSN) bool {
 		return false
 	}
 	if len(marks) == 1 || marks[0].lo == nil && marks[0].hi == nil {
-		return lsn <= marks[0].lsn
+		return lsn < marks[0].lsn
 	}
 	// Primary-key ranges: find the row's range by its key.
 	row := c.newRow
@@ -797,7 +800,7 @@ func (s *streamer) coveredByCopy(c *change, lsn pglogrepl.LSN) bool {
 	}
 	for _, m := range marks {
 		if (m.lo == nil || k >= *m.lo) && (m.hi == nil || k < *m.hi) {
-			return lsn <= m.lsn
+			return lsn < m.lsn
 		}
 	}
 	return false
