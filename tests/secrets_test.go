@@ -1,13 +1,11 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 
 	"github.com/reshard/reshard/commands"
 	"github.com/reshard/reshard/metrics"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // Distinctive passwords, with characters a DSN must escape.
@@ -27,24 +26,6 @@ const (
 	leakNodePW  = "NodePw-h4j6%20"
 	leakLoginPW = "LoginPw-r1t8@x"
 )
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestPasswordsNeverShown runs real operations — a RESHARD that streams,
 // VERIFY, every SHOW view and /metrics scrape, and failing ones: a shard with a wrong password,
@@ -93,7 +74,7 @@ func TestPasswordsNeverShown(t *testing.T) {
 	if err := os.WriteFile(e.usersPath, []byte(users), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	log := hclog.New(&hclog.LoggerOptions{Name: "reshard", Level: hclog.Trace, Output: logs})
 	e.load(t)
 	e.exec = commands.NewExecutor(e.cat, log)

@@ -8,13 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/reshard/reshard/commands"
 	"github.com/reshard/reshard/tests/pgtest"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // pgbenchEnv: the pgbench schema on the source, accounts and history
@@ -126,7 +126,7 @@ func TestStreamSurvivesKillAndShardCrash(t *testing.T) {
 		return append([]string{"--config", e.cfgPath, "--users", e.usersPath, "--log-level", "info", "data-sync",
 			"--from-database", "src", "--to-database", "dst", "--publication", "all_tables", "--replication-slot", "stcrash_slot"}, extra...)
 	}
-	var logs lockedBuffer // written by the reshard processes, read by the test
+	var logs testkit.Buffer // written by the reshard processes, read by the test
 	start := func(extra ...string) (*exec.Cmd, chan error) {
 		cmd := exec.Command(bin, args(extra...)...)
 		cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -207,23 +207,4 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// lockedBuffer is a bytes.Buffer safe for a process's output goroutines
-// and the test to use at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

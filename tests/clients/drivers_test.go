@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reshard/reshard/commands"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // pgxModes are pgx's query execution modes by name: the simple protocol,
@@ -299,7 +299,7 @@ func psqlCanceled(ctx context.Context, e *env, sql string) (string, error) {
 	before := statements()
 	cmd := exec.CommandContext(ctx, "psql", "-X", "--csv", "-v", "VERBOSITY=verbose", "-c", sql)
 	cmd.Env = append(os.Environ(), e.libpqEnv()...)
-	var out lockedBuffer
+	var out testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		return "", err
@@ -320,24 +320,6 @@ func psqlCanceled(ctx context.Context, e *env, sql string) (string, error) {
 			}
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer written by a process and read meanwhile.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // psqlValue parses a field psql printed in its column's PostgreSQL text

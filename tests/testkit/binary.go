@@ -4,10 +4,8 @@
 package testkit
 
 import (
-	"bytes"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,15 +28,14 @@ type Process struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
-	mu   sync.Mutex
-	out  bytes.Buffer
+	out  Buffer
 }
 
 // Start runs bin with args; its stdout and stderr are collected.
 func Start(t testing.TB, bin string, args ...string) *Process {
 	t.Helper()
 	p := &Process{cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = (*lockedWriter)(p), (*lockedWriter)(p)
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
@@ -46,18 +43,8 @@ func Start(t testing.TB, bin string, args ...string) *Process {
 	return p
 }
 
-type lockedWriter Process
-
-func (w *lockedWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.out.Write(b)
-}
-
 // Output is what the process printed so far.
 func (p *Process) Output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	return p.out.String()
 }
 
