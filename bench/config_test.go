@@ -2,11 +2,10 @@ package bench
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/reshard/reshard/tests/pgtest"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // shardNode is one destination shard of a benchmark: an instance and a
@@ -29,14 +28,5 @@ func writeConfig(b *testing.B, dir string, port int, src *pgtest.Instance, srcDB
 	if column != "" {
 		cfg += fmt.Sprintf("[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = %q\n", column)
 	}
-	users := fmt.Sprintf("[[users]]\nname = %q\ndatabase = \"src\"\npassword = %q\nschema_admin = true\n[[users]]\nname = %q\ndatabase = \"dst\"\npassword = %q\nschema_admin = true\n",
-		pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
-	cfgPath, usersPath := filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(usersPath, []byte(users), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	return cfgPath, usersPath
+	return testkit.WriteConfig(b, dir, cfg)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/commands"
 	"github.com/reshard/reshard/tests/pgtest"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // node is a database on one harness instance.
@@ -86,16 +86,7 @@ func newCopyEnv(t *testing.T, name string, nSrc, nDst int, general string) *copy
 		fmt.Fprintf(&b, "[[databases]]\nname = \"dst\"\nhost = \"127.0.0.1\"\nport = %d\ndatabase_name = %q\nshard = %d\n\n", n.inst.Port, n.db, i)
 	}
 	b.WriteString("[[sharded_tables]]\ndatabase = \"dst\"\nname = \"customers\"\ncolumn = \"id\"\n\n[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = \"customer_id\"\n")
-	users := fmt.Sprintf("[[users]]\nname = %q\ndatabase = \"src\"\npassword = %q\nschema_admin = true\n\n[[users]]\nname = %q\ndatabase = \"dst\"\npassword = %q\nschema_admin = true\n",
-		pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
-	dir := t.TempDir()
-	e.cfgPath, e.usersPath = filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml")
-	if err := os.WriteFile(e.cfgPath, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(e.usersPath, []byte(users), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.cfgPath, e.usersPath = testkit.WriteConfig(t, t.TempDir(), b.String())
 	e.load(t)
 	t.Cleanup(func() {
 		// Slots hold WAL on the shared instances: drop this test's slots.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -169,16 +168,7 @@ func newEnv(t *testing.T, name string, src db, general string) *env {
 		fmt.Fprintf(&b, "[[databases]]\nname = \"dst\"\nhost = \"127.0.0.1\"\nport = %d\ndatabase_name = %q\nshard = %d\n\n", proxies[k].Port(), d.name, k)
 	}
 	b.WriteString("[[sharded_tables]]\ndatabase = \"dst\"\nname = \"customers\"\ncolumn = \"id\"\n\n[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = \"customer_id\"\n")
-	users := fmt.Sprintf("[[users]]\nname = %q\ndatabase = \"src\"\npassword = %q\nschema_admin = true\n\n[[users]]\nname = %q\ndatabase = \"dst\"\npassword = %q\nschema_admin = true\n",
-		pgtest.User, pgtest.Password, pgtest.User, pgtest.Password)
-	dir := t.TempDir()
-	e.cfgPath, e.usersPath = filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml")
-	if err := os.WriteFile(e.cfgPath, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(e.usersPath, []byte(users), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.cfgPath, e.usersPath = testkit.WriteConfig(t, t.TempDir(), b.String())
 	return e
 }
 
