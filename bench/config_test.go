@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/tests/pgtest"
 	"github.com/reshard/reshard/tests/testkit"
@@ -29,4 +33,20 @@ func writeConfig(b *testing.B, dir string, port int, src *pgtest.Instance, srcDB
 		cfg += fmt.Sprintf("[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = %q\n", column)
 	}
 	return testkit.WriteConfig(b, dir, cfg)
+}
+
+// waitSubscriptionSynced waits until every table of the subscriptions in
+// conn's database has finished its initial copy.
+func waitSubscriptionSynced(b *testing.B, conn *pgx.Conn) {
+	b.Helper()
+	for {
+		var pending int
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')`).Scan(&pending); err != nil {
+			b.Fatal(err)
+		}
+		if pending == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -153,14 +153,7 @@ func BenchmarkCopy(b *testing.B) {
 		strings.Replace(srcURI, "?sslmode=disable", "", 1))))
 	nconn, err := d0.Connect(ctx, "native")
 	must(err)
-	for {
-		var pending int
-		must(nconn.QueryRow(ctx, `SELECT count(*) FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')`).Scan(&pending))
-		if pending == 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitSubscriptionSynced(b, nconn)
 	native := time.Since(start)
 	_, _ = nconn.Exec(ctx, `ALTER SUBSCRIPTION bench_sub DISABLE; ALTER SUBSCRIPTION bench_sub SET (slot_name = NONE); DROP SUBSCRIPTION bench_sub`)
 	nconn.Close(ctx)

@@ -63,20 +63,10 @@ func BenchmarkStream(b *testing.B) {
 		must(c.QueryRow(ctx, "SELECT count(*) FROM pgbench_history").Scan(&n))
 		return n
 	}
-	waitSynced := func() {
-		c, err := d0.Connect(ctx, "native")
-		must(err)
-		defer c.Close(ctx)
-		for {
-			var pending int
-			must(c.QueryRow(ctx, `SELECT count(*) FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')`).Scan(&pending))
-			if pending == 0 {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitSynced()
+	nconn, err := d0.Connect(ctx, "native")
+	must(err)
+	waitSubscriptionSynced(b, nconn)
+	nconn.Close(ctx)
 
 	// reshard: copy, then stream, as a process.
 	dir := b.TempDir()
