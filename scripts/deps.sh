@@ -3,7 +3,9 @@
 # gcc (cgo for pg_query_go), PostgreSQL 15 server binaries (the test harness
 # starts throwaway instances), the PostgreSQL client tools (psql, pg_dump),
 # tmux (the CLI's progress display is tested in a tmux pseudo-terminal) and
-# the drivers of the client matrix (pgjdbc, psycopg2, node-postgres's node).
+# the drivers of the client matrix (pgjdbc, psycopg2, node-postgres's node)
+# and Prometheus (promtool checks the example rules; the metrics test scrapes
+# reshard with a real server).
 # Debian/Ubuntu only; uses apt-get as root or through sudo.
 set -euo pipefail
 
@@ -23,6 +25,7 @@ command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1; } || missing+=(python3 python3-psycopg2)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 
 if ! command -v go >/dev/null 2>&1; then
   echo "deps: the Go toolchain (1.26 or newer) is not on PATH; install it from https://go.dev/dl" >&2
@@ -55,6 +58,15 @@ $SUDO mkdir -p /etc/postgresql-common
 if [ ! -f /etc/postgresql-common/createcluster.conf ]; then
   echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
 fi
+# Nor the prometheus package start its service on 9090: the tests start
+# their own servers (policy-rc.d exit 101 refuses service starts).
+policy_added=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  policy_added=1
+fi
+trap '[ -z "$policy_added" ] || $SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
