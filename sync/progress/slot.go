@@ -24,6 +24,7 @@ type Slot struct {
 	reg       *Registry // set by AddSlot, to count errors
 	confirmed pglogrepl.LSN
 	lagBytes  int64
+	retained  int64
 	lastTx    time.Time
 	applied   int64
 	changes   []int64 // per destination shard
@@ -38,8 +39,11 @@ type SlotRow struct {
 	CopyData                          bool
 	Confirmed                         pglogrepl.LSN
 	LagBytes                          int64
-	LastTransaction                   time.Time
-	Applied                           int64
+	// RetainedBytes is the WAL the source keeps for the slot
+	// (pg_current_wal_lsn() - restart_lsn): what the slot costs on disk.
+	RetainedBytes   int64
+	LastTransaction time.Time
+	Applied         int64
 	// ShardChanges is, per destination shard, how many row changes were
 	// applied there (before merging into fewer statements).
 	ShardChanges []int64
@@ -59,6 +63,14 @@ func (s *Slot) Lag(bytes int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lagBytes = bytes
+}
+
+// Retained records the WAL in bytes the source retains for the slot
+// (pg_current_wal_lsn() - restart_lsn), as the source reports it.
+func (s *Slot) Retained(bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retained = bytes
 }
 
 // Transaction records the commit time of the last source transaction seen.
@@ -129,7 +141,7 @@ func (s *Slot) Row() SlotRow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return SlotRow{Task: s.Task, Host: s.Host, Port: s.Port, Database: s.Database, Name: s.Name, CopyData: s.CopyData,
-		Confirmed: s.confirmed, LagBytes: s.lagBytes, LastTransaction: s.lastTx, Applied: s.applied, Spilled: s.spilled, Error: s.err,
+		Confirmed: s.confirmed, LagBytes: s.lagBytes, RetainedBytes: s.retained, LastTransaction: s.lastTx, Applied: s.applied, Spilled: s.spilled, Error: s.err,
 		ShardChanges: append([]int64(nil), s.changes...)}
 }
 

@@ -1502,7 +1502,8 @@ type routed struct {
 }
 
 // refreshLag reads the slot's lag from the source every second:
-// pg_current_wal_lsn() - confirmed_flush_lsn.
+// pg_current_wal_lsn() - confirmed_flush_lsn, and the WAL it retains:
+// pg_current_wal_lsn() - restart_lsn.
 func (s *streamer) refreshLag(ctx context.Context) {
 	var conn *pgx.Conn
 	defer func() {
@@ -1520,11 +1521,16 @@ func (s *streamer) refreshLag(ctx context.Context) {
 			}
 		}
 		if conn != nil {
-			var lag *int64
-			err := conn.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, s.slot).Scan(&lag)
+			var lag, retained *int64
+			err := conn.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, (pg_current_wal_lsn() - restart_lsn)::bigint
+FROM pg_replication_slots WHERE slot_name = $1`, s.slot).Scan(&lag, &retained)
 			if err == nil && lag != nil {
 				s.status.Lag(*lag)
-			} else if err != nil {
+			}
+			if err == nil && retained != nil {
+				s.status.Retained(*retained)
+			}
+			if err != nil {
 				conn.Close(context.Background())
 				conn = nil
 			}
