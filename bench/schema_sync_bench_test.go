@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 	"github.com/reshard/reshard/tests/pgtest"
 )
@@ -82,9 +83,13 @@ func BenchmarkSchemaSync1000Tables(b *testing.B) {
 
 		// reshard: PRE then POST into both shards.
 		start = time.Now()
+		j, err := job.New(job.Spec{Catalog: cat, Source: "src", Destination: "dst", Publication: "all_tables",
+			Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.LevelFromString(os.Getenv("BENCH_LOG")), Output: os.Stderr})})
+		if err != nil {
+			b.Fatal(err)
+		}
 		for _, phase := range []schema.Phase{schema.PhasePre, schema.PhasePost} {
-			res, err := schema.Run(ctx, schema.Request{Catalog: cat, Source: "src", Destination: "dst", Publication: "all_tables",
-				Phase: phase, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.LevelFromString(os.Getenv("BENCH_LOG")), Output: os.Stderr})})
+			res, err := schema.Run(ctx, j, schema.Request{Phase: phase})
 			if err != nil {
 				b.Fatalf("%s: %v", phase, err)
 			}

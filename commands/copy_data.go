@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
 	"github.com/reshard/reshard/sync/stream"
 	"github.com/reshard/reshard/sync/task"
@@ -18,9 +19,10 @@ var copyDataResultColumns = cols(
 	"slot", TypeText, "consistent_lsn", TypeText, "resumed", TypeBool, "tables", TypeInt8,
 	"units_copied", TypeInt8, "units_already_done", TypeInt8, "rows", TypeInt8, "bytes", TypeInt8, "elapsed_ms", TypeInt8)
 
-func (e *Executor) streamRequest(r Route, slot, taskID string, copied bool) stream.Request {
-	return stream.Request{Catalog: e.Catalog, Source: r.Source, Destination: r.Destination, Publication: r.Publication,
-		Slot: slot, CopyData: copied, Task: taskID, Registry: e.Registry, Logger: e.Logger}
+// streamRequest is the stream of a job (stream does not take a job.Job yet).
+func streamRequest(j *job.Job, slot string, copied bool) stream.Request {
+	return stream.Request{Catalog: j.Catalog, Source: j.Source.Name, Destination: j.Destination.Name, Publication: j.Publication,
+		Slot: slot, CopyData: copied, Task: j.Task, Registry: j.Registry, Logger: j.ParentLogger()}
 }
 
 func stoppedMessage(r Route, slot string) string {
@@ -35,22 +37,21 @@ func lsnList(res *copier.Result) string {
 	return strings.Join(parts, ",")
 }
 
-func (e *Executor) copyRequest(c CopyData, taskID string) copier.Request {
-	return copier.Request{Catalog: e.Catalog, Source: c.Source, Destination: c.Destination, Publication: c.Publication,
-		Slot: c.Slot, SyncOnly: c.SyncOnly, Task: taskID, Registry: e.Registry, Logger: e.Logger}
-}
-
 // copyData runs COPY_DATA. From the admin server it is a background task
 // answering its id at once; from the CLI (Foreground) it runs to the end.
 func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 	if c.Foreground {
-		res, err := copier.Run(ctx, e.copyRequest(c, "cli"))
+		j, err := e.newJob(c.Route, "cli")
+		if err != nil {
+			return nil, engineError(err)
+		}
+		res, err := copier.Run(ctx, j, copier.Request{Slot: c.Slot, SyncOnly: c.SyncOnly})
 		if err != nil {
 			return nil, engineError(err)
 		}
 		if !c.SyncOnly {
 			e.Logger.Info("copy done, streaming changes (Ctrl-C stops; the slot keeps them)", "slot", res.Slot)
-			if err := stream.Run(ctx, e.streamRequest(c.Route, res.Slot, "cli", true)); err != nil {
+			if err := stream.Run(ctx, streamRequest(j, res.Slot, true)); err != nil {
 				return nil, engineError(err)
 			}
 		}
@@ -68,12 +69,16 @@ func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 				// Finished tables stay listed until the task ends.
 				go func() { <-t.Done(); e.Registry.RemoveCopies(t.ID) }()
 			}()
-			res, err := copier.Run(ctx, e.copyRequest(c, t.ID))
+			j, err := e.newJob(c.Route, t.ID)
+			if err != nil {
+				return task.Outcome{}, err
+			}
+			res, err := copier.Run(ctx, j, copier.Request{Slot: c.Slot, SyncOnly: c.SyncOnly})
 			if err != nil {
 				return task.Outcome{}, err
 			}
 			t.SetState(task.StateStreaming)
-			finished, err := e.runStream(ctx, t, c.Route, res.Slot, true)
+			finished, err := e.runStream(ctx, t, j, res.Slot, true)
 			if err != nil {
 				return task.Outcome{}, err
 			}
@@ -171,7 +176,11 @@ func (e *Executor) stopTask(ctx context.Context, c StopTask) (*Result, error) {
 // replicate runs REPLICATE: stream only, from an existing slot.
 func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) {
 	if c.Foreground {
-		if err := stream.Run(ctx, e.streamRequest(c.Route, c.Slot, "cli", false)); err != nil {
+		j, err := e.newJob(c.Route, "cli")
+		if err != nil {
+			return nil, engineError(err)
+		}
+		if err := stream.Run(ctx, streamRequest(j, c.Slot, false)); err != nil {
 			return nil, engineError(err)
 		}
 		return &Result{Tag: "REPLICATE"}, nil
@@ -179,7 +188,11 @@ func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) 
 	t := e.Tasks.Start("replicate", c.Source, c.Destination, c.Publication, task.StateStreaming,
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
 			t.SetResume(c.Slot, fmt.Sprintf("REPLICATE %s %s", c.Route.String(), c.Slot))
-			finished, err := e.runStream(ctx, t, c.Route, c.Slot, false)
+			j, err := e.newJob(c.Route, t.ID)
+			if err != nil {
+				return task.Outcome{}, err
+			}
+			finished, err := e.runStream(ctx, t, j, c.Slot, false)
 			if err != nil {
 				return task.Outcome{}, err
 			}

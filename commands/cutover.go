@@ -13,6 +13,7 @@ import (
 
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/cutover"
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/stream"
 	"github.com/reshard/reshard/sync/task"
 )
@@ -71,23 +72,23 @@ func (c *controls) get(id string) (*streamControl, bool) {
 // direction streaming.
 //
 // finished reports that STOP_TASK ended a cut-over migration for good.
-func (e *Executor) runStream(ctx context.Context, t *task.Task, r Route, slot string, copied bool) (finished bool, err error) {
+func (e *Executor) runStream(ctx context.Context, t *task.Task, j *job.Job, slot string, copied bool) (finished bool, err error) {
 	ctl := e.controls.add(t.ID)
 	defer e.controls.remove(t.ID)
 	forward := slot
 	for round := 1; ; round++ {
-		reverse, err := e.forwardPhase(ctx, t, ctl, r, forward, copied)
+		reverse, err := e.forwardPhase(ctx, t, ctl, j, forward, copied)
 		if err != nil || reverse == "" {
 			return false, err
 		}
 		next := fmt.Sprintf("%s_f%d", slot, round)
-		rolledBack, err := e.reversePhase(ctx, t, ctl, r, reverse, next)
+		rolledBack, err := e.reversePhase(ctx, t, ctl, j, reverse, next)
 		if err != nil {
 			return false, err
 		}
 		if !rolledBack {
 			// STOP_TASK on a reverse_streaming task finishes the migration.
-			return true, e.finishMigration(r, reverse, forward)
+			return true, e.finishMigration(j, reverse, forward)
 		}
 		forward, copied = next, false
 	}
@@ -95,11 +96,11 @@ func (e *Executor) runStream(ctx context.Context, t *task.Task, r Route, slot st
 
 // forwardPhase streams source to shards; it returns the reverse slot after
 // a successful CUTOVER, or "" when ctx ends.
-func (e *Executor) forwardPhase(ctx context.Context, t *task.Task, ctl *streamControl, r Route, slot string, copied bool) (string, error) {
+func (e *Executor) forwardPhase(ctx context.Context, t *task.Task, ctl *streamControl, j *job.Job, slot string, copied bool) (string, error) {
 	for {
 		fctx, fcancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- stream.Run(fctx, e.streamRequest(r, slot, t.ID, copied)) }()
+		go func() { done <- stream.Run(fctx, streamRequest(j, slot, copied)) }()
 	wait:
 		select {
 		case err := <-done:
@@ -108,8 +109,7 @@ func (e *Executor) forwardPhase(ctx context.Context, t *task.Task, ctl *streamCo
 		case req := <-ctl.cutover:
 			t.SetState(task.StateCutover)
 			stopped := false
-			res, err := cutover.Run(ctx, cutover.Request{Catalog: e.Catalog, Source: r.Source, Destination: r.Destination,
-				Publication: r.Publication, Slot: slot, Task: t.ID, Registry: e.Registry, Logger: e.Logger,
+			res, err := cutover.Run(ctx, j, cutover.Request{Slot: slot,
 				StopForward: func() error {
 					stopped = true
 					fcancel()
@@ -133,10 +133,9 @@ func (e *Executor) forwardPhase(ctx context.Context, t *task.Task, ctl *streamCo
 
 // reversePhase streams shards back into the source; it returns true after
 // a successful rollback (CUTOVER on the reverse_streaming task).
-func (e *Executor) reversePhase(ctx context.Context, t *task.Task, ctl *streamControl, r Route, reverse, next string) (bool, error) {
-	dst, _ := e.Catalog.Cluster(r.Destination)
-	req := stream.Request{Catalog: e.Catalog, Source: r.Destination, Destination: r.Source, Publication: r.Publication,
-		Slot: reverse, SourceRules: dst, Task: t.ID, Registry: e.Registry, Logger: e.Logger}
+func (e *Executor) reversePhase(ctx context.Context, t *task.Task, ctl *streamControl, j *job.Job, reverse, next string) (bool, error) {
+	req := streamRequest(j.Reversed(), reverse, false)
+	req.SourceRules = j.Destination
 	for {
 		rctx, rcancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -149,9 +148,7 @@ func (e *Executor) reversePhase(ctx context.Context, t *task.Task, ctl *streamCo
 		case creq := <-ctl.cutover:
 			t.SetState(task.StateCutover)
 			stopped := false
-			err := cutover.Rollback(ctx, cutover.RollbackRequest{
-				Request: cutover.Request{Catalog: e.Catalog, Source: r.Source, Destination: r.Destination,
-					Publication: r.Publication, Task: t.ID, Registry: e.Registry, Logger: e.Logger},
+			err := cutover.Rollback(ctx, j, cutover.RollbackRequest{
 				ReverseSlot: reverse, NewSlot: next,
 				StopReverse: func() error {
 					stopped = true
@@ -193,9 +190,9 @@ func (e *Executor) cutoverTask(ctx context.Context, c Cutover) (*Result, error) 
 	}
 	rep := <-req.reply
 	if rep.err != nil {
-		var ce *cutover.Error
-		if errors.As(rep.err, &ce) {
-			return nil, &Error{Code: ce.Code, Message: ce.Message, Err: rep.err}
+		var je *job.Error
+		if errors.As(rep.err, &je) {
+			return nil, engineError(rep.err)
 		}
 		return nil, engineError(fmt.Errorf("cutover: %w", rep.err))
 	}
@@ -205,11 +202,10 @@ func (e *Executor) cutoverTask(ctx context.Context, c Cutover) (*Result, error) 
 // finishMigration ends a cut-over migration for good: the reverse slots on
 // the shards are dropped, the replication origins of both directions and
 // reshard's copy state on the shards are removed.
-func (e *Executor) finishMigration(r Route, reverse, forward string) error {
+func (e *Executor) finishMigration(j *job.Job, reverse, forward string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	src, _ := e.Catalog.Cluster(r.Source)
-	dst, _ := e.Catalog.Cluster(r.Destination)
+	src, dst := j.Source, j.Destination
 	exec := func(node *catalog.Node, sql string, args ...any) error {
 		dsn, err := e.Catalog.ConnString(node, nil)
 		if err != nil {
@@ -259,7 +255,7 @@ func (e *Executor) finishMigration(r Route, reverse, forward string) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("finishing the migration: %w", errors.Join(errs...))
 	}
-	e.Logger.Info("migration finished: reverse replication stopped, its slots and reshard's state removed", "source", r.Source, "destination", r.Destination)
+	e.Logger.Info("migration finished: reverse replication stopped, its slots and reshard's state removed", "source", src.Name, "destination", dst.Name)
 	return nil
 }
 

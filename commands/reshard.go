@@ -37,10 +37,12 @@ func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
 			t.SetResume(slot, "RESHARD "+c.Route.String())
 			defer func() { go func() { <-t.Done(); e.Registry.RemoveCopies(t.ID) }() }()
+			j, err := e.newJob(c.Route, t.ID)
+			if err != nil {
+				return task.Outcome{}, err
+			}
 			phase := func(p schema.Phase) error {
-				_, err := schema.Run(ctx, schema.Request{Catalog: e.Catalog, Source: c.Source, Destination: c.Destination,
-					Publication: c.Publication, Phase: p, Registry: e.Registry, Logger: e.Logger})
-				if err != nil {
+				if _, err := schema.Run(ctx, j, schema.Request{Phase: p}); err != nil {
 					return fmt.Errorf("SCHEMA_SYNC %s: %w", p, err)
 				}
 				return nil
@@ -49,7 +51,7 @@ func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 				return task.Outcome{}, err
 			}
 			t.SetState(task.StateCopying)
-			if _, err := copier.Run(ctx, e.copyRequest(CopyData{Route: c.Route, Slot: slot}, t.ID)); err != nil {
+			if _, err := copier.Run(ctx, j, copier.Request{Slot: slot}); err != nil {
 				return task.Outcome{}, fmt.Errorf("copy: %w", err)
 			}
 			t.SetState(task.StateSchemaPost)
@@ -57,7 +59,7 @@ func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 				return task.Outcome{}, err
 			}
 			t.SetState(task.StateStreaming)
-			finished, err := e.runStream(ctx, t, c.Route, slot, true)
+			finished, err := e.runStream(ctx, t, j, slot, true)
 			if err != nil {
 				return task.Outcome{}, err
 			}
@@ -72,8 +74,11 @@ func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 // verify runs VERIFY as a task; results appear in SHOW VERIFY.
 func (e *Executor) verify(ctx context.Context, c Verify) (*Result, error) {
 	if c.Foreground {
-		res, err := verify.Run(ctx, verify.Request{Catalog: e.Catalog, Source: c.Source, Destination: c.Destination,
-			Publication: c.Publication, Task: "cli", Registry: e.Registry, Logger: e.Logger})
+		j, err := e.newJob(c.Route, "cli")
+		if err != nil {
+			return nil, engineError(err)
+		}
+		res, err := verify.Run(ctx, j, verify.Request{})
 		if err != nil {
 			return nil, engineError(err)
 		}
@@ -85,8 +90,11 @@ func (e *Executor) verify(ctx context.Context, c Verify) (*Result, error) {
 	}
 	t := e.Tasks.Start("verify", c.Source, c.Destination, c.Publication, "verifying",
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
-			res, err := verify.Run(ctx, verify.Request{Catalog: e.Catalog, Source: c.Source, Destination: c.Destination,
-				Publication: c.Publication, Task: t.ID, Registry: e.Registry, Logger: e.Logger})
+			j, err := e.newJob(c.Route, t.ID)
+			if err != nil {
+				return task.Outcome{}, err
+			}
+			res, err := verify.Run(ctx, j, verify.Request{})
 			if err != nil {
 				return task.Outcome{}, err
 			}

@@ -6,13 +6,21 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 )
 
-// sqlStater is an engine error that knows its SQLSTATE.
-type sqlStater interface{ SQLState() string }
+// newJob resolves a route into the job the engine stages share, for the
+// task with the id.
+func (e *Executor) newJob(r Route, task string) (*job.Job, error) {
+	return job.New(job.Spec{Catalog: e.Catalog, Source: r.Source, Destination: r.Destination, Publication: r.Publication,
+		Task: task, Registry: e.Registry, Logger: e.Logger})
+}
 
-// engineError turns an engine failure into an *Error with its SQLSTATE.
+// engineError turns an engine failure into the admin server's *Error: the
+// one place where a job.Error (or any error carrying a SQLSTATE) becomes
+// an ErrorResponse. The message is the whole error, with the context the
+// engine wrapped it in.
 func engineError(err error) error {
 	var ce *Error
 	if errors.As(err, &ce) {
@@ -22,23 +30,22 @@ func engineError(err error) error {
 		return err
 	}
 	out := &Error{Code: CodeInternalError, Message: err.Error(), Err: err}
-	var se sqlStater
-	if errors.As(err, &se) && se.SQLState() != "" {
-		out.Code = se.SQLState()
+	if code := job.Code(err); code != "" {
+		out.Code = code
 	}
-	var sch *schema.Error
-	if errors.As(err, &sch) {
-		out.Hint = sch.Hint
+	var je *job.Error
+	if errors.As(err, &je) {
+		out.Detail, out.Hint = je.Detail, je.Hint
 	}
 	return out
 }
 
 func (e *Executor) schemaSync(ctx context.Context, c SchemaSync) (*Result, error) {
-	res, err := schema.Run(ctx, schema.Request{
-		Catalog: e.Catalog, Source: c.Source, Destination: c.Destination, Publication: c.Publication,
-		Phase: schema.Phase(c.Phase), DryRun: c.DryRun, IgnoreErrors: c.IgnoreErrors,
-		Registry: e.Registry, Logger: e.Logger,
-	})
+	j, err := e.newJob(c.Route, "")
+	if err != nil {
+		return nil, engineError(err)
+	}
+	res, err := schema.Run(ctx, j, schema.Request{Phase: schema.Phase(c.Phase), DryRun: c.DryRun, IgnoreErrors: c.IgnoreErrors})
 	if err != nil {
 		return nil, engineError(err)
 	}

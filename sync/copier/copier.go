@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sharding"
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
 )
 
@@ -25,11 +25,8 @@ const DefaultSplitThreshold = 256 << 20
 // maxAttempts bounds how often a unit is tried on transient failures.
 const maxAttempts = 5
 
-// Request is one copy.
+// Request is one copy of a job's publication.
 type Request struct {
-	Catalog *catalog.Catalog
-	// Source and Destination are cluster names; Publication is on the source.
-	Source, Destination, Publication string
 	// Slot names the replication slot (generated when empty). With several
 	// source shards the slot of shard k is <Slot>_<k>. Running again with
 	// the same slot resumes.
@@ -38,10 +35,6 @@ type Request struct {
 	SyncOnly bool
 	// SplitThreshold overrides [general] resharding_split_threshold.
 	SplitThreshold int64
-	// Task identifies the copy in the progress registry.
-	Task     string
-	Registry *progress.Registry
-	Logger   hclog.Logger
 }
 
 // Result is what a copy did.
@@ -64,6 +57,7 @@ type Result struct {
 
 // copyRun is the state shared by a copy's workers.
 type copyRun struct {
+	job       *job.Job
 	req       *Request
 	log       hclog.Logger
 	format    sharding.Format
@@ -102,17 +96,10 @@ func newSlotName() string {
 // SyncOnly) and the destination (tables exist with compatible columns and,
 // for a fresh copy, are empty). Then it creates one slot per source shard
 // with an exported snapshot, and copies.
-func Run(ctx context.Context, req Request) (*Result, error) {
+func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	start := time.Now()
-	log := req.Logger
-	if log == nil {
-		log = hclog.NewNullLogger()
-	}
-	log = log.Named("copy")
-	if req.Registry == nil {
-		req.Registry = progress.NewRegistry()
-	}
-	cfg := req.Catalog.Config.General
+	log := j.Logger("copy")
+	cfg := j.Catalog.Config.General
 	if req.SplitThreshold == 0 {
 		req.SplitThreshold = cfg.ReshardingSplitThreshold
 	}
@@ -123,15 +110,8 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, ok := req.Catalog.Cluster(req.Source)
-	if !ok {
-		return nil, &Error{Code: "3D000", Message: fmt.Sprintf("database %q is not configured", req.Source)}
-	}
-	dst, ok := req.Catalog.Cluster(req.Destination)
-	if !ok {
-		return nil, &Error{Code: "3D000", Message: fmt.Sprintf("database %q is not configured", req.Destination)}
-	}
-	run := &copyRun{req: &req, log: log, format: format}
+	src, dst := j.Source, j.Destination
+	run := &copyRun{job: j, req: &req, log: log, format: format, srcDSN: j.SourceDSN, dstDSN: j.DestinationDSN}
 	res := &Result{Slot: req.Slot}
 	if res.Slot == "" {
 		res.Slot = newSlotName()
@@ -139,50 +119,22 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	req.Slot = res.Slot
 	res.Slots = SlotNames(res.Slot, len(src.Shards))
 	for _, sh := range src.Shards {
-		dsn, err := req.Catalog.ConnString(sh.Primary, nil)
-		if err != nil {
-			return nil, err
-		}
-		run.srcDSN = append(run.srcDSN, dsn)
 		if len(sh.Replicas) > 0 {
 			log.Info("source shard has replicas, but PostgreSQL 15 replicas cannot hold a logical slot: the primary does the copy", "shard", sh.Number)
 		}
 	}
-	for _, sh := range dst.Shards {
-		dsn, err := req.Catalog.ConnString(sh.Primary, nil)
-		if err != nil {
-			return nil, err
-		}
-		run.dstDSN = append(run.dstDSN, dsn)
-	}
 
 	// Connections used for planning and checks.
-	srcConns := make([]*pgx.Conn, len(src.Shards))
-	defer func() {
-		for _, c := range srcConns {
-			if c != nil {
-				c.Close(context.Background())
-			}
-		}
-	}()
-	for i, sh := range src.Shards {
-		if srcConns[i], err = pgx.Connect(ctx, run.srcDSN[i]); err != nil {
-			return nil, &Error{Code: "08006", Message: fmt.Sprintf("cannot connect to source %s", sh.Primary), Err: err}
-		}
+	srcConns, err := j.ConnectSources(ctx)
+	if err != nil {
+		return nil, err
 	}
-	dstConns := make([]*pgx.Conn, len(dst.Shards))
-	defer func() {
-		for _, c := range dstConns {
-			if c != nil {
-				c.Close(context.Background())
-			}
-		}
-	}()
-	for i, sh := range dst.Shards {
-		if dstConns[i], err = pgx.Connect(ctx, run.dstDSN[i]); err != nil {
-			return nil, &Error{Code: "08006", Message: fmt.Sprintf("cannot connect to destination %s", sh.Primary), Err: err}
-		}
+	defer srcConns.Close()
+	dstConns, err := j.ConnectDestinations(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer dstConns.Close()
 	run.state = dstConns[0]
 	saved, err := loadState(ctx, run.state, res.Slot)
 	if err != nil {
@@ -193,7 +145,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	// Preflight.
 	var problems []string
 	for i, sh := range src.Shards {
-		p, err := sourceChecks(ctx, srcConns[i], "source "+sh.Primary.String(), req.Publication, 1)
+		p, err := sourceChecks(ctx, srcConns[i], "source "+sh.Primary.String(), j.Publication, 1)
 		if err != nil {
 			return nil, err
 		}
@@ -210,9 +162,9 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		}
 	}
 	if len(problems) > 0 {
-		return nil, &Error{Code: "55000", Message: "cannot copy", Problems: problems}
+		return nil, job.Refused("55000", "cannot copy", problems)
 	}
-	names, err := publicationTables(ctx, srcConns[0], req.Publication)
+	names, err := publicationTables(ctx, srcConns[0], j.Publication)
 	if err != nil {
 		return nil, err
 	}
@@ -243,10 +195,10 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		problems = append(problems, p...)
 	}
 	if len(problems) > 0 {
-		return nil, &Error{Code: "55000", Message: "cannot copy", Problems: problems}
+		return nil, job.Refused("55000", "cannot copy", problems)
 	}
 	if len(tables) == 0 {
-		return nil, &Error{Code: "55000", Message: fmt.Sprintf("publication %q has no tables", req.Publication)}
+		return nil, job.Errorf("55000", "publication %q has no tables", j.Publication)
 	}
 
 	// Slots and snapshots: the permanent slots on a fresh copy; temporary
@@ -271,10 +223,10 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		if res.Resumed {
 			name, temporary = newSlotName()+"_resume", true
 		}
-		s, err := createSlot(ctx, req.Catalog, sh.Primary, name, temporary)
+		s, err := createSlot(ctx, j.Catalog, sh.Primary, name, temporary)
 		if err != nil {
 			dropCreated()
-			return nil, &Error{Code: "55000", Message: err.Error(), Err: err}
+			return nil, job.Wrap("55000", err, "%v", err)
 		}
 		slots[i] = s
 		run.watermark = append(run.watermark, s.lsn)
@@ -339,7 +291,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		if u.predicate != "" {
 			where = " WHERE " + u.predicate
 		}
-		item := &progress.TableCopy{Task: req.Task, Schema: u.table.Schema, Table: u.table.Name, SourceShard: u.sourceShard,
+		item := &progress.TableCopy{Task: j.Task, Schema: u.table.Schema, Table: u.table.Name, SourceShard: u.sourceShard,
 			Unit: u.n, Units: u.of, EstimateBytes: u.estimateBytes,
 			SQL: fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT %s)", u.table.columnList(), u.table.Qualified(), where, format)}
 		items[u] = item
@@ -347,13 +299,13 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	// Biggest first, so the long ones start early.
 	sort.SliceStable(todo, func(a, b int) bool { return todo[a].estimateBytes > todo[b].estimateBytes })
 	for _, u := range todo {
-		req.Registry.AddCopies(items[u])
+		j.Registry.AddCopies(items[u])
 	}
 	log.Info("copy starting", "tables", len(tables), "units", len(todo), "already_done", res.UnitsSkipped, "resumed", res.Resumed,
 		"workers_per_source_shard", cfg.ReshardingParallelCopies, "format", format)
 	err = run.copyAll(ctx, todo, items, slots, cfg.ReshardingParallelCopies)
-	for _, it := range req.Registry.Copies() {
-		if it.Task == req.Task && it.State == progress.CopyDone {
+	for _, it := range j.Registry.Copies() {
+		if it.Task == j.Task && it.State == progress.CopyDone {
 			res.Rows += it.Rows
 			res.Bytes += it.Bytes
 		}
@@ -385,7 +337,7 @@ func resumePlan(ctx context.Context, run *copyRun, saved []savedUnit, tables []*
 	for _, s := range saved {
 		t, ok := byName[s.schema+"."+s.name]
 		if !ok {
-			return nil, &Error{Code: "55000", Message: fmt.Sprintf("cannot resume: table %s.%s of the earlier copy is no longer in the publication", s.schema, s.name)}
+			return nil, job.Errorf("55000", "cannot resume: table %s.%s of the earlier copy is no longer in the publication", s.schema, s.name)
 		}
 		u := &unit{sourceShard: s.sourceShard, table: t, n: s.unit, of: s.units, kind: s.kind, predicate: s.predicate, estimateBytes: s.estimate, done: s.done}
 		units = append(units, u)
@@ -508,7 +460,7 @@ func (r *copyRun) copyAll(ctx context.Context, todo []*unit, items map[*unit]*pr
 }
 
 func (r *copyRun) copyWithRetry(ctx context.Context, w *worker, u *unit, item *progress.TableCopy) error {
-	reg := r.req.Registry
+	reg := r.job.Registry
 	clearable := u.kind != unitCtid && (len(r.srcDSN) == 1 || u.table.Omni)
 	backoff := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -518,7 +470,7 @@ func (r *copyRun) copyWithRetry(ctx context.Context, w *worker, u *unit, item *p
 		rows, bytes, committed, err := w.copyUnit(ctx, u, item)
 		if err == nil {
 			r.stateMu.Lock()
-			mctx, cancel := context.WithTimeout(ctx, r.req.Catalog.NetworkTimeout())
+			mctx, cancel := context.WithTimeout(ctx, r.job.Catalog.NetworkTimeout())
 			err = markDone(mctx, r.state, r.req.Slot, u, r.watermark[u.sourceShard], rows, bytes)
 			cancel()
 			r.stateMu.Unlock()

@@ -8,29 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Error is a copy failure with a SQLSTATE and, for preflight, every problem
-// found, each naming what to fix.
-type Error struct {
-	Code     string
-	Message  string
-	Problems []string
-	Hint     string
-	Err      error
-}
-
-func (e *Error) Error() string {
-	if len(e.Problems) == 0 {
-		return e.Message
-	}
-	return e.Message + ": " + strings.Join(e.Problems, "; ")
-}
-
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Err }
-
-// SQLState is the SQLSTATE to answer with.
-func (e *Error) SQLState() string { return e.Code }
-
 // sourceChecks verifies one source shard primary: logical WAL, a free slot
 // and WAL sender, and the publication. It returns problems, not errors.
 func sourceChecks(ctx context.Context, conn *pgx.Conn, where, publication string, slotsNeeded int) ([]string, error) {

@@ -124,7 +124,7 @@ func (c *countingWriter) flush() {
 // came after the source stream ended).
 func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy) (rows, bytes int64, committed bool, err error) {
 	cw := &countingWriter{item: item}
-	timeout := w.run.req.Catalog.NetworkTimeout()
+	timeout := w.run.job.Catalog.NetworkTimeout()
 	ctx, stop := watchProgress(ctx, &cw.moved, timeout)
 	defer func() {
 		if stop() && err != nil {

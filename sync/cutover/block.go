@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/job"
 )
 
 // lockTables blocks writes to the tables: in a transaction on conn, it
@@ -48,23 +48,23 @@ func closeToApplication(ctx context.Context, conn *pgx.Conn, database string, lo
 	return nil
 }
 
-// openToApplication makes a database writable for new sessions again
-// (undoing closeToApplication).
-func openToApplication(ctx context.Context, cat *catalog.Catalog, node *catalog.Node) error {
-	dsn, err := cat.ConnString(node, nil)
+// openToApplication makes the databases of the connections connect opens
+// (one per shard) writable for new sessions again (undoing
+// closeToApplication).
+func openToApplication(ctx context.Context, connect func(context.Context) (job.Conns, error)) error {
+	conns, err := connect(ctx)
 	if err != nil {
 		return err
 	}
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", node, err)
-	}
-	defer c.Close(context.Background())
-	if _, err := c.Exec(ctx, "SET default_transaction_read_only = off"); err != nil {
-		return err
-	}
-	if _, err := c.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{node.Database}.Sanitize()+" RESET default_transaction_read_only"); err != nil {
-		return fmt.Errorf("make %s writable: %w", node, err)
+	defer conns.Close()
+	for _, c := range conns {
+		if _, err := c.Exec(ctx, "SET default_transaction_read_only = off"); err != nil {
+			return err
+		}
+		database := c.Config().Database
+		if _, err := c.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{database}.Sanitize()+" RESET default_transaction_read_only"); err != nil {
+			return fmt.Errorf("make %s on %s writable: %w", database, c.Config().Host, err)
+		}
 	}
 	return nil
 }

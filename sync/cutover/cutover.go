@@ -18,25 +18,19 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sync/copier"
-	"github.com/reshard/reshard/sync/progress"
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 )
 
-// Request is one cutover of a streaming task.
+// Request is one cutover of a job's streaming task.
 type Request struct {
-	Catalog                          *catalog.Catalog
-	Source, Destination, Publication string
 	// Slot is the forward stream's slot (per source shard: <Slot>_<k> when
 	// there are several).
 	Slot string
 	// StopForward stops the forward stream and waits for it; called once
 	// the stream has drained.
 	StopForward func() error
-	Task        string
-	Registry    *progress.Registry
-	Logger      hclog.Logger
 }
 
 // Result is a completed cutover.
@@ -46,20 +40,14 @@ type Result struct {
 	ReverseSlot string
 }
 
-// Error is a cutover that did not happen; writes on the source are
-// unblocked and the forward stream goes on.
-type Error struct {
-	Code, Message string
-	Err           error
+// aborted is a cutover (or rollback) that did not happen: writes are
+// unblocked and the stream goes on. SQLSTATE 57014, as a cancelled
+// statement.
+func aborted(log hclog.Logger, what, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	log.Warn(what+" aborted", "reason", msg)
+	return job.Errorf("57014", "%s", what+" aborted, "+msg)
 }
-
-func (e *Error) Error() string { return e.Message }
-
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Err }
-
-// SQLState is the SQLSTATE to answer with.
-func (e *Error) SQLState() string { return e.Code }
 
 // lag is the bytes between the source's WAL end and what the slot confirmed.
 func lag(ctx context.Context, conn *pgx.Conn, slot string) (int64, pglogrepl.LSN, error) {
@@ -88,45 +76,20 @@ func lag(ctx context.Context, conn *pgx.Conn, slot string) (int64, pglogrepl.LSN
 //
 // Until step 4, any failure or cutover_timeout aborts: locks released,
 // source writable, forward stream untouched.
-func Run(ctx context.Context, req Request) (*Result, error) {
-	log := req.Logger
-	if log == nil {
-		log = hclog.NewNullLogger()
-	}
-	log = log.Named("cutover")
-	g := req.Catalog.Config.General
+func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
+	log := j.Logger("cutover")
+	g := j.Catalog.Config.General
 	timeout := time.Duration(g.CutoverTimeout) * time.Millisecond
 	deadline := time.Now().Add(timeout)
-	src, ok := req.Catalog.Cluster(req.Source)
-	if !ok {
-		return nil, fmt.Errorf("database %q is not configured", req.Source)
-	}
-	dst, ok := req.Catalog.Cluster(req.Destination)
-	if !ok {
-		return nil, fmt.Errorf("database %q is not configured", req.Destination)
-	}
+	src, dst := j.Source, j.Destination
 	slots := copier.SlotNames(req.Slot, len(src.Shards))
-	conns := make([]*pgx.Conn, len(src.Shards))
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close(context.Background())
-			}
-		}
-	}()
-	for i, sh := range src.Shards {
-		dsn, err := req.Catalog.ConnString(sh.Primary, nil)
-		if err != nil {
-			return nil, err
-		}
-		if conns[i], err = pgx.Connect(ctx, dsn); err != nil {
-			return nil, fmt.Errorf("connect to source %s: %w", sh.Primary, err)
-		}
+	conns, err := j.ConnectSources(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer conns.Close()
 	abort := func(format string, args ...any) error {
-		msg := fmt.Sprintf(format, args...)
-		log.Warn("cutover aborted", "reason", msg)
-		return &Error{Code: "57014", Message: "cutover aborted, writes on the source unblocked, streaming goes on: " + msg}
+		return aborted(log, "cutover", "writes on the source unblocked, streaming goes on: "+format, args...)
 	}
 
 	// 1. Lag under the traffic-stop threshold.
@@ -151,7 +114,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	}
 
 	// 2. Block writes: SHARE locks on every published table.
-	tables, err := copier.Tables(ctx, conns[0], req.Publication, dst)
+	tables, err := copier.Tables(ctx, conns[0], j.Publication, dst)
 	if err != nil {
 		return nil, abort("%v", err)
 	}
@@ -159,24 +122,18 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	for i, t := range tables {
 		names[i] = t.Qualified()
 	}
-	locks := make([]*pgx.Conn, len(src.Shards))
+	locks, err := j.ConnectSources(ctx)
+	if err != nil {
+		return nil, abort("%v", err)
+	}
 	release := func() {
 		for _, l := range locks {
-			if l != nil {
-				_, _ = l.Exec(context.Background(), "ROLLBACK")
-				l.Close(context.Background())
-			}
+			_, _ = l.Exec(context.Background(), "ROLLBACK")
 		}
+		locks.Close()
 	}
 	for i, sh := range src.Shards {
-		dsn, _ := req.Catalog.ConnString(sh.Primary, nil)
-		l, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			release()
-			return nil, abort("connect to %s: %v", sh.Primary, err)
-		}
-		locks[i] = l
-		if err := lockTables(ctx, l, names, deadline); err != nil {
+		if err := lockTables(ctx, locks[i], names, deadline); err != nil {
 			release()
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "55P03" {
@@ -227,15 +184,12 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	}
 	// The shards become the application's side: open to writes again if a
 	// rollback closed them.
-	for _, sh := range dst.Shards {
-		if err := openToApplication(ctx, req.Catalog, sh.Primary); err != nil {
-			release()
-			return nil, err
-		}
+	if err := openToApplication(ctx, j.ConnectDestinations); err != nil {
+		release()
+		return nil, err
 	}
 	for _, phase := range []schema.Phase{schema.PhaseCutover, schema.PhasePostCutover} {
-		if _, err := schema.Run(ctx, schema.Request{Catalog: req.Catalog, Source: req.Source, Destination: req.Destination,
-			Publication: req.Publication, Phase: phase, Registry: req.Registry, Logger: req.Logger}); err != nil {
+		if _, err := schema.Run(ctx, j, schema.Request{Phase: phase}); err != nil {
 			release()
 			return nil, fmt.Errorf("SCHEMA_SYNC %s: %w", phase, err)
 		}
@@ -254,7 +208,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	reverse := req.Slot + "_rev"
 	for i, name := range copier.SlotNames(reverse, len(dst.Shards)) {
 		node := dst.Shards[i].Primary
-		dsn, err := req.Catalog.ConnString(node, map[string]string{"replication": "database"})
+		dsn, err := j.Catalog.ConnString(node, map[string]string{"replication": "database"})
 		if err != nil {
 			return nil, err
 		}
@@ -281,7 +235,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	}
 	if g.CutoverCommand != "" {
 		cmd := exec.CommandContext(ctx, "sh", "-c", g.CutoverCommand)
-		cmd.Env = append(os.Environ(), "RESHARD_TASK="+req.Task, "RESHARD_SOURCE="+req.Source, "RESHARD_DESTINATION="+req.Destination)
+		cmd.Env = append(os.Environ(), "RESHARD_TASK="+j.Task, "RESHARD_SOURCE="+src.Name, "RESHARD_DESTINATION="+dst.Name)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			log.Warn("cutover_command failed", "command", g.CutoverCommand, "error", err, "output", string(out))
 		} else {

@@ -6,19 +6,17 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 )
 
 // RollbackRequest swaps a cut-over task back: the old database becomes the
 // writable side again and the shards follow it.
 type RollbackRequest struct {
-	Request
 	// ReverseSlot is the reverse stream's slot on the shards.
 	ReverseSlot string
 	// StopReverse stops the reverse stream and waits for it.
@@ -33,62 +31,37 @@ type RollbackRequest struct {
 // values, the shards read-only for new sessions, new forward slots created
 // on the old database. Until the reverse stream is stopped any failure
 // aborts and leaves the shards writable.
-func Rollback(ctx context.Context, req RollbackRequest) error {
-	log := req.Logger
-	if log == nil {
-		log = hclog.NewNullLogger()
-	}
-	log = log.Named("rollback")
-	g := req.Catalog.Config.General
+func Rollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
+	log := j.Logger("rollback")
+	g := j.Catalog.Config.General
 	timeout := time.Duration(g.CutoverTimeout) * time.Millisecond
 	deadline := time.Now().Add(timeout)
-	src, _ := req.Catalog.Cluster(req.Source)
-	dst, _ := req.Catalog.Cluster(req.Destination)
+	src, dst := j.Source, j.Destination
 	abort := func(format string, args ...any) error {
-		msg := fmt.Sprintf(format, args...)
-		log.Warn("rollback aborted", "reason", msg)
-		return &Error{Code: "57014", Message: "rollback aborted, writes on the shards unblocked, reverse replication goes on: " + msg}
+		return aborted(log, "rollback", "writes on the shards unblocked, reverse replication goes on: "+format, args...)
 	}
-	connect := func(shard int, cluster string) (*pgx.Conn, error) {
-		cl, _ := req.Catalog.Cluster(cluster)
-		dsn, err := req.Catalog.ConnString(cl.Shards[shard].Primary, nil)
-		if err != nil {
-			return nil, err
-		}
-		return pgx.Connect(ctx, dsn)
+	shardConns, err := j.ConnectDestinations(ctx)
+	if err != nil {
+		return abort("%v", err)
 	}
-	shardConns := make([]*pgx.Conn, len(dst.Shards))
-	locks := make([]*pgx.Conn, len(dst.Shards))
-	defer func() {
-		for _, c := range append(shardConns, locks...) {
-			if c != nil {
-				c.Close(context.Background())
-			}
-		}
-	}()
+	defer shardConns.Close()
+	locks, err := j.ConnectDestinations(ctx)
+	if err != nil {
+		return abort("%v", err)
+	}
+	defer locks.Close()
 	release := func() {
 		for _, l := range locks {
-			if l != nil {
-				_, _ = l.Exec(context.Background(), "ROLLBACK")
-			}
-		}
-	}
-	for k := range dst.Shards {
-		var err error
-		if shardConns[k], err = connect(k, req.Destination); err != nil {
-			return abort("%v", err)
-		}
-		if locks[k], err = connect(k, req.Destination); err != nil {
-			return abort("%v", err)
+			_, _ = l.Exec(context.Background(), "ROLLBACK")
 		}
 	}
 	// The tables are the source publication's (the shards' own
 	// publication can hold more, such as reshard's state).
-	srcConn, err := connect(0, req.Source)
+	srcConn, err := j.ConnectSource(ctx, 0)
 	if err != nil {
 		return abort("%v", err)
 	}
-	tables, err := copier.Tables(ctx, srcConn, req.Publication, dst)
+	tables, err := copier.Tables(ctx, srcConn, j.Publication, dst)
 	srcConn.Close(context.Background())
 	if err != nil {
 		return abort("%v", err)
@@ -133,13 +106,11 @@ func Rollback(ctx context.Context, req RollbackRequest) error {
 		return fmt.Errorf("stop the reverse stream: %w", err)
 	}
 	// The old database takes the writes again.
-	for _, sh := range src.Shards {
-		if err := openToApplication(ctx, req.Catalog, sh.Primary); err != nil {
-			release()
-			return err
-		}
+	if err := openToApplication(ctx, j.ConnectSources); err != nil {
+		release()
+		return err
 	}
-	if err := schema.MoveSourceSequences(ctx, req.Catalog, req.Source, req.Destination, log); err != nil {
+	if err := schema.MoveSourceSequences(ctx, j); err != nil {
 		release()
 		return err
 	}
@@ -156,7 +127,7 @@ func Rollback(ctx context.Context, req RollbackRequest) error {
 	// New forward slots: the shards follow the old database from here.
 	for i, name := range copier.SlotNames(req.NewSlot, len(src.Shards)) {
 		node := src.Shards[i].Primary
-		dsn, err := req.Catalog.ConnString(node, map[string]string{"replication": "database"})
+		dsn, err := j.Catalog.ConnString(node, map[string]string{"replication": "database"})
 		if err != nil {
 			return err
 		}

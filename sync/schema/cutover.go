@@ -7,7 +7,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/job"
 )
 
 // SequenceGap is added above the highest value any node has handed out (or
@@ -68,15 +68,7 @@ func seqPosition(ctx context.Context, conn *pgx.Conn, s sequenceInfo) (last int6
 // alone, which makes the phase idempotent.
 func cutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, log hclog.Logger) (map[int][]*Statement, error) {
 	n := int64(len(ep.targets))
-	conns := make([]*pgx.Conn, len(ep.targets))
-	for i, t := range ep.targets {
-		c, err := pgx.Connect(ctx, t.ConnString)
-		if err != nil {
-			return nil, &Error{Code: "08006", Message: (&unreachableError{target: t, err: err}).Error(), Err: err}
-		}
-		defer c.Close(context.Background())
-		conns[i] = c
-	}
+	conns := ep.shards
 	rows, err := conns[0].Query(ctx, listSequences)
 	if err != nil {
 		return nil, fmt.Errorf("list sequences: %w", err)
@@ -125,7 +117,7 @@ func cutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, log hc
 				return nil, err
 			}
 			if !exists {
-				return nil, &Error{Code: "42P01", Message: fmt.Sprintf("sequence %s is missing on %s shard %d: run SCHEMA_SYNC PRE first", s.name, ep.targets[i].Database, ep.targets[i].Shard)}
+				return nil, job.Errorf("42P01", "sequence %s is missing on %s shard %d: run SCHEMA_SYNC PRE first", s.name, ep.targets[i].Database, ep.targets[i].Shard)
 			}
 			if colMax != nil {
 				consider(*colMax)
@@ -158,8 +150,8 @@ func cutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, log hc
 		for i, t := range ep.targets {
 			start := base + int64(t.Shard)
 			if start > s.max {
-				return nil, &Error{Code: "22003", Message: fmt.Sprintf("sequence %s: interleaved start %d on shard %d exceeds its MAXVALUE %d", s.name, start, t.Shard, s.max),
-					Hint: "widen the sequence (ALTER SEQUENCE ... AS bigint) or raise its MAXVALUE"}
+				return nil, job.Errorf("22003", "sequence %s: interleaved start %d on shard %d exceeds its MAXVALUE %d", s.name, start, t.Shard, s.max).
+					WithHint("widen the sequence (ALTER SEQUENCE ... AS bigint) or raise its MAXVALUE")
 			}
 			_ = i
 			out[t.Shard] = append(out[t.Shard], &Statement{
@@ -175,41 +167,19 @@ func cutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, log hc
 // value any destination shard has handed out or stored (plus SequenceGap):
 // after a rollback the old database takes the writes again and must not
 // hand out ids the shards already used.
-func MoveSourceSequences(ctx context.Context, cat *catalog.Catalog, source, destination string, log hclog.Logger) error {
-	src, ok := cat.Cluster(source)
-	if !ok {
-		return fmt.Errorf("database %q is not configured", source)
+func MoveSourceSequences(ctx context.Context, j *job.Job) error {
+	log := j.Logger("sequences")
+	shards, err := j.ConnectDestinations(ctx)
+	if err != nil {
+		return err
 	}
-	dst, ok := cat.Cluster(destination)
-	if !ok {
-		return fmt.Errorf("database %q is not configured", destination)
+	defer shards.Close()
+	sources, err := j.ConnectSources(ctx)
+	if err != nil {
+		return err
 	}
-	connect := func(n *catalog.Node) (*pgx.Conn, error) {
-		dsn, err := cat.ConnString(n, nil)
-		if err != nil {
-			return nil, err
-		}
-		return pgx.Connect(ctx, dsn)
-	}
-	var shards []*pgx.Conn
-	defer func() {
-		for _, c := range shards {
-			c.Close(context.Background())
-		}
-	}()
-	for _, sh := range dst.Shards {
-		c, err := connect(sh.Primary)
-		if err != nil {
-			return err
-		}
-		shards = append(shards, c)
-	}
-	for _, sh := range src.Shards {
-		c, err := connect(sh.Primary)
-		if err != nil {
-			return err
-		}
-		defer c.Close(context.Background())
+	defer sources.Close()
+	for _, c := range sources {
 		if _, err := c.Exec(ctx, "SET default_transaction_read_only = off"); err != nil {
 			return err
 		}

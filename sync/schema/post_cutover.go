@@ -54,11 +54,7 @@ func postCutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, pu
 
 	// Checks on shard 0 against the source.
 	var warnings []string
-	shard, err := pgx.Connect(ctx, ep.targets[0].ConnString)
-	if err != nil {
-		return nil, nil, &Error{Code: "08006", Message: (&unreachableError{target: ep.targets[0], err: err}).Error(), Err: err}
-	}
-	defer shard.Close(context.Background())
+	shard := ep.shards[0]
 	for _, t := range tables {
 		srcCols, err := columnNames(ctx, src, t)
 		if err != nil {

@@ -7,20 +7,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/sync/progress"
+	"github.com/reshard/reshard/sync/job"
 )
 
-// Request is one schema-sync phase to run.
+// Request is one schema-sync phase to run on a job's destination shards.
 type Request struct {
-	Catalog *catalog.Catalog
-	// Source and Destination are cluster names; Publication is on the source.
-	Source, Destination, Publication string
-	Phase                            Phase
+	Phase Phase
 	// DryRun computes each shard's SQL and changes nothing.
 	DryRun bool
 	// IgnoreErrors continues past failing statements; they are listed in
@@ -29,10 +24,6 @@ type Request struct {
 	// Parallel bounds concurrent index builds (and FK validations) per
 	// shard; 0 means [general] resharding_parallel_copies.
 	Parallel int
-	// Registry receives progress; nil means a private one.
-	Registry *progress.Registry
-	// Logger is the parent logger.
-	Logger hclog.Logger
 }
 
 // ShardSQL is the SQL a phase runs on one shard (dry run).
@@ -58,82 +49,39 @@ type Result struct {
 	Elapsed time.Duration
 }
 
-// Error is a failure before or while applying, with a SQLSTATE.
-type Error struct {
-	Code, Message, Hint string
-	Err                 error
-}
-
-func (e *Error) Error() string { return e.Message }
-
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Err }
-
-// SQLState is the SQLSTATE to answer with.
-func (e *Error) SQLState() string { return e.Code }
-
-// endpoints are the resolved clusters of a request.
+// endpoints are the resolved clusters of a job, as the phases use them.
 type endpoints struct {
 	src     *catalog.Cluster
 	dst     *catalog.Cluster
 	srcNode *catalog.Node
-	srcDSN  string
 	targets []*Target
+	// shards are open connections to every destination shard (nil on a
+	// dry run of a phase that needs none).
+	shards job.Conns
 }
 
-func resolve(req *Request) (*endpoints, error) {
-	src, ok := req.Catalog.Cluster(req.Source)
-	if !ok {
-		return nil, &Error{Code: "3D000", Message: fmt.Sprintf("database %q is not configured", req.Source)}
+func endpointsOf(j *job.Job) *endpoints {
+	ep := &endpoints{src: j.Source, dst: j.Destination, srcNode: j.Source.Shards[0].Primary}
+	for k, sh := range j.Destination.Shards {
+		ep.targets = append(ep.targets, &Target{Database: j.Destination.Name, Shard: sh.Number, Node: sh.Primary,
+			ConnString: j.DestinationDSN[k], User: j.Destination.Admin.LoginUser()})
 	}
-	dst, ok := req.Catalog.Cluster(req.Destination)
-	if !ok {
-		return nil, &Error{Code: "3D000", Message: fmt.Sprintf("database %q is not configured", req.Destination)}
-	}
-	ep := &endpoints{src: src, dst: dst, srcNode: src.Shards[0].Primary}
-	dsn, err := req.Catalog.ConnString(ep.srcNode, nil)
-	if err != nil {
-		return nil, err
-	}
-	ep.srcDSN = dsn
-	for _, sh := range dst.Shards {
-		dsn, err := req.Catalog.ConnString(sh.Primary, nil)
-		if err != nil {
-			return nil, err
-		}
-		ep.targets = append(ep.targets, &Target{Database: dst.Name, Shard: sh.Number, Node: sh.Primary, ConnString: dsn, User: dst.Admin.LoginUser()})
-	}
-	return ep, nil
+	return ep
 }
 
-// Run runs one phase on every destination shard.
-func Run(ctx context.Context, req Request) (*Result, error) {
+// Run runs one phase on every destination shard of the job.
+func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	start := time.Now()
-	log := req.Logger
-	if log == nil {
-		log = hclog.NewNullLogger()
-	}
-	log = log.Named("schema")
-	if req.Registry == nil {
-		req.Registry = progress.NewRegistry()
-	}
+	log := j.Logger("schema")
 	if req.Parallel <= 0 {
-		req.Parallel = req.Catalog.Config.General.ReshardingParallelCopies
+		req.Parallel = j.Catalog.Config.General.ReshardingParallelCopies
 	}
-	ep, err := resolve(&req)
-	if err != nil {
-		return nil, err
-	}
+	ep := endpointsOf(j)
 	// Preflight: the source answers and has the publication; every shard
 	// answers. Nothing is changed before all of that holds.
-	srcConn, err := pgx.Connect(ctx, ep.srcDSN)
+	srcConn, err := j.ConnectSource(ctx, 0)
 	if err != nil {
-		code := "08006"
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) {
-			code = pe.Code
-		}
-		return nil, &Error{Code: code, Message: fmt.Sprintf("cannot connect to source %s: %v", ep.srcNode, err), Err: err}
+		return nil, err
 	}
 	defer srcConn.Close(context.Background())
 	var versionNum int
@@ -141,42 +89,42 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("source server version: %w", err)
 	}
 	var hasPub bool
-	if err := srcConn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", req.Publication).Scan(&hasPub); err != nil {
+	if err := srcConn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", j.Publication).Scan(&hasPub); err != nil {
 		return nil, fmt.Errorf("look up publication: %w", err)
 	}
 	if !hasPub {
-		return nil, &Error{Code: "42704", Message: fmt.Sprintf("publication %q does not exist on source %s", req.Publication, ep.srcNode),
-			Hint: fmt.Sprintf("create it on the source, e.g. CREATE PUBLICATION %s FOR ALL TABLES", quoteIdent(req.Publication))}
+		return nil, job.Errorf("42704", "publication %q does not exist on source %s", j.Publication, ep.srcNode).
+			WithHint("create it on the source, e.g. CREATE PUBLICATION %s FOR ALL TABLES", quoteIdent(j.Publication))
 	}
-	if !req.DryRun {
-		for _, t := range ep.targets {
-			c, err := pgx.Connect(ctx, t.ConnString)
-			if err != nil {
-				ue := &unreachableError{target: t, err: err}
-				return nil, &Error{Code: ue.SQLState(), Message: ue.Error() + "; nothing was changed on any shard", Err: err}
+	if !req.DryRun || req.Phase == PhaseCutover || req.Phase == PhasePostCutover {
+		if ep.shards, err = j.ConnectDestinations(ctx); err != nil {
+			var je *job.Error
+			if errors.As(err, &je) && !req.DryRun {
+				je.Message += "; nothing was changed on any shard"
 			}
-			c.Close(context.Background())
+			return nil, err
 		}
+		defer ep.shards.Close()
 	}
-	a := &applier{parallel: req.Parallel, ignoreErrors: req.IgnoreErrors, reg: req.Registry, log: log}
+	a := &applier{parallel: req.Parallel, ignoreErrors: req.IgnoreErrors, reg: j.Registry, log: log}
 	res := &Result{Phase: req.Phase}
 	var works []*shardWork
 	switch req.Phase {
 	case PhasePre, PhasePost:
 		admin := ep.src.Admin
-		dump, err := Dump(ctx, DumpSource{PgDump: req.Catalog.Config.Replication.PgDumpPath, Host: ep.srcNode.Host, Port: ep.srcNode.Port,
+		dump, err := Dump(ctx, DumpSource{PgDump: j.Catalog.Config.Replication.PgDumpPath, Host: ep.srcNode.Host, Port: ep.srcNode.Port,
 			Database: ep.srcNode.Database, User: nodeUser(ep.srcNode, admin), Password: nodePassword(ep.srcNode, admin), ServerVersionNum: versionNum})
 		if err != nil {
 			code := "58P01"
 			if !strings.Contains(err.Error(), "not found") {
 				code = "XX000"
 			}
-			return nil, &Error{Code: code, Message: err.Error(), Err: err}
+			return nil, job.Wrap(code, err, "%v", err)
 		}
 		dumped := time.Now()
 		plan, err := BuildPlan(dump)
 		if err != nil {
-			return nil, &Error{Code: "XX000", Message: err.Error(), Err: err}
+			return nil, job.Wrap("XX000", err, "%v", err)
 		}
 		log.Debug("schema dumped and planned", "dump", dumped.Sub(start).Round(time.Millisecond), "plan", time.Since(dumped).Round(time.Millisecond),
 			"pre", len(plan.Pre), "post", len(plan.Post))
@@ -208,7 +156,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		}
 		works = a.register(req.Phase, ep.targets, func(t *Target) []*Statement { return perShard[t.Shard] })
 	case PhasePostCutover:
-		stmts, warnings, err := postCutoverStatements(ctx, srcConn, ep, req.Publication)
+		stmts, warnings, err := postCutoverStatements(ctx, srcConn, ep, j.Publication)
 		if err != nil {
 			return nil, err
 		}
@@ -222,9 +170,9 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		}
 		works = a.register(req.Phase, ep.targets, func(*Target) []*Statement { return stmts })
 	default:
-		return nil, &Error{Code: "22023", Message: fmt.Sprintf("unknown schema sync phase %q", req.Phase)}
+		return nil, job.Errorf("22023", "unknown schema sync phase %q", req.Phase)
 	}
-	log.Info("schema sync", "phase", req.Phase, "source", req.Source, "destination", req.Destination, "shards", len(ep.targets), "statements_per_shard", len(works[0].stmts))
+	log.Info("schema sync", "phase", req.Phase, "source", j.Source.Name, "destination", j.Destination.Name, "shards", len(ep.targets), "statements_per_shard", len(works[0].stmts))
 	results, err := a.run(ctx, req.Phase, works)
 	res.Shards = results
 	res.Elapsed = time.Since(start)
@@ -236,16 +184,17 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		var se *StatementError
 		if errors.As(err, &se) {
-			return res, &Error{Code: se.Code, Message: fmt.Sprintf("SCHEMA_SYNC %s stopped: %s", req.Phase, se.Error()),
-				Hint: fmt.Sprintf("progress so far: %s. Fix the cause and run the phase again: statements already applied are skipped.", summarize(results)), Err: se}
+			return res, job.Wrap(se.Code, se, "SCHEMA_SYNC %s stopped: %s", req.Phase, se.Error()).
+				WithHint("progress so far: %s. Fix the cause and run the phase again: statements already applied are skipped.", summarize(results))
 		}
 		var ue *unreachableError
 		if errors.As(err, &ue) {
-			return res, &Error{Code: ue.SQLState(), Message: ue.Error(), Hint: "progress so far: " + summarize(results) + ". Run the phase again once the shard is back.", Err: err}
+			return res, job.Wrap(ue.SQLState(), err, "%s", ue.Error()).
+				WithHint("progress so far: %s. Run the phase again once the shard is back.", summarize(results))
 		}
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) {
-			return res, &Error{Code: pe.Code, Message: err.Error(), Hint: "progress so far: " + summarize(results), Err: err}
+			return res, job.Wrap(pe.Code, err, "%v", err).WithHint("progress so far: %s", summarize(results))
 		}
 		return res, err
 	}

@@ -14,21 +14,16 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
-	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sharding"
 	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
 )
 
-// Request is one verification.
+// Request is one verification of a job's publication.
 type Request struct {
-	Catalog *catalog.Catalog
-	// Source and Destination are cluster names; Publication is on the source.
-	Source, Destination, Publication string
-	Task                             string
-	Registry                         *progress.Registry
-	Logger                           hclog.Logger
 	// Parallel bounds tables verified at once (default 4).
 	Parallel int
 	// DetailLimit bounds the rows fetched to narrow a mismatch down to
@@ -47,84 +42,50 @@ const maxLoggedKeys = 20
 // Run verifies every table. It compares the data as it is now: run it once
 // the stream has caught up and writes to the source are paused, or expect
 // differences that are only lag.
-func Run(ctx context.Context, req Request) (*Result, error) {
-	log := req.Logger
-	if log == nil {
-		log = hclog.NewNullLogger()
-	}
-	log = log.Named("verify")
+func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
+	log := j.Logger("verify")
 	if req.Parallel <= 0 {
 		req.Parallel = 4
 	}
 	if req.DetailLimit == 0 {
 		req.DetailLimit = 2_000_000
 	}
-	if req.Registry == nil {
-		req.Registry = progress.NewRegistry()
-	}
-	src, ok := req.Catalog.Cluster(req.Source)
-	if !ok {
-		return nil, fmt.Errorf("database %q is not configured", req.Source)
-	}
-	dst, ok := req.Catalog.Cluster(req.Destination)
-	if !ok {
-		return nil, fmt.Errorf("database %q is not configured", req.Destination)
-	}
-	var srcDSN, dstDSN []string
-	for _, sh := range src.Shards {
-		d, err := req.Catalog.ConnString(sh.Primary, nil)
-		if err != nil {
-			return nil, err
-		}
-		srcDSN = append(srcDSN, d)
-	}
-	for _, sh := range dst.Shards {
-		d, err := req.Catalog.ConnString(sh.Primary, nil)
-		if err != nil {
-			return nil, err
-		}
-		dstDSN = append(dstDSN, d)
-	}
-	conn, err := pgx.Connect(ctx, srcDSN[0])
+	srcDSN, dstDSN := j.SourceDSN, j.DestinationDSN
+	conn, err := j.ConnectSource(ctx, 0)
 	if err != nil {
-		return nil, fmt.Errorf("connect to source: %w", err)
+		return nil, err
 	}
-	tables, err := copier.Tables(ctx, conn, req.Publication, dst)
+	tables, err := copier.Tables(ctx, conn, j.Publication, j.Destination)
 	conn.Close(context.Background())
 	if err != nil {
 		return nil, err
 	}
 	for _, t := range tables {
-		req.Registry.SetVerify(progress.VerifyRow{Task: req.Task, Schema: t.Schema, Table: t.Name, Status: "running"})
+		j.Registry.SetVerify(progress.VerifyRow{Task: j.Task, Schema: t.Schema, Table: t.Name, Status: "running"})
 	}
 	res := &Result{Tables: len(tables)}
 	var mu sync.Mutex
-	var firstErr error
-	sem := make(chan struct{}, req.Parallel)
-	var wg sync.WaitGroup
+	// Every table is verified even when one fails; the first failure is
+	// returned.
+	var g errgroup.Group
+	g.SetLimit(req.Parallel)
 	for _, t := range tables {
-		wg.Add(1)
-		go func(t *copier.Table) {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			row, err := verifyTable(ctx, &req, log, t, srcDSN, dstDSN)
-			mu.Lock()
-			defer mu.Unlock()
+		g.Go(func() error {
+			row, err := verifyTable(ctx, j.Task, &req, log, t, srcDSN, dstDSN)
 			if err != nil {
-				if firstErr == nil {
-					firstErr = fmt.Errorf("verify %s: %w", t, err)
-				}
-				row = progress.VerifyRow{Task: req.Task, Schema: t.Schema, Table: t.Name, Status: "error: " + err.Error()}
+				row = progress.VerifyRow{Task: j.Task, Schema: t.Schema, Table: t.Name, Status: "error: " + err.Error()}
+				err = fmt.Errorf("verify %s: %w", t, err)
 			}
+			mu.Lock()
 			if row.Status != "match" {
 				res.Mismatched++
 			}
-			req.Registry.SetVerify(row)
-		}(t)
+			mu.Unlock()
+			j.Registry.SetVerify(row)
+			return err
+		})
 	}
-	wg.Wait()
-	return res, firstErr
+	return res, g.Wait()
 }
 
 // sums is a node's count and checksum of a table.
@@ -180,8 +141,8 @@ func placementQuery(t *copier.Table, shards, shard int) string {
 		t.Qualified(), typ, shards, shard, pgx.Identifier{t.ShardColumn}.Sanitize(), typ)
 }
 
-func verifyTable(ctx context.Context, req *Request, log hclog.Logger, t *copier.Table, srcDSN, dstDSN []string) (progress.VerifyRow, error) {
-	row := progress.VerifyRow{Task: req.Task, Schema: t.Schema, Table: t.Name}
+func verifyTable(ctx context.Context, task string, req *Request, log hclog.Logger, t *copier.Table, srcDSN, dstDSN []string) (progress.VerifyRow, error) {
+	row := progress.VerifyRow{Task: task, Schema: t.Schema, Table: t.Name}
 	srcShards := srcDSN
 	if t.Omni {
 		srcShards = srcDSN[:1] // omni tables are the same on every source shard
