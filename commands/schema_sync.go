@@ -52,6 +52,9 @@ func (e *Executor) schemaSync(ctx context.Context, c SchemaSync) (*Result, error
 	if c.DryRun {
 		out := &Result{Columns: schemaSyncDryRunColumns, Tag: "SCHEMA_SYNC"}
 		for _, sh := range res.DryRun {
+			for _, w := range res.Widened {
+				out.Rows = append(out.Rows, []any{int64(sh.Shard), string(c.Phase), "-- widened to bigint: " + w.String()})
+			}
 			for _, sql := range sh.SQL {
 				out.Rows = append(out.Rows, []any{int64(sh.Shard), string(c.Phase), sql})
 			}
@@ -62,7 +65,11 @@ func (e *Executor) schemaSync(ctx context.Context, c SchemaSync) (*Result, error
 	for _, sh := range res.Shards {
 		var notes []string
 		if len(res.Widened) > 0 {
-			notes = append(notes, "integer keys widened to bigint: "+strings.Join(res.Widened, ", "))
+			ws := make([]string, len(res.Widened))
+			for i, w := range res.Widened {
+				ws[i] = w.String()
+			}
+			notes = append(notes, "generated keys widened to bigint: "+strings.Join(ws, ", "))
 		}
 		if len(sh.MissingRoles) > 0 {
 			notes = append(notes, "roles missing here, their GRANT/OWNER skipped: "+strings.Join(sh.MissingRoles, ", "))

@@ -293,7 +293,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		}
 		item := &progress.TableCopy{Task: j.Task, Schema: u.table.Schema, Table: u.table.Name, SourceShard: u.sourceShard,
 			Unit: u.n, Units: u.of, EstimateBytes: u.estimateBytes,
-			SQL: fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT %s)", u.table.columnList(), u.table.Qualified(), where, format)}
+			SQL: u.table.copyOutSQL(where, format)}
 		items[u] = item
 	}
 	// Biggest first, so the long ones start early.
@@ -348,7 +348,7 @@ func resumePlan(ctx context.Context, run *copyRun, saved []savedUnit, tables []*
 	}
 	for t := range reset {
 		for k, c := range dst {
-			if _, err := c.Exec(ctx, "TRUNCATE "+t.Qualified()); err != nil {
+			if _, err := c.Exec(ctx, "TRUNCATE "+t.From()); err != nil {
 				return nil, fmt.Errorf("empty %s on destination shard %d to copy it again: %w", t, k, err)
 			}
 		}
@@ -365,12 +365,8 @@ func resumePlan(ctx context.Context, run *copyRun, saved []savedUnit, tables []*
 		if u.done {
 			continue
 		}
-		sql := "TRUNCATE " + u.table.Qualified()
-		if u.predicate != "" {
-			sql = "DELETE FROM " + u.table.Qualified() + " WHERE " + u.predicate
-		}
 		for k, c := range dst {
-			if _, err := c.Exec(ctx, sql); err != nil {
+			if _, err := c.Exec(ctx, u.clearSQL()); err != nil {
 				return nil, fmt.Errorf("clear partial rows of %s on destination shard %d: %w", u, k, err)
 			}
 		}

@@ -78,7 +78,7 @@ func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables
 		}
 		if mustBeEmpty {
 			var any bool
-			if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+t.Qualified()+")").Scan(&any); err != nil {
+			if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+t.From()+")").Scan(&any); err != nil {
 				return nil, fmt.Errorf("check %s on %s: %w", t, where, err)
 			}
 			if any {

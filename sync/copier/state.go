@@ -75,6 +75,16 @@ func (u *unit) String() string {
 	return fmt.Sprintf("%s from source shard %d", u.table, u.sourceShard)
 }
 
+// clearSQL removes what the unit wrote on a destination shard: its key
+// range, or the whole table (not inheritance children, which are units of
+// their own; a partitioned table's whole tree).
+func (u *unit) clearSQL() string {
+	if u.predicate != "" {
+		return "DELETE FROM " + u.table.From() + " WHERE " + u.predicate
+	}
+	return "TRUNCATE " + u.table.From()
+}
+
 // ensureState creates the state schema and table on shard 0.
 func ensureState(ctx context.Context, conn *pgx.Conn) error {
 	if _, err := conn.Exec(ctx, stateDDL); err != nil {

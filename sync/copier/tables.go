@@ -50,8 +50,27 @@ type Table struct {
 	// Widen lists positions (in Columns) of int2/int4 columns the
 	// destination holds as int8.
 	Widen []int
-	// SizeBytes is the source's pg_relation_size (shard 0), for estimates.
+	// SizeBytes is the source's pg_relation_size (shard 0), for estimates:
+	// of every leaf together for a partitioned table.
 	SizeBytes int64
+	// Partitioned tells that the table is a partitioned table (published
+	// through its root, publish_via_partition_root): it is read and written
+	// as a whole tree, never FROM ONLY (which holds no rows).
+	Partitioned bool
+	// Ancestors are the partitioned tables above a partition, nearest
+	// first (schema.name): a [[sharded_tables]] rule naming one of them
+	// applies to the partition too.
+	Ancestors []string
+}
+
+// From is what the copy and VERIFY read for the table: ONLY the table
+// (not inheritance children, which are published and copied on their
+// own), or the whole tree of a partitioned table.
+func (t *Table) From() string {
+	if t.Partitioned {
+		return t.Qualified()
+	}
+	return "ONLY " + t.Qualified()
 }
 
 // Qualified is the table's quoted schema.name.
@@ -66,6 +85,12 @@ func (t *Table) columnList() string {
 		parts[i] = pgx.Identifier{c.Name}.Sanitize()
 	}
 	return strings.Join(parts, ", ")
+}
+
+// copyOutSQL is the source side of a copy of the table's rows matching
+// where (" WHERE ..." or "").
+func (t *Table) copyOutSQL(where string, format sharding.Format) string {
+	return fmt.Sprintf("COPY (SELECT %s FROM %s%s) TO STDOUT (FORMAT %s)", t.columnList(), t.From(), where, format)
 }
 
 // publicationTables lists the publication's tables on a source node: leaf
@@ -112,6 +137,11 @@ func tableColumns(ctx context.Context, conn *pgx.Conn, qualified string) ([]colu
 	return out, rows.Err()
 }
 
+// treeSize is the SQL size of the table c (pg_class): of its leaves for a
+// partitioned table.
+const treeSize = `CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_relation_size(p.relid)), 0) FROM pg_partition_tree(c.oid) p WHERE p.isleaf)::bigint
+		ELSE pg_relation_size(c.oid) END`
+
 // describeTable reads a source table's copy-relevant facts.
 func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*Table, error) {
 	t := &Table{Schema: schema, Name: name}
@@ -152,8 +182,11 @@ func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*T
 	}
 	var replident string
 	var identIndex bool
-	err = conn.QueryRow(ctx, `SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident), pg_relation_size(c.oid)
-		FROM pg_class c WHERE c.oid = to_regclass($1)`, q).Scan(&replident, &identIndex, &t.SizeBytes)
+	err = conn.QueryRow(ctx, `SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident),
+		c.relkind = 'p', `+treeSize+`,
+		ARRAY(SELECT an.nspname || '.' || ar.relname FROM pg_partition_ancestors(c.oid) WITH ORDINALITY a(relid, ord)
+			JOIN pg_class ar ON ar.oid = a.relid JOIN pg_namespace an ON an.oid = ar.relnamespace WHERE a.relid <> c.oid ORDER BY a.ord)
+		FROM pg_class c WHERE c.oid = to_regclass($1)`, q).Scan(&replident, &identIndex, &t.Partitioned, &t.SizeBytes, &t.Ancestors)
 	if err != nil {
 		return nil, fmt.Errorf("describe %s: %w", t, err)
 	}
@@ -166,17 +199,31 @@ func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*T
 // and whose column the table has; otherwise it is an omni table.
 func route(t *Table, dst *catalog.Cluster) error {
 	shards := len(dst.Shards)
+	// A partition follows the rules that name it or any table above it.
+	names := [][2]string{{t.Schema, t.Name}}
+	for _, a := range t.Ancestors {
+		if i := strings.IndexByte(a, '.'); i > 0 {
+			names = append(names, [2]string{a[:i], a[i+1:]})
+		}
+	}
+	matches := func(schema, name string) bool {
+		for _, n := range names {
+			if (name == "" || name == n[1]) && (schema == "" || schema == n[0]) {
+				return true
+			}
+		}
+		return false
+	}
 	for _, o := range dst.OmniTables {
-		if o == t.Name || o == t.String() {
-			t.Omni = true
+		for _, n := range names {
+			if o == n[1] || o == n[0]+"."+n[1] {
+				t.Omni = true
+			}
 		}
 	}
 	if !t.Omni {
 		for _, st := range dst.ShardedTables {
-			if st.Name != "" && st.Name != t.Name {
-				continue
-			}
-			if st.Schema != "" && st.Schema != t.Schema {
+			if !matches(st.Schema, st.Name) {
 				continue
 			}
 			pos := -1

@@ -17,9 +17,18 @@ const maxRanges = 64
 // ctid block ranges. The first and last ranges are open-ended, so rows
 // outside the bounds seen at planning time are still copied.
 func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, threshold int64) ([]*unit, error) {
-	var size, blockSize int64
-	if err := conn.QueryRow(ctx, `SELECT pg_relation_size(to_regclass($1)), current_setting('block_size')::bigint`, t.Qualified()).Scan(&size, &blockSize); err != nil {
+	// A partitioned table's size is its leaves'; its ctid ranges cover the
+	// block numbers of its largest leaf (a ctid condition applies to each
+	// leaf), so every row falls in exactly one range.
+	var size, blocks, blockSize int64
+	if err := conn.QueryRow(ctx, `SELECT `+treeSize+`,
+		(SELECT coalesce(max(pg_relation_size(p.relid)), 0)::bigint FROM pg_partition_tree(c.oid) p WHERE p.isleaf) / current_setting('block_size')::bigint,
+		current_setting('block_size')::bigint
+		FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Qualified()).Scan(&size, &blocks, &blockSize); err != nil {
 		return nil, fmt.Errorf("size of %s: %w", t, err)
+	}
+	if !t.Partitioned {
+		blocks = size / blockSize
 	}
 	whole := []*unit{{sourceShard: sourceShard, table: t, n: 1, of: 1, kind: unitWhole, estimateBytes: size}}
 	k := int64(1)
@@ -40,7 +49,7 @@ func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, t
 		kind = unitPK
 		var lo, hi *int64
 		pk := pgx.Identifier{t.PK[0]}.Sanitize()
-		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT min(%s)::bigint, max(%s)::bigint FROM ONLY %s", pk, pk, t.Qualified())).Scan(&lo, &hi); err != nil {
+		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT min(%s)::bigint, max(%s)::bigint FROM %s", pk, pk, t.From())).Scan(&lo, &hi); err != nil {
 			return nil, fmt.Errorf("key range of %s: %w", t, err)
 		}
 		if lo == nil || hi == nil {
@@ -77,7 +86,6 @@ func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, t
 			}
 		}
 	default:
-		blocks := size / blockSize
 		if blocks < k {
 			k = blocks
 		}

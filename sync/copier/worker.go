@@ -141,7 +141,7 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 	if u.predicate != "" {
 		where = " WHERE " + u.predicate
 	}
-	srcSQL := fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT %s)", t.columnList(), t.Qualified(), where, fmtName)
+	srcSQL := t.copyOutSQL(where, format)
 	dstSQL := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT %s)", t.Qualified(), t.columnList(), fmtName)
 	n := len(w.dst)
 	conns := make([]*pgx.Conn, n)
@@ -260,11 +260,7 @@ func (w *worker) clearUnit(ctx context.Context, u *unit) error {
 		if err != nil {
 			return err
 		}
-		sql := "TRUNCATE " + u.table.Qualified()
-		if u.predicate != "" {
-			sql = "DELETE FROM " + u.table.Qualified() + " WHERE " + u.predicate
-		}
-		if _, err := conn.Exec(ctx, sql); err != nil {
+		if _, err := conn.Exec(ctx, u.clearSQL()); err != nil {
 			return fmt.Errorf("clear %s on destination shard %d: %w", u, k, err)
 		}
 	}

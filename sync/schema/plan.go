@@ -7,6 +7,7 @@ package schema
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v5"
@@ -71,8 +72,9 @@ type Plan struct {
 	Preamble []string
 	// Pre and Post are the statements of those phases, in apply order.
 	Pre, Post []*Statement
-	// Widened lists the integer columns made bigint, as schema.table.column.
-	Widened []string
+	// Widened lists the integer columns made bigint, with their reasons,
+	// in column order.
+	Widened []Widening
 	// Partitioned lists partitioned tables (schema.table).
 	Partitioned []string
 }
@@ -105,10 +107,10 @@ func BuildPlan(dump string) (*Plan, error) {
 	info := analyze(stmts)
 	widen := info.widenedColumns()
 	plan := &Plan{}
-	for col := range widen {
-		plan.Widened = append(plan.Widened, col.String())
+	for col, why := range widen {
+		plan.Widened = append(plan.Widened, Widening{Column: col.String(), Reason: why})
 	}
-	sortStrings(plan.Widened)
+	sort.Slice(plan.Widened, func(a, b int) bool { return plan.Widened[a].Column < plan.Widened[b].Column })
 	for t := range info.partitioned {
 		plan.Partitioned = append(plan.Partitioned, t.String())
 	}

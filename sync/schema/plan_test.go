@@ -27,8 +27,21 @@ func TestPlanWidensIntegerKeys(t *testing.T) {
 		"public.order_items.order_id", "public.order_items.product_id", "public.order_items.user_id",
 		"public.orders.id", "public.orders.user_id", "public.products.id", "public.users.id",
 	}
-	if !reflect.DeepEqual(p.Widened, want) {
-		t.Fatalf("widened %v\nwant    %v", p.Widened, want)
+	if got := widenedNames(p); !reflect.DeepEqual(got, want) {
+		t.Fatalf("widened %v\nwant    %v", got, want)
+	}
+	reasons := map[string]string{}
+	for _, w := range p.Widened {
+		reasons[w.Column] = w.Reason
+	}
+	for col, want := range map[string]string{
+		"public.users.id":             "primary key, serial (sequence public.users_id_seq)",
+		"public.products.id":          "primary key, identity",
+		"public.order_items.order_id": "foreign key order_items_order_id_fkey references public.orders.id",
+	} {
+		if reasons[col] != want {
+			t.Errorf("%s widened because %q, want %q", col, reasons[col], want)
+		}
 	}
 	var users, seq, weird string
 	for _, s := range p.Pre {
@@ -107,6 +120,14 @@ func TestPlanPhases(t *testing.T) {
 	}
 }
 
+func widenedNames(p *Plan) []string {
+	out := []string{}
+	for _, w := range p.Widened {
+		out = append(out, w.Column)
+	}
+	return out
+}
+
 func TestPlanPartitionedAndEdgeCases(t *testing.T) {
 	dump := `SET statement_timeout = 0;
 CREATE TABLE public.m (id integer NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);
@@ -118,14 +139,19 @@ CREATE TABLE public.r (id integer NOT NULL, m_id integer, at date, arr integer[]
 ALTER TABLE ONLY public.r ADD CONSTRAINT r_fk FOREIGN KEY (m_id, at) REFERENCES public.m(id, at);
 ALTER TABLE ONLY public.m ADD CONSTRAINT m_self FOREIGN KEY (id, at) REFERENCES public.m(id, at);
 COMMENT ON INDEX public.m_pkey IS 'x';
+CREATE SEQUENCE public.m_id_seq AS integer START WITH 1;
+ALTER TABLE public.m ALTER COLUMN id SET DEFAULT nextval('public.m_id_seq'::regclass);
 `
 	p, err := BuildPlan(dump)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// m.id takes its values from a sequence (a default not owned by it),
+	// so m.id, its partition's id and the column referencing it widen;
+	// the sequence's AS integer too.
 	want := []string{"public.m.id", "public.m_1.id", "public.r.m_id"}
-	if !reflect.DeepEqual(p.Widened, want) {
-		t.Fatalf("widened %v, want %v", p.Widened, want)
+	if got := widenedNames(p); !reflect.DeepEqual(got, want) {
+		t.Fatalf("widened %v, want %v", got, want)
 	}
 	for _, s := range p.Post {
 		if strings.Contains(s.SQL, "m_u") && strings.Contains(s.SQL, "USING INDEX") {
@@ -144,6 +170,146 @@ COMMENT ON INDEX public.m_pkey IS 'x';
 	for _, s := range p.Pre {
 		if strings.HasPrefix(s.SQL, "CREATE TABLE public.r") && !strings.Contains(s.SQL, "arr integer[]") {
 			t.Errorf("array column changed: %s", s.SQL)
+		}
+		if strings.HasPrefix(s.SQL, "CREATE SEQUENCE public.m_id_seq") && !strings.Contains(s.SQL, "AS bigint") {
+			t.Errorf("sequence of a widened default not widened: %s", s.SQL)
+		}
+	}
+}
+
+// planOf builds a plan and returns it with its widened columns by name.
+func planOf(t *testing.T, dump string) (*Plan, map[string]string) {
+	t.Helper()
+	p, err := BuildPlan(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := map[string]string{}
+	for _, x := range p.Widened {
+		w[x.Column] = x.Reason
+	}
+	return p, w
+}
+
+// preSQL returns the PRE statement that starts with prefix.
+func preSQL(t *testing.T, p *Plan, prefix string) string {
+	t.Helper()
+	for _, s := range p.Pre {
+		if strings.HasPrefix(s.SQL, prefix) {
+			return s.SQL
+		}
+	}
+	t.Fatalf("no PRE statement starts with %q", prefix)
+	return ""
+}
+
+// A partition tree is one unit: foreign keys declared only on some
+// partitions (Pagila's payment), only on the root, or on both widen the
+// column in the root and in every partition at every depth, the default
+// partition included, so ATTACH PARTITION finds the same types.
+func TestPlanPartitionTreeIsOneUnit(t *testing.T) {
+	head := `CREATE TABLE public.customer (customer_id integer NOT NULL, name text);
+CREATE SEQUENCE public.customer_customer_id_seq AS integer START WITH 1;
+ALTER SEQUENCE public.customer_customer_id_seq OWNED BY public.customer.customer_id;
+ALTER TABLE ONLY public.customer ALTER COLUMN customer_id SET DEFAULT nextval('public.customer_customer_id_seq'::regclass);
+ALTER TABLE ONLY public.customer ADD CONSTRAINT customer_pkey PRIMARY KEY (customer_id);
+CREATE SEQUENCE public.payment_payment_id_seq AS integer START WITH 1;
+CREATE TABLE public.payment (payment_id integer DEFAULT nextval('public.payment_payment_id_seq'::regclass) NOT NULL, customer_id integer NOT NULL, kind smallint NOT NULL, paid date NOT NULL) PARTITION BY RANGE (paid);
+CREATE TABLE public.payment_2022 (payment_id integer DEFAULT nextval('public.payment_payment_id_seq'::regclass) NOT NULL, customer_id integer NOT NULL, kind smallint NOT NULL, paid date NOT NULL) PARTITION BY LIST (kind);
+CREATE TABLE public.payment_2022_k1 (payment_id integer DEFAULT nextval('public.payment_payment_id_seq'::regclass) NOT NULL, customer_id integer NOT NULL, kind smallint NOT NULL, paid date NOT NULL);
+CREATE TABLE public.payment_2022_other (payment_id integer NOT NULL, customer_id integer NOT NULL, kind smallint NOT NULL, paid date NOT NULL);
+CREATE TABLE public.payment_default (payment_id integer NOT NULL, customer_id integer NOT NULL, kind smallint NOT NULL, paid date NOT NULL);
+ALTER TABLE ONLY public.payment ATTACH PARTITION public.payment_2022 FOR VALUES FROM ('2022-01-01') TO ('2023-01-01');
+ALTER TABLE ONLY public.payment_2022 ATTACH PARTITION public.payment_2022_k1 FOR VALUES IN ('1');
+ALTER TABLE ONLY public.payment_2022 ATTACH PARTITION public.payment_2022_other DEFAULT;
+ALTER TABLE ONLY public.payment ATTACH PARTITION public.payment_default DEFAULT;
+ALTER TABLE ONLY public.payment ADD CONSTRAINT payment_pkey PRIMARY KEY (paid, payment_id, kind);
+`
+	for name, fks := range map[string]string{
+		"leaves only": `ALTER TABLE public.payment_2022_k1 ADD CONSTRAINT p1_customer_fkey FOREIGN KEY (customer_id) REFERENCES public.customer(customer_id);`,
+		"root only":   `ALTER TABLE public.payment ADD CONSTRAINT payment_customer_fkey FOREIGN KEY (customer_id) REFERENCES public.customer(customer_id);`,
+		"both": `ALTER TABLE public.payment ADD CONSTRAINT payment_customer_fkey FOREIGN KEY (customer_id) REFERENCES public.customer(customer_id);
+ALTER TABLE public.payment_default ADD CONSTRAINT pd_customer_fkey FOREIGN KEY (customer_id) REFERENCES public.customer(customer_id);`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, w := planOf(t, head+fks)
+			for _, table := range []string{"payment", "payment_2022", "payment_2022_k1", "payment_2022_other", "payment_default"} {
+				for _, col := range []string{"payment_id", "customer_id"} {
+					if _, ok := w["public."+table+"."+col]; !ok {
+						t.Errorf("public.%s.%s not widened (widened: %v)", table, col, widenedNames(p))
+					}
+				}
+				if why, ok := w["public."+table+".kind"]; ok {
+					t.Errorf("public.%s.kind, a smallint discriminator in the key, widened: %s", table, why)
+				}
+				sql := preSQL(t, p, "CREATE TABLE public."+table+" ")
+				if !strings.Contains(sql, "payment_id bigint") || !strings.Contains(sql, "customer_id bigint") || !strings.Contains(sql, "kind smallint") {
+					t.Errorf("%s", sql)
+				}
+			}
+			if sql := preSQL(t, p, "CREATE SEQUENCE public.payment_payment_id_seq"); !strings.Contains(sql, "AS bigint") {
+				t.Errorf("payment's sequence not widened: %s", sql)
+			}
+			if !strings.Contains(w["public.payment_2022_other.payment_id"], "same partition tree") {
+				t.Errorf("reason for a partition without its own default: %q", w["public.payment_2022_other.payment_id"])
+			}
+		})
+	}
+}
+
+// Only generated keys widen: GitLab's smallint discriminators inside
+// composite primary keys and integer ordinals keep their types; a natural
+// integer key (no sequence) keeps its type, and so do columns referencing
+// it; widening follows foreign keys transitively.
+func TestPlanWidensGeneratedKeysOnly(t *testing.T) {
+	p, w := planOf(t, `
+CREATE TABLE public.ci_runners (id integer NOT NULL, runner_type smallint NOT NULL, name text);
+ALTER TABLE public.ci_runners ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY (SEQUENCE NAME public.ci_runners_id_seq START WITH 1);
+ALTER TABLE ONLY public.ci_runners ADD CONSTRAINT ci_runners_pkey PRIMARY KEY (id, runner_type);
+CREATE TABLE public.cache_entries (key text NOT NULL, status smallint NOT NULL, size integer);
+ALTER TABLE ONLY public.cache_entries ADD CONSTRAINT cache_entries_pkey PRIMARY KEY (key, status);
+CREATE TABLE public.diffs (id integer NOT NULL);
+CREATE SEQUENCE public.diffs_id_seq AS integer;
+ALTER SEQUENCE public.diffs_id_seq OWNED BY public.diffs.id;
+ALTER TABLE ONLY public.diffs ALTER COLUMN id SET DEFAULT nextval('public.diffs_id_seq'::regclass);
+ALTER TABLE ONLY public.diffs ADD CONSTRAINT diffs_pkey PRIMARY KEY (id);
+CREATE TABLE public.diff_files (diff_id integer NOT NULL, relative_order integer NOT NULL, path text);
+ALTER TABLE ONLY public.diff_files ADD CONSTRAINT diff_files_pkey PRIMARY KEY (diff_id, relative_order);
+ALTER TABLE ONLY public.diff_files ADD CONSTRAINT diff_files_diff_fkey FOREIGN KEY (diff_id) REFERENCES public.diffs(id);
+CREATE TABLE public.file_notes (diff_id integer NOT NULL, relative_order integer NOT NULL, note text);
+ALTER TABLE ONLY public.file_notes ADD CONSTRAINT file_notes_fkey FOREIGN KEY (diff_id, relative_order) REFERENCES public.diff_files(diff_id, relative_order);
+CREATE TABLE public.codes (code integer NOT NULL, label text);
+ALTER TABLE ONLY public.codes ADD CONSTRAINT codes_pkey PRIMARY KEY (code);
+CREATE TABLE public.uses (id bigint NOT NULL, code integer REFERENCES public.codes(code), runner_id integer, runner_type smallint);
+ALTER TABLE ONLY public.uses ADD CONSTRAINT uses_runner_fkey FOREIGN KEY (runner_id, runner_type) REFERENCES public.ci_runners(id, runner_type);
+`)
+	want := []string{"public.ci_runners.id", "public.diff_files.diff_id", "public.diffs.id", "public.file_notes.diff_id", "public.uses.runner_id"}
+	if got := widenedNames(p); !reflect.DeepEqual(got, want) {
+		t.Fatalf("widened %v\nwant    %v", got, want)
+	}
+	if why := w["public.file_notes.diff_id"]; why != "foreign key file_notes_fkey references public.diff_files.diff_id" {
+		t.Errorf("transitive reason %q", why)
+	}
+	if sql := preSQL(t, p, "CREATE TABLE public.ci_runners"); !strings.Contains(sql, "runner_type smallint") || !strings.Contains(sql, "id bigint") {
+		t.Errorf("%s", sql)
+	}
+	if sql := preSQL(t, p, "CREATE TABLE public.diff_files"); !strings.Contains(sql, "relative_order integer") {
+		t.Errorf("ordinal widened: %s", sql)
+	}
+	if sql := preSQL(t, p, "CREATE TABLE public.uses"); !strings.Contains(sql, "code integer") || !strings.Contains(sql, "runner_type smallint") {
+		t.Errorf("natural key reference or discriminator widened: %s", sql)
+	}
+}
+
+func TestSplitQualified(t *testing.T) {
+	for in, want := range map[string][]string{
+		`public.users_id_seq`:              {"public", "users_id_seq"},
+		`public."Weird Names; Inc_Id_seq"`: {"public", "Weird Names; Inc_Id_seq"},
+		`"a""b".Seq`:                       {`a"b`, "seq"},
+		`seq`:                              {"seq"},
+	} {
+		if got := splitQualified(in); !reflect.DeepEqual(got, want) {
+			t.Errorf("splitQualified(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

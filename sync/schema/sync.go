@@ -41,8 +41,9 @@ type Result struct {
 	DryRun []ShardSQL
 	// Preamble is the session setup each connection runs (dry run).
 	Preamble []string
-	// Widened lists integer columns made bigint (PRE).
-	Widened []string
+	// Widened lists the integer columns made bigint, with their reasons
+	// (PRE, also in a dry run).
+	Widened []Widening
 	// Warnings are non-fatal findings (missing roles, ...).
 	Warnings []string
 	// Elapsed is the phase's wall time.

@@ -102,7 +102,7 @@ func tableSums(ctx context.Context, dsn string, t *copier.Table, placement strin
 	}
 	defer conn.Close(context.Background())
 	var s sums
-	err = conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(hashtext(x::text)::numeric), 0)::text FROM ONLY %s x`, t.Qualified())).Scan(&s.count, &s.checksum)
+	err = conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(hashtext(x::text)::numeric), 0)::text FROM %s x`, t.From())).Scan(&s.count, &s.checksum)
 	if err != nil {
 		return s, err
 	}
@@ -137,8 +137,8 @@ func placementParent(t *copier.Table) string {
 
 func placementQuery(t *copier.Table, shards, shard int) string {
 	typ := keyType(t)
-	return fmt.Sprintf(`SELECT count(*) FROM ONLY %s WHERE NOT satisfies_hash_partition('pg_temp.reshard_verify_hp_%s'::regclass, %d, %d, %s::%s)`,
-		t.Qualified(), typ, shards, shard, pgx.Identifier{t.ShardColumn}.Sanitize(), typ)
+	return fmt.Sprintf(`SELECT count(*) FROM %s WHERE NOT satisfies_hash_partition('pg_temp.reshard_verify_hp_%s'::regclass, %d, %d, %s::%s)`,
+		t.From(), typ, shards, shard, pgx.Identifier{t.ShardColumn}.Sanitize(), typ)
 }
 
 func verifyTable(ctx context.Context, task string, req *Request, log hclog.Logger, t *copier.Table, srcDSN, dstDSN []string) (progress.VerifyRow, error) {
@@ -225,7 +225,7 @@ func narrow(ctx context.Context, log hclog.Logger, t *copier.Table, srcDSN, dstD
 			return err
 		}
 		defer conn.Close(context.Background())
-		rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT %s, hashtext(x::text) FROM ONLY %s x`, keyExpr, t.Qualified()))
+		rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT %s, hashtext(x::text) FROM %s x`, keyExpr, t.From()))
 		if err != nil {
 			return err
 		}
