@@ -112,16 +112,21 @@ func scrapeText(t *testing.T, url string) scrape {
 	return fams
 }
 
-// TestOpenMetricsDuringReshard scrapes /metrics while RESHARD copies a
-// table (slowed on the destination by a trigger, so the copy takes
-// seconds) and then streams writes.
-func TestOpenMetricsDuringReshard(t *testing.T) {
-	const rows = 20000
-	e := newCopyEnv(t, "met", 1, 2, fmt.Sprintf("openmetrics_port = %d", freePort(t)))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	src := e.src[0]
-	src.exec(t, fmt.Sprintf(`
+// metricsEnv is a source with a customers table of rows rows, two
+// destination shards whose inserts are slowed by a trigger (so that a
+// copy takes seconds), and reshard's /metrics served as reshard serve
+// serves it with [general] openmetrics_port.
+type metricsEnv struct {
+	*copyEnv
+	route commands.Route
+	// url is the /metrics URL; addr its host:port.
+	url, addr string
+}
+
+func startMetricsEnv(t *testing.T, ctx context.Context, name string, rows int) *metricsEnv {
+	t.Helper()
+	e := newCopyEnv(t, name, 1, 2, fmt.Sprintf("openmetrics_port = %d", freePort(t)))
+	e.src[0].exec(t, fmt.Sprintf(`
 CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, pad text);
 INSERT INTO customers SELECT g, 'c' || g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 20) i) FROM generate_series(1, %d) g;
 CREATE INDEX ON customers (name);
@@ -144,16 +149,27 @@ ALTER TABLE customers ENABLE ALWAYS TRIGGER slow;`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mctx, stopMetrics := context.WithCancel(ctx)
+	mctx, stopMetrics := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- ms.Serve(mctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		stopMetrics()
 		if err := <-served; err != nil {
 			t.Errorf("metrics server: %v", err)
 		}
-	}()
-	url := fmt.Sprintf("http://%s:%d/metrics", g.Host, g.OpenMetricsPort)
+	})
+	return &metricsEnv{copyEnv: e, route: route, addr: ms.Addr(), url: "http://" + ms.Addr() + "/metrics"}
+}
+
+// TestOpenMetricsDuringReshard scrapes /metrics while RESHARD copies a
+// table (slowed on the destination by a trigger, so the copy takes
+// seconds) and then streams writes.
+func TestOpenMetricsDuringReshard(t *testing.T) {
+	const rows = 20000
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	me := startMetricsEnv(t, ctx, "met", rows)
+	e, route, url, src := me.copyEnv, me.route, me.url, me.src[0]
 
 	res, err := e.exec.Execute(ctx, commands.Reshard{Route: route})
 	if err != nil {
