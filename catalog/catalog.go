@@ -128,6 +128,13 @@ func New(cfg *Config, users *Users) (*Catalog, error) {
 	if g.TLSClientRequired && g.TLSCertificate == "" {
 		ce.add("general.tls_client_required", "tls_client_required needs tls_certificate and tls_private_key")
 	}
+	switch g.AuthType {
+	case AuthSCRAM, AuthMD5, AuthPlain:
+	case "trust":
+		ce.add("general.auth_type", "\"trust\" is not accepted for the admin server, which always asks for [admin] password: use \"scram\", \"md5\" or \"plain\"")
+	default:
+		ce.add("general.auth_type", "%q is not an authentication type (scram, md5 or plain)", g.AuthType)
+	}
 	switch g.CutoverTimeoutAction {
 	case "abort", "cutover":
 	default:

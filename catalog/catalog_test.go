@@ -201,6 +201,28 @@ func TestTLSClientRequiredNeedsCertificate(t *testing.T) {
 	expectErr(t, cfg, goodUsers, "pgdog.toml", "general.tls_client_required", 5, "needs tls_certificate")
 }
 
+// TestAuthType: PgDog's [general] auth_type picks the admin login's
+// method, SCRAM-SHA-256 by default; trust and unknown values are refused.
+func TestAuthType(t *testing.T) {
+	c, err := build(t, goodConfig, goodUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Config.General.AuthType != AuthSCRAM {
+		t.Fatalf("default auth_type %q, want scram", c.Config.General.AuthType)
+	}
+	for _, v := range []string{AuthSCRAM, AuthMD5, AuthPlain} {
+		c, err := build(t, strings.Replace(goodConfig, "workers = 2", "auth_type = \""+v+"\"", 1), goodUsers)
+		if err != nil || c.Config.General.AuthType != v {
+			t.Fatalf("auth_type %q: %v", v, err)
+		}
+	}
+	cfg := strings.Replace(goodConfig, "workers = 2", `auth_type = "trust"`, 1)
+	expectErr(t, cfg, goodUsers, "pgdog.toml", "general.auth_type", 5, `"trust" is not accepted`)
+	cfg = strings.Replace(goodConfig, "workers = 2", `auth_type = "scram-sha-256"`, 1)
+	expectErr(t, cfg, goodUsers, "pgdog.toml", "general.auth_type", 5, `"scram-sha-256" is not an authentication type (scram, md5 or plain)`)
+}
+
 func TestBadRole(t *testing.T) {
 	cfg := strings.Replace(goodConfig, `role = "replica"`, `role = "standby"`, 1)
 	expectErr(t, cfg, goodUsers, "pgdog.toml", "databases[1].role", 18, `"standby" is not a role`)

@@ -66,6 +66,10 @@ type General struct {
 	// TLSClientRequired refuses admin clients that do not use TLS (PgDog's
 	// key of the same name); it needs TLSCertificate and TLSPrivateKey.
 	TLSClientRequired bool `toml:"tls_client_required"`
+	// AuthType is how admin clients prove their password (PgDog's key of
+	// the same name): "scram" (SCRAM-SHA-256, the default), "md5" or
+	// "plain" (clear text; use TLS).
+	AuthType string `toml:"auth_type"`
 	// CutoverTrafficStopThreshold is the replication lag in bytes under which
 	// cutover blocks writes on the source.
 	CutoverTrafficStopThreshold int64 `toml:"cutover_traffic_stop_threshold"`
@@ -120,7 +124,6 @@ type pgdogGeneral struct {
 	PreparedStatementsLimit  any `toml:"prepared_statements_limit"`
 	QueryCacheLimit          any `toml:"query_cache_limit"`
 	PassthroughAuth          any `toml:"passthrough_auth"`
-	AuthType                 any `toml:"auth_type"`
 	DryRun                   any `toml:"dry_run"`
 	IdleTimeout              any `toml:"idle_timeout"`
 	ClientIdleTimeout        any `toml:"client_idle_timeout"`
@@ -290,6 +293,13 @@ const (
 	DefaultNetworkTimeout = 60_000
 )
 
+// The [general] auth_type values: how admin clients prove their password.
+const (
+	AuthSCRAM = "scram" // SCRAM-SHA-256 (PostgreSQL's default since 14)
+	AuthMD5   = "md5"
+	AuthPlain = "plain" // clear text
+)
+
 // ParseConfig decodes pgdog.toml content in strict mode. path is used in
 // error messages only.
 func ParseConfig(path string, data []byte) (*Config, error) {
@@ -378,6 +388,9 @@ func (c *Config) applyDefaults() {
 	}
 	if g.CutoverTimeoutAction == "" {
 		g.CutoverTimeoutAction = "abort"
+	}
+	if g.AuthType == "" {
+		g.AuthType = AuthSCRAM
 	}
 	if c.Admin.Name == "" {
 		c.Admin.Name = DefaultAdminName

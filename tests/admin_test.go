@@ -2,31 +2,25 @@ package tests
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/commands"
+	"github.com/reshard/reshard/tests/testkit"
 	"github.com/reshard/reshard/wire"
 )
 
@@ -148,20 +142,7 @@ func startAdmin(t *testing.T, extraGeneral string) *adminServer {
 // ends or shutdown is called, and returns its address.
 func serveAdmin(t *testing.T, e *copyEnv, log hclog.Logger) (net.Addr, func()) {
 	t.Helper()
-	srv, err := wire.New(e.cat, e.exec, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	var once sync.Once
-	shutdown := func() { once.Do(func() { stop(); <-done }) }
-	t.Cleanup(shutdown)
-	return srv.Addr(), shutdown
+	return testkit.ServeAdmin(t, e.cat, e.exec, log)
 }
 
 func connect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
@@ -333,25 +314,152 @@ func expectCode(t *testing.T, err error, code string) *pgconn.PgError {
 	return pe
 }
 
+// TestAdminAuth logs in with each [general] auth_type (SCRAM-SHA-256 by
+// default, md5, clear text): the server asks for that method and nothing
+// else (read from the raw protocol), pgx and psql log in with it, a wrong
+// password or user gets FATAL 28P01, a wrong database 3D000, and the
+// server keeps serving.
 func TestAdminAuth(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	for _, method := range []string{"", catalog.AuthSCRAM, catalog.AuthMD5, catalog.AuthPlain} {
+		t.Run("auth_type="+method, func(t *testing.T) {
+			extra := ""
+			if method != "" {
+				extra = fmt.Sprintf("auth_type = %q", method)
+			}
+			a := startAdmin(t, extra)
+			want := map[string]string{"": "SCRAM-SHA-256", catalog.AuthSCRAM: "SCRAM-SHA-256", catalog.AuthMD5: "md5", catalog.AuthPlain: "clear text"}[method]
+			if got := askedMethod(t, a.port); got != want {
+				t.Fatalf("the server asked for %s, want %s", got, want)
+			}
+			conn := connect(t, ctx, a.dsn(""))
+			var v string
+			if err := conn.QueryRow(ctx, "SHOW VERSION").Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := runPsql(t, a, adminPassword, "-c", "SHOW VERSION"); err != nil || !strings.Contains(out, "(1 row)") {
+				t.Fatalf("psql: %v\n%s", err, out)
+			}
+			if out, err := runPsql(t, a, "wrong", "-c", "SHOW VERSION"); err == nil || !strings.Contains(out, `password authentication failed for user "admin"`) {
+				t.Fatalf("psql with a wrong password: %v\n%s", err, out)
+			}
+			_, err := pgx.Connect(ctx, strings.Replace(a.dsn(""), adminPassword, "wrong", 1))
+			pe := expectCode(t, err, "28P01")
+			if pe.Severity != "FATAL" || pe.Message != `password authentication failed for user "admin"` {
+				t.Fatalf("wrong password: %s %q", pe.Severity, pe.Message)
+			}
+			// The right password for another user: refused the same way.
+			_, err = pgx.Connect(ctx, strings.Replace(a.dsn(""), "admin:", "root:", 1))
+			if pe := expectCode(t, err, "28P01"); pe.Message != `password authentication failed for user "root"` {
+				t.Fatalf("wrong user: %q", pe.Message)
+			}
+			_, err = pgx.Connect(ctx, strings.Replace(a.dsn(""), "/admin?", "/prod?", 1))
+			pe = expectCode(t, err, "3D000")
+			if !strings.Contains(pe.Message, `"prod"`) {
+				t.Fatalf("message %q does not name the database", pe.Message)
+			}
+			// The server is still fine after refused logins.
+			if err := connect(t, ctx, a.dsn("")).Ping(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// askedMethod sends a StartupMessage for the admin user and names the
+// authentication the server asks for first ("SCRAM-SHA-256" for SASL
+// offering only it).
+func askedMethod(t *testing.T, port int) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": "admin", "database": "admin"}})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch m := msg.(type) {
+	case *pgproto3.AuthenticationSASL:
+		return strings.Join(m.AuthMechanisms, ",")
+	case *pgproto3.AuthenticationMD5Password:
+		return "md5"
+	case *pgproto3.AuthenticationCleartextPassword:
+		return "clear text"
+	}
+	return fmt.Sprintf("%T", msg)
+}
+
+// TestAdminSCRAMMalformed: a SCRAM exchange that breaks the protocol (an
+// unknown mechanism, a garbled client-first message, a proof for another
+// nonce) is refused FATAL with 08P01 or 28P01, and the server serves the
+// next client.
+func TestAdminSCRAMMalformed(t *testing.T) {
 	a := startAdmin(t, "")
-	_, err := pgx.Connect(ctx, strings.Replace(a.dsn(""), adminPassword, "wrong", 1))
-	pe := expectCode(t, err, "28P01")
-	if pe.Severity != "FATAL" {
-		t.Fatalf("severity %s", pe.Severity)
+	cases := []struct {
+		name  string
+		steps func(fe *pgproto3.Frontend) error
+		code  string
+	}{
+		{"unknown mechanism", func(fe *pgproto3.Frontend) error {
+			fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-1", Data: []byte("n,,n=,r=abc")})
+			return fe.Flush()
+		}, "08P01"},
+		{"garbled client-first", func(fe *pgproto3.Frontend) error {
+			fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("x,garbage")})
+			return fe.Flush()
+		}, "08P01"},
+		{"channel binding the server did not offer", func(fe *pgproto3.Frontend) error {
+			fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("p=tls-server-end-point,,n=,r=abc")})
+			return fe.Flush()
+		}, "08P01"},
+		{"proof of the wrong nonce", func(fe *pgproto3.Frontend) error {
+			fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=clientnonce")})
+			if err := fe.Flush(); err != nil {
+				return err
+			}
+			if _, err := fe.Receive(); err != nil { // AuthenticationSASLContinue
+				return err
+			}
+			fe.Send(&pgproto3.SASLResponse{Data: []byte("c=biws,r=othernonce,p=dGhpcyBpcyBub3QgYSBwcm9vZg==")})
+			return fe.Flush()
+		}, "08P01"},
 	}
-	_, err = pgx.Connect(ctx, strings.Replace(a.dsn(""), "admin:", "root:", 1))
-	expectCode(t, err, "28P01")
-	_, err = pgx.Connect(ctx, strings.Replace(a.dsn(""), "/admin?", "/prod?", 1))
-	pe = expectCode(t, err, "3D000")
-	if !strings.Contains(pe.Message, `"prod"`) {
-		t.Fatalf("message %q does not name the database", pe.Message)
+	for _, tc := range cases {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", a.port), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fe := pgproto3.NewFrontend(c, c)
+		fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": "admin", "database": "admin"}})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fe.Receive(); err != nil { // AuthenticationSASL
+			t.Fatal(err)
+		}
+		if err := tc.steps(fe); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		msg, err := fe.Receive()
+		er, ok := msg.(*pgproto3.ErrorResponse)
+		if err != nil || !ok || er.Code != tc.code || er.Severity != "FATAL" {
+			t.Fatalf("%s: got %#v (%v), want FATAL %s", tc.name, msg, err, tc.code)
+		}
+		c.Close()
 	}
-	// The server is still fine after refused logins.
-	conn := connect(t, ctx, a.dsn(""))
-	if err := conn.Ping(ctx); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := connect(t, ctx, a.dsn("")).Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -507,7 +615,7 @@ func startTLSAdmin(t *testing.T, extra string) *adminServer {
 	t.Helper()
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeSelfSigned(t, certPath, keyPath)
+	testkit.WriteSelfSigned(t, certPath, keyPath)
 	return startAdmin(t, fmt.Sprintf("tls_certificate = %q\ntls_private_key = %q\n%s", certPath, keyPath, extra))
 }
 
@@ -571,35 +679,4 @@ func runPsqlTLS(t *testing.T, a *adminServer) (string, error) {
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+adminPassword, "PGSSLMODE=require", "PGCONNECT_TIMEOUT=10")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
-}
-
-func writeSelfSigned(t *testing.T, certPath, keyPath string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }

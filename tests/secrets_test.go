@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/commands"
 	"github.com/reshard/reshard/metrics"
 	"github.com/reshard/reshard/tests/testkit"
@@ -29,7 +32,8 @@ const (
 
 // TestPasswordsNeverShown runs real operations — a RESHARD that streams,
 // VERIFY, every SHOW view and /metrics scrape, and failing ones: a shard with a wrong password,
-// an unreachable shard, admin logins with a wrong password — with
+// an unreachable shard, admin logins with a wrong password by every
+// auth_type (SCRAM-SHA-256, md5, clear text) — with
 // distinctive passwords, captures reshard's logs (trace level) and every
 // row, error, detail and hint the admin server sent, and checks that no
 // password appears in them, raw or URL-encoded.
@@ -102,6 +106,33 @@ func TestPasswordsNeverShown(t *testing.T) {
 			t.Fatal("a wrong admin password was accepted")
 		}
 	}
+	// The same with the other auth_type methods (clear text sends the
+	// password itself), each on its own admin server.
+	for _, method := range []string{catalog.AuthMD5, catalog.AuthPlain} {
+		other := regexp.MustCompile(`(?m)^port = \d+$`).ReplaceAllString(text, fmt.Sprintf("port = %d", freePort(t)))
+		other = strings.Replace(other, "[general]\n", fmt.Sprintf("[general]\nauth_type = %q\n", method), 1)
+		dir := t.TempDir()
+		cfgPath := filepath.Join(dir, "pgdog.toml")
+		if err := os.WriteFile(cfgPath, []byte(other), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cat, err := catalog.Load(cfgPath, e.usersPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, stop := serveAdmin(t, &copyEnv{cat: cat, exec: e.exec}, log)
+		for _, pw := range []string{leakLoginPW, leakAdminPW + "x", leakAdminPW} {
+			u := &url.URL{Scheme: "postgres", User: url.UserPassword("admin", pw), Host: addr.String(), Path: "/admin", RawQuery: "sslmode=disable"}
+			c, err := pgconn.Connect(ctx, u.String())
+			if (err == nil) != (pw == leakAdminPW) {
+				t.Fatalf("auth_type %s: login with a wrong password: %v", method, err)
+			}
+			if err == nil {
+				c.Close(ctx)
+			}
+		}
+		stop()
+	}
 	admin, err := pgconn.Connect(ctx, dsn(leakAdminPW))
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +193,11 @@ func TestPasswordsNeverShown(t *testing.T) {
 	admin.Close(ctx)
 	shutdown() // its log lines are checked too
 	captured := map[string]string{"logs": logs.String(), "admin output": out.String()}
+	for _, method := range []string{catalog.AuthSCRAM, catalog.AuthMD5, catalog.AuthPlain} {
+		if !strings.Contains(captured["logs"], "wrong user or password ("+method+")") {
+			t.Fatalf("no refused %s login in the logs", method)
+		}
+	}
 	if !strings.Contains(captured["logs"], "admin login refused") || !strings.Contains(captured["admin output"], "password authentication failed") ||
 		!strings.Contains(captured["admin output"], "connection refused") ||
 		!strings.Contains(captured["admin output"], "admin.password | ********") ||

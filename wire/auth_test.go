@@ -13,7 +13,10 @@ import (
 )
 
 func TestCredentialsCheck(t *testing.T) {
-	c := newCredentials("admin", "admin", "s3cret")
+	c, err := newCredentials("admin", "admin", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		user, password string
 		ok             bool

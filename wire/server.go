@@ -42,12 +42,16 @@ func New(cat *catalog.Catalog, exec *commands.Executor, logger hclog.Logger) (*S
 	log := logger.Named("wire")
 	s := &Server{cat: cat, exec: exec, log: log, keys: newCancelKeys(log.Named("cancel"))}
 	cfg := cat.Config
-	creds := newCredentials(cfg.Admin.Name, cfg.Admin.User, cfg.Admin.Password)
+	creds, err := newCredentials(cfg.Admin.Name, cfg.Admin.User, cfg.Admin.Password)
+	if err != nil {
+		return nil, fmt.Errorf("admin server: %w", err)
+	}
+	auth := authStrategy(creds, cfg.General.AuthType, cfg.General.TLSClientRequired, func(user, database, reason string) {
+		log.Warn("admin login refused", "user", user, "database", database, "reason", reason)
+	})
 	opts := []wire.OptionFn{
 		wire.Logger(newSlogLogger(log.Named("psql-wire"))),
-		wire.SessionAuthStrategy(keepWriter(s.keys.wrapAuth(authStrategy(creds, cfg.General.TLSClientRequired, func(user, database, reason string) {
-			log.Warn("admin login refused", "user", user, "database", database, "reason", reason)
-		})))),
+		wire.SessionAuthStrategy(keepWriter(s.keys.wrapAuth(auth))),
 		wire.SessionMiddleware(announceServerVersion),
 		wire.BackendKeyData(s.keys.backendKeyData),
 		wire.CancelRequest(s.keys.cancelRequest),
@@ -105,7 +109,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	s.log.Info("admin server listening", "addr", s.listen.Addr().String(), "database", s.cat.Config.Admin.Name,
-		"tls", s.cat.Config.General.TLSCertificate != "", "tls_required", s.cat.Config.General.TLSClientRequired)
+		"auth_type", s.cat.Config.General.AuthType, "tls", s.cat.Config.General.TLSCertificate != "", "tls_required", s.cat.Config.General.TLSClientRequired)
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.listen) }()
 	select {

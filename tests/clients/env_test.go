@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/commands"
 	"github.com/reshard/reshard/tests/pgtest"
-	"github.com/reshard/reshard/wire"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 const (
@@ -29,7 +30,12 @@ const (
 // RESHARD is streaming and a VERIFY has finished.
 type env struct {
 	exec *commands.Executor
-	addr *net.TCPAddr
+	// addr is the admin server (clients log in with SCRAM-SHA-256, TLS
+	// optional); tlsAddr a second one on the same executor that refuses
+	// clients without TLS (tls_client_required).
+	addr, tlsAddr *net.TCPAddr
+	// tls makes dsn and libpqEnv point at tlsAddr with sslmode=require.
+	tls bool
 	// reshardTask is the id of the streaming RESHARD task.
 	reshardTask string
 }
@@ -69,14 +75,12 @@ func startEnv(t *testing.T, ctx context.Context) *env {
 			`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active`)
 	})
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cfg := fmt.Sprintf("[general]\nhost = \"127.0.0.1\"\nport = %d\n\n[admin]\nname = %q\nuser = %q\npassword = %q\n\n",
-		port, adminUser, adminUser, adminPassword)
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	testkit.WriteSelfSigned(t, certPath, keyPath)
+	tlsSettings := fmt.Sprintf("tls_certificate = %q\ntls_private_key = %q\n", certPath, keyPath)
+	cfg := fmt.Sprintf("[general]\nhost = \"127.0.0.1\"\nport = %d\n%s\n[admin]\nname = %q\nuser = %q\npassword = %q\n\n",
+		freePort(t), tlsSettings, adminUser, adminUser, adminPassword)
 	cfg += database("src", src, 0, 0)
 	for i, d := range dsts {
 		cfg += database("dst", d, i, i+1)
@@ -88,9 +92,13 @@ func startEnv(t *testing.T, ctx context.Context) *env {
 	for _, db := range []string{"src", "dst", "src2", "dst2"} {
 		users += fmt.Sprintf("[[users]]\nname = %q\ndatabase = %q\npassword = %q\nschema_admin = true\n\n", pgtest.User, db, pgtest.Password)
 	}
-	dir := t.TempDir()
 	cfgPath, usersPath := filepath.Join(dir, "pgdog.toml"), filepath.Join(dir, "users.toml")
-	for path, body := range map[string]string{cfgPath: cfg, usersPath: users} {
+	// The TLS-only server's configuration: the same with its own port and
+	// tls_client_required.
+	tlsCfg := regexp.MustCompile(`(?m)^port = \d+$`).ReplaceAllString(cfg, fmt.Sprintf("port = %d", freePort(t)))
+	tlsCfg = strings.Replace(tlsCfg, tlsSettings, tlsSettings+"tls_client_required = true\n", 1)
+	tlsCfgPath := filepath.Join(dir, "pgdog-tls.toml")
+	for path, body := range map[string]string{cfgPath: cfg, usersPath: users, tlsCfgPath: tlsCfg} {
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -99,25 +107,17 @@ func startEnv(t *testing.T, ctx context.Context) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "matrix", Level: hclog.Warn, Output: os.Stderr})
-	e := &env{exec: commands.NewExecutor(cat, log)}
-	srv, err := wire.New(cat, e.exec, log)
+	tlsCat, err := catalog.Load(tlsCfgPath, usersPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
+	if cat.Config.General.AuthType != catalog.AuthSCRAM || tlsCat.Config.General.AuthType != catalog.AuthSCRAM {
+		t.Fatalf("auth_type %q: the matrix checks SCRAM-SHA-256 logins, the default", cat.Config.General.AuthType)
 	}
-	e.addr = srv.Addr().(*net.TCPAddr)
-	sctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("admin server: %v", err)
-		}
-	})
+	log := hclog.New(&hclog.LoggerOptions{Name: "matrix", Level: hclog.Warn, Output: os.Stderr})
+	e := &env{exec: commands.NewExecutor(cat, log)}
+	e.addr, _ = testkit.ServeAdmin(t, cat, e.exec, log)
+	e.tlsAddr, _ = testkit.ServeAdmin(t, tlsCat, e.exec, log)
 
 	conn, err := pgx.Connect(ctx, e.dsn())
 	if err != nil {
@@ -228,6 +228,16 @@ func (e *env) holdSchemaSync(t *testing.T, ctx context.Context, conn *pgx.Conn, 
 	}
 }
 
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 func dbName(i int) string { return fmt.Sprintf("matrix_%d", i) }
 
 func database(name string, inst *pgtest.Instance, shard, db int) string {
@@ -235,9 +245,25 @@ func database(name string, inst *pgtest.Instance, shard, db int) string {
 		name, inst.Host, inst.Port, dbName(db), shard)
 }
 
+// overTLS is e pointing at the server that requires TLS.
+func (e *env) overTLS() *env {
+	c := *e
+	c.tls = true
+	return &c
+}
+
+// target is the admin server clients connect to and their sslmode.
+func (e *env) target() (*net.TCPAddr, string) {
+	if e.tls {
+		return e.tlsAddr, "require"
+	}
+	return e.addr, "disable"
+}
+
 // dsn is a pgx connection string for the admin database.
 func (e *env) dsn() string {
-	return fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", adminUser, adminPassword, e.addr, adminUser)
+	addr, sslmode := e.target()
+	return fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=%s", adminUser, adminPassword, addr, adminUser, sslmode)
 }
 
 func startTask(t *testing.T, ctx context.Context, conn *pgx.Conn, sql string) string {

@@ -3,7 +3,8 @@
 // a real admin server whose views have rows from a real RESHARD and VERIFY,
 // run every SHOW view and a command, and report the column names and types
 // their driver sees. The test checks them against the columns the commands
-// package declares, and the values against pgx's.
+// package declares, and the values against pgx's. Every driver logs in with
+// SCRAM-SHA-256, without TLS and, to a server that requires it, with TLS.
 package clients
 
 import (

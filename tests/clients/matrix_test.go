@@ -195,6 +195,37 @@ func TestClientMatrix(t *testing.T) {
 			t.Logf("%s: %d modes checked", rep.Driver, len(rep.Modes))
 		})
 	}
+
+	// Every driver again, over TLS, to the server that refuses clients
+	// without it: both servers take SCRAM-SHA-256 logins only, so each
+	// driver has logged in with SCRAM with and without TLS.
+	te := e.overTLS()
+	tlsPlan := []planQuery{{"SHOW VERSION", 2}, {"SHOW TASKS", 2}}
+	tlsOnce := []planQuery{{"SHOW VERSION", 1}, {"SHOW TASKS", 1}}
+	tlsClients := []struct {
+		name string
+		plan []planQuery
+		run  func(t *testing.T) report
+	}{
+		{"pgx", tlsPlan, func(t *testing.T) report {
+			return runPgx(t, ctx, te, tlsPlan, nil, []string{"simple", "cache_statement"})
+		}},
+		{"psql", tlsOnce, func(t *testing.T) report { return runPsql(t, ctx, te, tlsOnce, nil) }},
+		{"jdbc", tlsPlan, func(t *testing.T) report { return runScript(t, ctx, te, tlsPlan, nil, jdbcCommand(t)) }},
+		{"psycopg2", tlsPlan, func(t *testing.T) report { return runScript(t, ctx, te, tlsPlan, nil, psycopg2Command(t)) }},
+		{"node-postgres", tlsPlan, func(t *testing.T) report { return runScript(t, ctx, te, tlsPlan, nil, nodeCommand(t, ctx)) }},
+	}
+	for _, c := range tlsClients {
+		t.Run(c.name+"/tls", func(t *testing.T) {
+			rep := c.run(t)
+			if len(rep.Modes) == 0 {
+				t.Fatalf("%s over TLS reported no modes", c.name)
+			}
+			for _, m := range rep.Modes {
+				checkMode(t, te, rep.Driver+" "+m.Mode+" over TLS", m, c.plan, nil, want)
+			}
+		})
+	}
 }
 
 // checkMode checks one connection's report: every query ran as often as
@@ -312,11 +343,13 @@ func runScript(t *testing.T, ctx context.Context, e *env, qs []planQuery, errs [
 	return rep
 }
 
-// libpqEnv is the connection to the admin server in libpq's variables.
+// libpqEnv is the connection to the admin server in libpq's variables
+// (the scripts read them too: PGSSLMODE=require asks for TLS).
 func (e *env) libpqEnv() []string {
+	addr, sslmode := e.target()
 	return []string{
-		"PGHOST=" + e.addr.IP.String(), fmt.Sprintf("PGPORT=%d", e.addr.Port),
+		"PGHOST=" + addr.IP.String(), fmt.Sprintf("PGPORT=%d", addr.Port),
 		"PGUSER=" + adminUser, "PGPASSWORD=" + adminPassword, "PGDATABASE=" + adminUser,
-		"PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10",
+		"PGSSLMODE=" + sslmode, "PGCONNECT_TIMEOUT=10",
 	}
 }

@@ -74,7 +74,9 @@ public class Matrix {
         Properties p = new Properties();
         p.setProperty("user", System.getenv("PGUSER"));
         p.setProperty("password", System.getenv("PGPASSWORD"));
-        p.setProperty("sslmode", "disable");
+        // PGSSLMODE=require: TLS without verifying the test's self-signed
+        // certificate (pgjdbc's require does not verify it).
+        p.setProperty("sslmode", System.getenv().getOrDefault("PGSSLMODE", "disable"));
         p.setProperty("ApplicationName", "reshard-matrix");
         if (mode.equals("simple")) {
             p.setProperty("preferQueryMode", "simple");
