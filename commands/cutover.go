@@ -16,6 +16,7 @@ import (
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/stream"
 	"github.com/reshard/reshard/sync/task"
+	"github.com/reshard/reshard/sync/verify"
 )
 
 // cutoverColumns answer CUTOVER.
@@ -24,6 +25,24 @@ var cutoverColumns = cols("task_id", TypeText, "state", TypeText, "slot", TypeTe
 // streamControl lets CUTOVER reach the task that streams a route.
 type streamControl struct {
 	cutover chan cutoverRequest
+
+	mu   sync.Mutex
+	hold verify.Holder
+}
+
+// holder is what holds the task's running streams for VERIFY (nil while
+// none can be held).
+func (c *streamControl) holder() verify.Holder {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hold
+}
+
+// setHolder records what holds the streams now running (nil when none).
+func (c *streamControl) setHolder(h verify.Holder) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hold = h
 }
 
 type cutoverRequest struct {

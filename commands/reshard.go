@@ -8,7 +8,6 @@ import (
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/schema"
 	"github.com/reshard/reshard/sync/task"
-	"github.com/reshard/reshard/sync/verify"
 )
 
 // reshardSlot is the slot RESHARD uses for a route: the same name every
@@ -69,47 +68,4 @@ func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 			return task.Outcome{Stopped: fmt.Sprintf("stopped; RESHARD %s (or REPLICATE %s %s) continues", c.Route.String(), c.Route.String(), slot)}, nil
 		})
 	return &Result{Columns: taskIDColumns, Tag: "RESHARD", Rows: [][]any{{t.ID}}}, nil
-}
-
-// verify runs VERIFY as a task; results appear in SHOW VERIFY.
-func (e *Executor) verify(ctx context.Context, c Verify) (*Result, error) {
-	if c.Foreground {
-		j, err := e.newJob(c.Route, "cli")
-		if err != nil {
-			return nil, engineError(err)
-		}
-		res, err := verify.Run(ctx, j, verify.Request{})
-		if err != nil {
-			return nil, engineError(err)
-		}
-		out := &Result{Columns: verifyColumns, Tag: "VERIFY", Rows: e.showVerify()}
-		if res.Mismatched > 0 {
-			return out, Errorf(CodeInternalError, "%d of %d tables differ", res.Mismatched, res.Tables)
-		}
-		return out, nil
-	}
-	t := e.Tasks.Start("verify", c.Source, c.Destination, c.Publication, "verifying",
-		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
-			j, err := e.newJob(c.Route, t.ID)
-			if err != nil {
-				return task.Outcome{}, err
-			}
-			res, err := verify.Run(ctx, j, verify.Request{})
-			if err != nil {
-				return task.Outcome{}, err
-			}
-			if res.Mismatched > 0 {
-				return task.Outcome{}, fmt.Errorf("%d of %d tables differ: SHOW VERIFY lists them, the log names the keys", res.Mismatched, res.Tables)
-			}
-			return task.Outcome{}, nil
-		})
-	return &Result{Columns: taskIDColumns, Tag: "VERIFY", Rows: [][]any{{t.ID}}}, nil
-}
-
-func (e *Executor) showVerify() [][]any {
-	var rows [][]any
-	for _, v := range e.Registry.Verify() {
-		rows = append(rows, []any{v.Task, v.Schema, v.Table, v.Status, v.SourceRows, v.DestinationRows, v.Missing, v.Extra, v.Different, v.Misplaced})
-	}
-	return rows
 }

@@ -25,7 +25,9 @@ var (
 	verifyColumns = cols(
 		"task", TypeText, "schema", TypeText, "table", TypeText, "status", TypeText,
 		"source_rows", TypeInt8, "destination_rows", TypeInt8, "missing", TypeInt8,
-		"extra", TypeInt8, "different", TypeInt8, "misplaced", TypeInt8)
+		"extra", TypeInt8, "different", TypeInt8, "misplaced", TypeInt8, "rows_compared", TypeInt8,
+		"percent", TypeFloat8, "eta", TypeText, "elapsed_ms", TypeInt8, "shard_rows", TypeText,
+		"consistent_lsn", TypeText, "hold_ms", TypeInt8)
 	databasesColumns = cols(
 		"name", TypeText, "host", TypeText, "port", TypeInt8, "database_name", TypeText,
 		"role", TypeText, "shard", TypeInt8, "resharding_only", TypeBool)

@@ -1,22 +1,36 @@
 // Package verify is the proof stage of resharding: it compares every table
-// of the publication between the source and the destination shards — row
-// counts, an order-independent checksum of every row computed inside
-// PostgreSQL, and that every row sits on the shard the sharding function
-// gives it — and narrows a mismatch down to the differing primary keys.
+// of the publication between the source and the destination shards at one
+// consistent point, while the application writes and the streams apply.
+//
+// The stages, one file each:
+//   - point: a temporary logical slot on every shard the streams read from
+//     gives a snapshot and its exact LSN; the streams are held at those
+//     LSNs while the other side's snapshots are taken (milliseconds), then
+//     released;
+//   - plan: each table's key (primary key, replica identity index, unique
+//     index) and row hash, from one catalog query;
+//   - chunker: key ranges of about Request.ChunkRows rows, from a sample;
+//   - checksum: a count and an order-independent 64-bit checksum per range
+//     and server, computed inside PostgreSQL (with the rows on the wrong
+//     shard), small tables many to a statement;
+//   - narrow: a range that differs is bisected down to keys (a table
+//     without a key: to hash buckets, and its differences counted);
+//   - report: missing, extra, different and misplaced counts per table,
+//     and the keys of each kind in the log.
+//
+// Every server is read through a bounded pool of sessions that share its
+// snapshot (server.go).
 package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"math/big"
 	"sort"
-	"sync"
+	"time"
 
-	"github.com/hashicorp/go-hclog"
-	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/reshard/reshard/sharding"
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
@@ -24,288 +38,275 @@ import (
 
 // Request is one verification of a job's publication.
 type Request struct {
-	// Parallel bounds tables verified at once (default 4).
+	// Parallel is the sessions, and so the queries at once, per server
+	// (default: resharding_parallel_copies).
 	Parallel int
-	// DetailLimit bounds the rows fetched to narrow a mismatch down to
-	// keys (default 2,000,000 per table).
-	DetailLimit int64
+	// ChunkRows is the rows of a chunk (default 100,000); tables of fewer
+	// rows are compared whole, many to a statement.
+	ChunkRows int64
+	// LeafRows: a differing range of at most this many rows is compared
+	// key by key (default 4,096).
+	LeafRows int64
+	// KeyLimit bounds the differing keys kept per table (default 100,000);
+	// beyond it differences are counted, not named.
+	KeyLimit int
+	// Hold holds the streams that feed the destination (or, with Reverse,
+	// the source) at the consistent point; nil when none runs.
+	Hold Holder
+	// Reverse tells that the streams run from the destination shards back
+	// into the source (after a cutover): the consistent point is taken on
+	// the destination shards and the source's snapshots while held.
+	Reverse bool
 }
 
 // Result sums up a verification.
 type Result struct {
-	Tables, Mismatched int
+	// Tables were compared; Mismatched differ; Failed could not be read.
+	Tables, Mismatched, Failed int
+	// ConsistentLSN is the point compared at, one LSN per shard of the side
+	// the streams read from.
+	ConsistentLSN string
+	// Held tells that streams were held, Hold for how long.
+	Held bool
+	Hold time.Duration
 }
 
-// maxLoggedKeys caps the keys logged per table and kind.
-const maxLoggedKeys = 20
-
-// Run verifies every table. It compares the data as it is now: run it once
-// the stream has caught up and writes to the source are paused, or expect
-// differences that are only lag.
+// Run verifies every table of the publication and reports each in the
+// job's registry (SHOW VERIFY) as it goes. Mismatches are results, not
+// errors; a table that cannot be read is an error in its row and counts
+// in Result.Failed; losing a server or the context ends the run with an
+// error.
 func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	log := j.Logger("verify")
 	if req.Parallel <= 0 {
+		req.Parallel = j.Catalog.Config.General.ReshardingParallelCopies
+	}
+	if req.Parallel <= 0 {
 		req.Parallel = 4
 	}
-	if req.DetailLimit == 0 {
-		req.DetailLimit = 2_000_000
+	if req.ChunkRows <= 0 {
+		req.ChunkRows = 100_000
 	}
-	srcDSN, dstDSN := j.SourceDSN, j.DestinationDSN
+	if req.LeafRows <= 0 {
+		req.LeafRows = 4096
+	}
+	if req.KeyLimit <= 0 {
+		req.KeyLimit = 100_000
+	}
+	started := time.Now()
 	conn, err := j.ConnectSource(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
-	tables, err := copier.Tables(ctx, conn, j.Publication, j.Destination)
+	described, err := copier.Tables(ctx, conn, j.Publication, j.Destination)
 	conn.Close(context.Background())
 	if err != nil {
+		return nil, job.Wrap(codeOf(err, "XX000"), err, "list the tables of publication %q: %v", j.Publication, err)
+	}
+	j.Registry.StartVerify(j.Task, j.Source.Name, j.Destination.Name, j.Publication)
+	states := make([]*tableState, len(described))
+	for i, t := range described {
+		states[i] = &tableState{row: progress.VerifyRow{Task: j.Task, Schema: t.Schema, Table: t.Name, Status: StatusRunning,
+			Source: j.Source.Name, Destination: j.Destination.Name, Publication: j.Publication,
+			ShardRows: make([]int64, len(j.DestinationDSN)), Started: started}, started: started}
+		j.Registry.SetVerify(states[i].row)
+	}
+	fail := func(err error) (*Result, error) {
+		for _, s := range states {
+			r := s.snapshot()
+			if !r.Finished() {
+				r.Status, r.Elapsed = "error: "+err.Error(), time.Since(started)
+				j.Registry.SetVerify(r)
+			}
+		}
 		return nil, err
 	}
-	for _, t := range tables {
-		j.Registry.SetVerify(progress.VerifyRow{Task: j.Task, Schema: t.Schema, Table: t.Name, Status: "running"})
+
+	// Sessions on every server, all at once.
+	var src, dst []*server
+	needPlacement := false
+	for _, t := range described {
+		needPlacement = needPlacement || (!t.Omni && !t.Mapped)
 	}
-	res := &Result{Tables: len(tables)}
-	var mu sync.Mutex
-	// Every table is verified even when one fails; the first failure is
-	// returned.
-	var g errgroup.Group
+	setup := ""
+	if needPlacement {
+		setup = placementSetup
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		src, err = openServers(gctx, j.Source, j.SourceDSN, sideSource, req.Parallel, "")
+		return err
+	})
+	g.Go(func() (err error) {
+		dst, err = openServers(gctx, j.Destination, j.DestinationDSN, sideDestination, req.Parallel, setup)
+		return err
+	})
+	err = g.Wait()
+	defer closeServers(src)
+	defer closeServers(dst)
+	if err != nil {
+		return fail(err)
+	}
+	tables, err := plan(ctx, src, described)
+	if err != nil {
+		return fail(job.Wrap(codeOf(err, "XX000"), err, "plan the comparison: %v", err))
+	}
+	for i, t := range tables {
+		states[i].t = t
+		states[i].row.RowsEstimate = t.estimate
+		if t.Omni {
+			states[i].groups = make([]*diffs, len(dst))
+		} else {
+			states[i].groups = make([]*diffs, 1)
+		}
+		for k := range states[i].groups {
+			states[i].groups[k] = newDiffs()
+		}
+	}
+
+	// The consistent point.
+	leaders, followers := src, dst
+	if req.Reverse {
+		leaders, followers = dst, src
+	}
+	p, err := takePoint(ctx, j.Catalog, leaders, followers, req.Hold, log)
+	if err != nil {
+		return fail(err)
+	}
+	res := &Result{Tables: len(tables), ConsistentLSN: p.String(), Held: p.held, Hold: p.hold}
+	if p.held {
+		log.Info("consistent point taken: streams held while the snapshots were taken", "lsn", p.String(),
+			"hold", p.hold.Round(10*time.Microsecond), "retries", p.retries, "reverse", req.Reverse)
+	} else {
+		log.Info("consistent point taken; no stream feeds the route, so the destination is compared as it is", "lsn", p.String())
+	}
+	for _, s := range states {
+		s.row.ConsistentLSN, s.row.Hold = p.String(), p.hold
+		j.Registry.SetVerify(s.snapshot())
+	}
+
+	// Chunks of the large tables, from samples of source shard 0's keys.
+	ranges := make([][]keyRange, len(tables))
+	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(req.Parallel)
-	for _, t := range tables {
+	for i, t := range tables {
+		if chunkCount(t, req.ChunkRows) <= 1 {
+			continue
+		}
 		g.Go(func() error {
-			row, err := verifyTable(ctx, j.Task, &req, log, t, srcDSN, dstDSN)
-			if err != nil {
-				row = progress.VerifyRow{Task: j.Task, Schema: t.Schema, Table: t.Name, Status: "error: " + err.Error()}
-				err = fmt.Errorf("verify %s: %w", t, err)
+			rs, err := chunks(gctx, src[0], t, req.ChunkRows)
+			var te *tableError
+			if errors.As(err, &te) {
+				states[i].fail(fmt.Errorf("%s: %w", t, err))
+				return nil
 			}
-			mu.Lock()
-			if row.Status != "match" {
-				res.Mismatched++
-			}
-			mu.Unlock()
-			j.Registry.SetVerify(row)
+			ranges[i] = rs
 			return err
 		})
 	}
-	return res, g.Wait()
-}
+	if err := g.Wait(); err != nil {
+		return fail(err)
+	}
 
-// sums is a node's count and checksum of a table.
-type sums struct {
-	count     int64
-	checksum  string
-	misplaced int64
-}
-
-func tableSums(ctx context.Context, dsn string, t *copier.Table, placement string) (sums, error) {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return sums{}, err
+	c := &comparer{src: src, dst: dst, leafRows: req.LeafRows, keyLimit: req.KeyLimit, states: states}
+	finish := func(t *table) {
+		row := states[t.index].finish(log)
+		j.Registry.SetVerify(row)
 	}
-	defer conn.Close(context.Background())
-	var s sums
-	err = conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(hashtext(x::text)::numeric), 0)::text FROM %s x`, t.From())).Scan(&s.count, &s.checksum)
-	if err != nil {
-		return s, err
+	// Work: the chunks of the largest tables first, then the small tables
+	// in batches.
+	order := append([]*table(nil), tables...)
+	sort.SliceStable(order, func(a, b int) bool { return order[a].estimate > order[b].estimate })
+	type item struct {
+		t      *table
+		r      keyRange
+		tables []*table
 	}
-	if placement != "" {
-		if _, err := conn.Exec(ctx, placementParent(t)); err != nil {
-			return s, err
-		}
-		if err := conn.QueryRow(ctx, placement).Scan(&s.misplaced); err != nil {
-			return s, err
+	var items []item
+	var small []*table
+	var smallRows int64
+	flush := func() {
+		if len(small) > 0 {
+			items = append(items, item{tables: small})
+			small, smallRows = nil, 0
 		}
 	}
-	return s, nil
-}
-
-// keyType is the type the sharding key is hashed as.
-func keyType(t *copier.Table) string {
-	switch t.Router.Function().DataType() {
-	case sharding.Text, sharding.Varchar:
-		return "text"
-	case sharding.UUID:
-		return "uuid"
-	}
-	return "bigint" // integers of every width hash as int8
-}
-
-// placementParent creates, in the session, a hash-partitioned parent of
-// the key's type for satisfies_hash_partition.
-func placementParent(t *copier.Table) string {
-	typ := keyType(t)
-	return fmt.Sprintf(`CREATE TEMP TABLE IF NOT EXISTS reshard_verify_hp_%s (k %s) PARTITION BY HASH (k)`, typ, typ)
-}
-
-func placementQuery(t *copier.Table, shards, shard int) string {
-	typ := keyType(t)
-	return fmt.Sprintf(`SELECT count(*) FROM %s WHERE NOT satisfies_hash_partition('pg_temp.reshard_verify_hp_%s'::regclass, %d, %d, %s::%s)`,
-		t.From(), typ, shards, shard, pgx.Identifier{t.ShardColumn}.Sanitize(), typ)
-}
-
-func verifyTable(ctx context.Context, task string, req *Request, log hclog.Logger, t *copier.Table, srcDSN, dstDSN []string) (progress.VerifyRow, error) {
-	row := progress.VerifyRow{Task: task, Schema: t.Schema, Table: t.Name}
-	srcShards := srcDSN
-	if t.Omni {
-		srcShards = srcDSN[:1] // omni tables are the same on every source shard
-	}
-	var src sums
-	srcTotal := new(big.Int)
-	for _, d := range srcShards {
-		s, err := tableSums(ctx, d, t, "")
-		if err != nil {
-			return row, err
-		}
-		src.count += s.count
-		srcTotal.Add(srcTotal, bigOf(s.checksum))
-	}
-	row.SourceRows = src.count
-	match := true
-	dstTotal := new(big.Int)
-	for k, d := range dstDSN {
-		placement := ""
-		if !t.Omni && !t.Mapped {
-			placement = placementQuery(t, len(dstDSN), k)
-		}
-		s, err := tableSums(ctx, d, t, placement)
-		if err != nil {
-			return row, err
-		}
-		// An omni table's destination_rows is what each shard holds (the
-		// fewest, if they differ); a sharded table's, all shards together.
-		if t.Omni {
-			if k == 0 || s.count < row.DestinationRows {
-				row.DestinationRows = s.count
-			}
-		} else {
-			row.DestinationRows += s.count
-		}
-		row.Misplaced += s.misplaced
-		f := bigOf(s.checksum)
-		if t.Omni {
-			if s.count != src.count || f.Cmp(srcTotal) != 0 {
-				match = false
-			}
-		} else {
-			dstTotal.Add(dstTotal, f)
-		}
-	}
-	if !t.Omni && (row.DestinationRows != src.count || dstTotal.Cmp(srcTotal) != 0) {
-		match = false
-	}
-	if row.Misplaced > 0 {
-		match = false
-	}
-	if match {
-		row.Status = "match"
-		return row, nil
-	}
-	row.Status = "mismatch"
-	if len(t.PK) == 0 {
-		log.Warn("table differs; without a primary key the differing rows cannot be named", "table", t.String())
-		return row, nil
-	}
-	if src.count > req.DetailLimit || row.DestinationRows > req.DetailLimit {
-		log.Warn("table differs; too large to list the differing keys", "table", t.String(), "source_rows", src.count)
-		return row, nil
-	}
-	return narrow(ctx, log, t, srcShards, dstDSN, row)
-}
-
-// narrow fetches every row's key and hash and names the differing keys.
-func narrow(ctx context.Context, log hclog.Logger, t *copier.Table, srcDSN, dstDSN []string, row progress.VerifyRow) (progress.VerifyRow, error) {
-	keyExpr := ""
-	for i, c := range t.PK {
-		if i > 0 {
-			keyExpr += " || ',' || "
-		}
-		keyExpr += pgx.Identifier{c}.Sanitize() + "::text"
-	}
-	fetch := func(dsn string, into map[string]int32) error {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
-		rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT %s, hashtext(x::text) FROM %s x`, keyExpr, t.From()))
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var k string
-			var h int32
-			if err := rows.Scan(&k, &h); err != nil {
-				return err
-			}
-			into[k] = h
-		}
-		return rows.Err()
-	}
-	src := map[string]int32{}
-	for _, d := range srcDSN {
-		if err := fetch(d, src); err != nil {
-			return row, err
-		}
-	}
-	var missing, extra, different []string
-	if t.Omni {
-		for _, d := range dstDSN {
-			dst := map[string]int32{}
-			if err := fetch(d, dst); err != nil {
-				return row, err
-			}
-			m, e, df := compare(src, dst)
-			missing, extra, different = append(missing, m...), append(extra, e...), append(different, df...)
-		}
-	} else {
-		dst := map[string]int32{}
-		for _, d := range dstDSN {
-			if err := fetch(d, dst); err != nil {
-				return row, err
-			}
-		}
-		missing, extra, different = compare(src, dst)
-	}
-	row.Missing, row.Extra, row.Different = int64(len(missing)), int64(len(extra)), int64(len(different))
-	for _, kind := range []struct {
-		name string
-		keys []string
-	}{{"missing", missing}, {"extra", extra}, {"different", different}} {
-		if len(kind.keys) == 0 {
+	for _, t := range order {
+		if states[t.index].err != nil {
+			states[t.index].pending = 0
 			continue
 		}
-		sort.Strings(kind.keys)
-		shown := kind.keys
-		if len(shown) > maxLoggedKeys {
-			shown = shown[:maxLoggedKeys]
+		if ranges[t.index] == nil {
+			if t.estimate <= req.ChunkRows {
+				small = append(small, t)
+				smallRows += t.estimate
+				states[t.index].pending = 1
+				if len(small) >= batchTables || smallRows >= req.ChunkRows {
+					flush()
+				}
+				continue
+			}
+			ranges[t.index] = []keyRange{{}}
 		}
-		log.Warn("rows differ", "table", t.String(), "kind", kind.name, "count", len(kind.keys), "keys", shown)
+		states[t.index].pending = len(ranges[t.index])
+		for _, r := range ranges[t.index] {
+			items = append(items, item{t: t, r: r})
+		}
 	}
-	return row, nil
+	flush()
+	for _, s := range states {
+		if s.pending == 0 {
+			finish(s.t)
+		}
+	}
+	servers := len(src) + len(dst)
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(req.Parallel * servers)
+	for _, it := range items {
+		g.Go(func() error {
+			if it.tables != nil {
+				if err := c.batch(gctx, it.tables); err != nil {
+					return err
+				}
+				for _, t := range it.tables {
+					if states[t.index].done() {
+						finish(t)
+					}
+				}
+				return nil
+			}
+			err := c.finishRange(gctx, it.t, func() error { return c.chunk(gctx, it.t, it.r) })
+			if err != nil {
+				return err
+			}
+			if states[it.t.index].done() {
+				finish(it.t)
+			} else {
+				j.Registry.SetVerify(states[it.t.index].snapshot())
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fail(job.Wrap(codeOf(err, "XX000"), err, "verify: %v", err))
+	}
+	for _, s := range states {
+		switch r := s.snapshot(); {
+		case r.Status == StatusMismatch:
+			res.Mismatched++
+		case r.Status != StatusMatch:
+			res.Failed++
+		}
+	}
+	log.Info("verify done", "tables", res.Tables, "mismatched", res.Mismatched, "failed", res.Failed,
+		"elapsed", time.Since(started).Round(time.Millisecond))
+	return res, nil
 }
 
-// bigOf parses an integer sum as PostgreSQL prints it.
-func bigOf(s string) *big.Int {
-	v, ok := new(big.Int).SetString(s, 10)
-	if !ok {
-		return new(big.Int)
-	}
-	return v
-}
+// batchTables bounds the small tables compared in one statement.
+const batchTables = 100
 
-func compare(src, dst map[string]int32) (missing, extra, different []string) {
-	for k, h := range src {
-		d, ok := dst[k]
-		switch {
-		case !ok:
-			missing = append(missing, k)
-		case d != h:
-			different = append(different, k)
-		}
-	}
-	for k := range dst {
-		if _, ok := src[k]; !ok {
-			extra = append(extra, k)
-		}
-	}
-	return
+// String describes the result for messages.
+func (r *Result) String() string {
+	return fmt.Sprintf("%d tables, %d differ, %d could not be read", r.Tables, r.Mismatched, r.Failed)
 }

@@ -1,0 +1,212 @@
+package verify
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/job"
+)
+
+// Holder reaches the streams that feed the side VERIFY takes its snapshots
+// on second (the destination shards, or after a cutover the old database):
+// one stream per shard of the side they read from.
+type Holder interface {
+	// Hold makes the stream reading shard k of its source apply every
+	// transaction whose commit record starts before points[k] (exactly the
+	// transactions a snapshot exported at points[k] shows: a consistent
+	// point is the end of a record, so a commit starting there is not in
+	// the snapshot), apply nothing after them, and returns once every
+	// stream holds so. release resumes them all; it must be called once.
+	//
+	// When a stream has already applied a transaction that commits at or
+	// after its point, Hold holds nothing and returns an error for which
+	// errors.Is(err, ErrPassed) is true: VERIFY takes a new point.
+	Hold(ctx context.Context, points []pglogrepl.LSN) (release func(), err error)
+}
+
+// ErrPassed is what a Holder's error wraps when a stream has already
+// applied past the point it was asked to hold at.
+var ErrPassed = errors.New("the stream has already applied past the consistent point")
+
+// point is where one VERIFY compares: the LSN of every shard of the side
+// the streams read from (the leaders), and how long the streams were held
+// while the other side's snapshots were taken.
+type point struct {
+	lsns    []pglogrepl.LSN
+	hold    time.Duration
+	held    bool
+	retries int
+}
+
+func (p point) String() string {
+	parts := make([]string, len(p.lsns))
+	for i, l := range p.lsns {
+		parts[i] = l.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// maxPointTries bounds the new points taken when streams had passed.
+const maxPointTries = 5
+
+// takePoint puts every session of every server into one consistent point:
+// each leader's sessions import the snapshot of a temporary logical slot
+// created there (its consistent point is that shard's LSN), the streams are
+// held at those LSNs while each follower's first session takes a REPEATABLE
+// READ snapshot and exports it, and are released at once; the follower's
+// other sessions then import that snapshot. Without a holder (no stream
+// feeds the followers) the followers' snapshots are taken right after the
+// leaders'.
+func takePoint(ctx context.Context, cat *catalog.Catalog, leaders, followers []*server, holder Holder, log hclog.Logger) (point, error) {
+	var p point
+	for try := 1; ; try++ {
+		lsns, err := leaderSnapshots(ctx, cat, leaders)
+		if err != nil {
+			return p, err
+		}
+		p.lsns = lsns
+		var release func()
+		start := time.Now()
+		if holder != nil {
+			release, err = holder.Hold(ctx, lsns)
+			if errors.Is(err, ErrPassed) && try < maxPointTries {
+				log.Debug("a stream had passed the consistent point; taking a new one", "lsn", p.String(), "error", err)
+				p.retries++
+				if rerr := rollbackAll(ctx, leaders); rerr != nil {
+					return p, rerr
+				}
+				continue
+			}
+			if err != nil {
+				return p, job.Wrap("55000", err, "hold the streams at %s: %v", p, err)
+			}
+			p.held = true
+		}
+		ids, err := exportSnapshots(ctx, followers)
+		if release != nil {
+			release()
+			p.hold = time.Since(start)
+		}
+		if err != nil {
+			return p, err
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		for i, s := range followers {
+			g.Go(func() error { return importSnapshot(gctx, s, s.all[1:], ids[i]) })
+		}
+		return p, g.Wait()
+	}
+}
+
+// leaderSnapshots creates a temporary slot exporting its snapshot on every
+// leader at once, imports the snapshot into all the leader's sessions and
+// drops the slot (by closing its connection): the LSN of each is returned.
+func leaderSnapshots(ctx context.Context, cat *catalog.Catalog, leaders []*server) ([]pglogrepl.LSN, error) {
+	lsns := make([]pglogrepl.LSN, len(leaders))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, s := range leaders {
+		g.Go(func() error {
+			dsn, err := cat.ConnString(s.node, map[string]string{"replication": "database", "application_name": "reshard verify"})
+			if err != nil {
+				return err
+			}
+			rc, err := pgconn.Connect(gctx, dsn)
+			if err != nil {
+				return job.Wrap("08006", err, "%s: %v", job.Unreachable(s.node), err)
+			}
+			defer rc.Close(context.Background())
+			name := slotName()
+			res, err := pglogrepl.CreateReplicationSlot(gctx, rc, name, "pgoutput",
+				pglogrepl.CreateReplicationSlotOptions{Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT"})
+			if err != nil {
+				return job.Wrap(codeOf(err, "XX000"), err, "create the temporary slot %s on %s: %v", name, s, err).
+					WithHint("VERIFY needs wal_level = logical and a free replication slot and WAL sender on every shard it takes its consistent point on")
+			}
+			if lsns[i], err = pglogrepl.ParseLSN(res.ConsistentPoint); err != nil {
+				return fmt.Errorf("consistent point %q of %s: %w", res.ConsistentPoint, s, err)
+			}
+			// The snapshot can be imported only until the replication
+			// connection runs its next command: every session now.
+			return importSnapshot(gctx, s, s.all, res.SnapshotName)
+		})
+	}
+	return lsns, g.Wait()
+}
+
+// exportSnapshots starts a REPEATABLE READ transaction on every follower's
+// first session at once and exports its snapshot, in one round trip each.
+func exportSnapshots(ctx context.Context, followers []*server) ([]string, error) {
+	ids := make([]string, len(followers))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, s := range followers {
+		g.Go(func() error {
+			res, err := s.all[0].PgConn().Exec(gctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()").ReadAll()
+			if err == nil && (len(res) != 2 || len(res[1].Rows) != 1) {
+				err = errors.New("no snapshot exported")
+			}
+			if err != nil {
+				return job.Wrap(codeOf(err, "XX000"), err, "take the snapshot of %s: %v", s, err)
+			}
+			ids[i] = string(res[1].Rows[0][0])
+			return nil
+		})
+	}
+	return ids, g.Wait()
+}
+
+// importSnapshot starts a REPEATABLE READ transaction in snapshot id on
+// each of conns (sessions of s), all at once.
+func importSnapshot(ctx context.Context, s *server, conns []*pgx.Conn, id string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, c := range conns {
+		g.Go(func() error {
+			_, err := c.PgConn().Exec(gctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT "+quote(id)).ReadAll()
+			if err != nil {
+				return job.Wrap(codeOf(err, "XX000"), err, "import the snapshot on %s: %v", s, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// rollbackAll ends the transaction of every session of servers.
+func rollbackAll(ctx context.Context, servers []*server) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, s := range servers {
+		g.Go(func() error {
+			return s.each(gctx, func(ctx context.Context, c *pgx.Conn) error {
+				_, err := c.Exec(ctx, "ROLLBACK")
+				return err
+			})
+		})
+	}
+	return g.Wait()
+}
+
+// codeOf is err's SQLSTATE, or fallback when it carries none.
+func codeOf(err error, fallback string) string {
+	if c := job.Code(err); c != "" {
+		return c
+	}
+	return fallback
+}
+
+// slotName is a fresh temporary slot name.
+func slotName() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "reshard_verify_" + hex.EncodeToString(b)
+}
