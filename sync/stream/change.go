@@ -3,14 +3,23 @@
 // the destination shards its rows belong to, batching many source
 // transactions into one destination transaction per shard, exactly once
 // across crashes thanks to a replication origin per destination shard.
+//
+// The stream is a pipeline of stages, one type each:
+//
+//	receiver   the replication connection: START_REPLICATION, keepalives, status
+//	assembler  pgoutput messages -> committed transactions (streamed and spilled ones too)
+//	relations  the relation cache, and each table's shape checked on the destination
+//	plan       a table's statements, built when its Relation message arrives
+//	router     copy watermarks, shard choice, coalescing and merging -> statements per shard
+//	mover      rows that change shard (cross-shard transactions)
+//	applier    one per destination shard: its session, origin and transactions
+//	positions  what every shard has handled and flushed: what may be confirmed
 package stream
 
 import (
-	"fmt"
+	"time"
 
 	"github.com/jackc/pglogrepl"
-
-	"github.com/reshard/reshard/sharding"
 )
 
 // changeKind is what a change does.
@@ -46,103 +55,38 @@ type change struct {
 
 // txn is one committed source transaction.
 type txn struct {
-	xid       uint32
-	commitLSN pglogrepl.LSN
-	endLSN    pglogrepl.LSN
-	changes   []*change
+	xid        uint32
+	commitLSN  pglogrepl.LSN
+	commitTime time.Time
+	changes    []*change
 	// spool holds the changes instead of changes for a transaction the
 	// source streamed while in progress.
 	spool *spool
 }
 
-// relation is a source table as pgoutput describes it, and how it is routed.
-type relation struct {
-	id       uint32
-	schema   string
-	name     string
-	columns  []string
-	key      []int // replica-identity column positions
-	identity uint8 // 'd' default, 'f' full, 'i' index, 'n' nothing
-	router   *sharding.Router
-	shardCol int // position of the sharding column, -1 for omni tables
-	// sameOnEverySource: every source shard holds the whole table (an omni
-	// table): its changes are taken from source shard 0 only.
-	sameOnEverySource bool
-	qualified         string
-	// types are the destination's column types (format_type), by position.
-	types []string
-	// ignore marks reshard's own state tables: their changes are skipped.
-	ignore bool
-	// sqls caches statement texts by shape (only the apply goroutine
-	// touches it).
-	sqls map[string]string
+// op is one statement for one shard.
+type op struct {
+	sql  string
+	args [][]byte
+	// check: an UPDATE that must find its row (the sharding key could not
+	// be read from the change, so a moved row would otherwise go unseen).
+	mustHit *relation
+	// row identifies the row an op touches ("" when unknown); update marks
+	// an UPDATE that keeps its key, writes a full row image and locates the
+	// row by key alone: a later such UPDATE of the same row in the same
+	// destination transaction makes it redundant.
+	row    string
+	update bool
+	// What merging needs: the table, the kind of statement, and for an
+	// UPDATE the columns set and the key columns.
+	rel     *relation
+	kind    changeKind
+	setCols []int
+	keyCols []int
 }
 
-// cached returns the statement of a shape, building it once.
-func (r *relation) cached(key []byte, build func() string) string {
-	if sql, ok := r.sqls[string(key)]; ok {
-		return sql
-	}
-	if r.sqls == nil {
-		r.sqls = map[string]string{}
-	}
-	sql := build()
-	r.sqls[string(key)] = sql
-	return sql
+// routed is a statement with its shard.
+type routed struct {
+	shard int
+	op    op
 }
-
-// identifiesShard tells whether the replica identity carries the sharding
-// column: then an UPDATE that changes it comes with the old tuple (and is
-// applied as a move), and one without an old tuple keeps its shard.
-func (r *relation) identifiesShard() bool {
-	if r.identity == 'f' {
-		return true
-	}
-	for _, k := range r.key {
-		if k == r.shardCol {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *relation) String() string { return r.schema + "." + r.name }
-
-// tupleValues copies a pgoutput tuple into values.
-func tupleValues(t *pglogrepl.TupleData) []value {
-	if t == nil {
-		return nil
-	}
-	out := make([]value, len(t.Columns))
-	for i, c := range t.Columns {
-		switch c.DataType {
-		case pglogrepl.TupleDataTypeNull:
-			out[i].null = true
-		case pglogrepl.TupleDataTypeToast:
-			out[i].toasted = true
-		default:
-			out[i].data = c.Data
-		}
-	}
-	return out
-}
-
-// shardOf returns the shard of a row by its sharding column, or AllShards.
-func (r *relation) shardOf(row []value) (int, error) {
-	if r.router.Omni() {
-		return sharding.AllShards, nil
-	}
-	if r.shardCol >= len(row) {
-		return 0, fmt.Errorf("%s: row has %d columns, sharding column is #%d", r, len(row), r.shardCol+1)
-	}
-	v := row[r.shardCol]
-	if v.toasted {
-		return 0, errNoKey
-	}
-	return r.router.Shard(sharding.FormatText, v.data, v.null)
-}
-
-var errNoKey = fmt.Errorf("sharding key not in the tuple")
-
-// stateSchema is where reshard keeps its own state on a destination.
-const stateSchema = "reshard"

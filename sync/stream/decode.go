@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/jackc/pglogrepl"
 )
 
 // rowMessage is a decoded pgoutput INSERT, UPDATE or DELETE.
@@ -166,4 +168,20 @@ func checkTruncate(msg []byte, inStream bool) error {
 		return fmt.Errorf("truncate of %d relations in a message of %d bytes", n, len(msg))
 	}
 	return nil
+}
+
+// parseV2 decodes a pgoutput message, turning a decoder panic on malformed
+// input into an error. A TRUNCATE's relation count is checked against the
+// message first: pglogrepl allocates it before reading, so a corrupt count
+// would ask for gigabytes (found by FuzzDecodeMessage).
+func parseV2(data []byte, inStream bool) (m pglogrepl.Message, err error) {
+	if err := checkTruncate(data, inStream); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed message: %v", r)
+		}
+	}()
+	return pglogrepl.ParseV2(data, inStream)
 }

@@ -105,3 +105,22 @@ func FuzzDecodeRow(f *testing.F) {
 		}
 	})
 }
+
+// tupleValues copies a pglogrepl tuple into values, for comparison.
+func tupleValues(t *pglogrepl.TupleData) []value {
+	if t == nil {
+		return nil
+	}
+	out := make([]value, len(t.Columns))
+	for i, c := range t.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			out[i].null = true
+		case pglogrepl.TupleDataTypeToast:
+			out[i].toasted = true
+		default:
+			out[i].data = c.Data
+		}
+	}
+	return out
+}

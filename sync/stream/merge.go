@@ -32,7 +32,6 @@ func merge(ops []op) []op {
 	// Stable grouping by table.
 	var order []*relation
 	byRel := map[*relation][]op{}
-	var other []op // statements without a table (TRUNCATE): keep them first-seen
 	mixed := false
 	for _, o := range ops {
 		if o.rel == nil {
@@ -52,7 +51,7 @@ func merge(ops []op) []op {
 	for _, r := range order {
 		out = append(out, mergeRuns(byRel[r])...)
 	}
-	return append(out, other...)
+	return out
 }
 
 // mergeRuns merges consecutive mergeable statements.
@@ -125,7 +124,7 @@ func combine(ops []op) op {
 	}
 	per := len(first.args)
 	key := []byte(fmt.Sprintf("m%c%d|%s", byte(first.kind), len(ops), first.sql))
-	sql := r.cached(key, func() string {
+	sql := r.plan.cached(key, func() string {
 		var b strings.Builder
 		switch first.kind {
 		case opInsert:

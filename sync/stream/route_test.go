@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pglogrepl"
+
 	"github.com/reshard/reshard/sharding"
 )
 
@@ -16,9 +18,11 @@ func accounts(t *testing.T, key ...int) *relation {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &relation{id: 7, schema: "public", name: "accounts", qualified: `"public"."accounts"`,
+	r := &relation{id: 7, schema: "public", name: "accounts", qualified: `"public"."accounts"`,
 		columns: []string{"aid", "owner", "balance"}, types: []string{"bigint", "bigint", "integer"},
 		key: key, identity: 'd', router: router, shardCol: 0}
+	r.plan = newPlan(r)
+	return r
 }
 
 func row(vals ...string) []value {
@@ -32,8 +36,8 @@ func row(vals ...string) []value {
 // routeAll routes changes as one run and returns each shard's statements.
 func routeAll(t *testing.T, r *relation, changes []*change) [][]op {
 	t.Helper()
-	s := &streamer{appliers: []*applier{{shard: 0}, {shard: 1}}}
-	ops, _, _, err := s.routeRun([]*txn{{commitLSN: 100, changes: changes}})
+	rt := &router{shards: 2, sourceShards: 1, origins: make([]pglogrepl.LSN, 2)}
+	ops, _, _, err := rt.routeRun([]*txn{{commitLSN: 100, changes: changes}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +107,7 @@ func TestRouteMergesDeletes(t *testing.T) {
 	r := accounts(t, 0)
 	other := accounts(t, 0)
 	other.id, other.name, other.qualified = 8, "other", `"public"."other"`
+	other.plan = newPlan(other)
 	var changes []*change
 	for i := 0; i < 64; i++ {
 		changes = append(changes,
@@ -138,17 +143,17 @@ func TestRouteMergesDeletes(t *testing.T) {
 // test, about once in 16 runs.)
 func TestCoveredByCopyBoundary(t *testing.T) {
 	r := accounts(t, 0)
-	s := &streamer{marks: map[string][]watermark{r.String(): {{lsn: 0x31F9208}}}}
+	marks := copyMarks{r.String(): {{lsn: 0x31F9208}}}
 	c := &change{kind: opUpdate, rel: r, newRow: row("14653", "1", "1751")}
-	if s.coveredByCopy(c, 0x31F9208) {
+	if marks.covered(c, 0x31F9208) {
 		t.Error("a transaction committed at the watermark was taken as copied")
 	}
-	if !s.coveredByCopy(c, 0x31F9207) {
+	if !marks.covered(c, 0x31F9207) {
 		t.Error("a transaction committed before the watermark was not taken as copied")
 	}
 	lo, hi := int64(10000), int64(20000)
-	s.marks[r.String()] = []watermark{{lo: &lo, hi: &hi, lsn: 0x5000}, {lo: &hi, lsn: 0x6000}}
-	if s.coveredByCopy(c, 0x5000) || !s.coveredByCopy(c, 0x4fff) {
+	marks[r.String()] = []watermark{{lo: &lo, hi: &hi, lsn: 0x5000}, {lo: &hi, lsn: 0x6000}}
+	if marks.covered(c, 0x5000) || !marks.covered(c, 0x4fff) {
 		t.Error("key ranges: the boundary is wrong")
 	}
 }

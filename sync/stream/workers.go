@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/reshard/reshard/sync/progress"
 )
 
 // shardWork is one destination shard's part of a run of source
@@ -15,17 +17,21 @@ type shardWork struct {
 	changes int // row changes the statements hold
 	lsn     pglogrepl.LSN
 	// keepOpen leaves the destination transaction open: the part is one
-	// piece of a larger source transaction, committed by commitOpen.
+	// piece of a larger source transaction, committed by the mover.
 	keepOpen bool
 }
 
 // shardWorkers apply each destination shard's parts on its own goroutine
-// and connection, in order, so that a shard never waits for a slower one
+// and applier, in order, so that a shard never waits for a slower one
 // and routing the next run overlaps with applying this one. Parts are
 // queued a few deep; a full queue holds back the router (and with it the
-// reading of the slot).
+// reading of the slot). Each worker records what its shard handled in the
+// positions.
 type shardWorkers struct {
-	s       *streamer
+	appliers []*applier
+	pos      *positions
+	status   *progress.Slot
+
 	queues  []chan shardWork
 	pending sync.WaitGroup // parts submitted and not yet processed
 	running sync.WaitGroup // the worker goroutines
@@ -39,9 +45,9 @@ const queueDepth = 3
 
 // startWorkers starts one worker per destination shard. They stop when
 // stop is called or ctx ends.
-func (s *streamer) startWorkers(ctx context.Context) *shardWorkers {
-	w := &shardWorkers{s: s, failed: make(chan struct{})}
-	w.queues = make([]chan shardWork, len(s.appliers))
+func startWorkers(ctx context.Context, appliers []*applier, pos *positions, status *progress.Slot) *shardWorkers {
+	w := &shardWorkers{appliers: appliers, pos: pos, status: status, failed: make(chan struct{})}
+	w.queues = make([]chan shardWork, len(appliers))
 	for k := range w.queues {
 		w.queues[k] = make(chan shardWork, queueDepth)
 		w.running.Add(1)
@@ -52,27 +58,22 @@ func (s *streamer) startWorkers(ctx context.Context) *shardWorkers {
 
 func (w *shardWorkers) work(ctx context.Context, k int) {
 	defer w.running.Done()
-	s, a := w.s, w.s.appliers[k]
+	a := w.appliers[k]
 	for part := range w.queues[k] {
 		if w.failure() == nil {
 			var err error
 			if len(part.ops) > 0 {
-				err = s.applyOps(ctx, a, part.ops, part.lsn, !part.keepOpen)
+				err = a.apply(ctx, part.ops, part.lsn, !part.keepOpen)
 			}
 			switch {
 			case err != nil:
 				w.fail(err)
 			case part.keepOpen:
-				s.status.Applied(int64(len(part.ops)))
+				w.status.Applied(int64(len(part.ops)))
 			default:
-				s.mu.Lock()
-				if len(part.ops) > 0 {
-					s.lastWork[k] = part.lsn
-				}
-				s.handled[k] = part.lsn
-				s.mu.Unlock()
-				s.status.Applied(int64(len(part.ops)))
-				s.status.AppliedOnShard(k, part.changes)
+				w.pos.handledOn(k, part.lsn, len(part.ops) > 0)
+				w.status.Applied(int64(len(part.ops)))
+				w.status.AppliedOnShard(k, part.changes)
 			}
 		}
 		w.pending.Done()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -75,8 +74,8 @@ func (a *applier) connect(ctx context.Context) error {
 		if errors.As(err, &pe) && pe.Code == "55006" {
 			// Still held by the session of a reshard that died moments ago
 			// (its backend has not noticed yet), or by another reshard
-			// streaming this slot: retried with backoff.
-			return fmt.Errorf("destination shard %d: replication origin %s is in use (another reshard streaming this slot, or one that just died): %w", a.shard, a.origin, errors.Join(err, errReconnect))
+			// streaming this slot: retried with backoff (job.Retryable).
+			return fmt.Errorf("destination shard %d: replication origin %s is in use (another reshard streaming this slot, or one that just died): %w", a.shard, a.origin, err)
 		}
 		return fmt.Errorf("destination shard %d: set up replication origin %s: %w", a.shard, a.origin, err)
 	}
@@ -156,13 +155,9 @@ func (a *applier) exec(ctx context.Context, sql string, args [][]byte) (int64, e
 
 // query runs a statement returning one row of text values (or none).
 func (a *applier) query(ctx context.Context, sql string, args [][]byte) ([][]byte, bool, error) {
-	name, ok := a.stmts[sql]
-	if !ok {
-		name = "rs" + strconv.Itoa(len(a.stmts)+1)
-		if _, err := a.conn.PgConn().Prepare(ctx, name, sql, nil); err != nil {
-			return nil, false, fmt.Errorf("prepare %q: %w", sql, err)
-		}
-		a.stmts[sql] = name
+	name, err := a.prepared(ctx, sql)
+	if err != nil {
+		return nil, false, err
 	}
 	rr := a.conn.PgConn().ExecPrepared(ctx, name, args, nil, nil)
 	var row [][]byte
@@ -179,7 +174,7 @@ func (a *applier) query(ctx context.Context, sql string, args [][]byte) ([][]byt
 			found = true
 		}
 	}
-	_, err := rr.Close()
+	_, err = rr.Close()
 	return row, found, err
 }
 
@@ -207,82 +202,67 @@ func (a *applier) rollback() {
 	}
 }
 
-// statement builders
+// pipelineSize bounds how many statements go to a shard in one pipeline.
+const pipelineSize = 2000
 
-func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
-
-func insertSQL(r *relation, cols []int) string {
-	names := make([]string, len(cols))
-	params := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = quoteIdent(r.columns[c])
-		params[i] = "$" + strconv.Itoa(i+1)
+// apply runs one shard's part of a batch in its transaction, and commits it
+// at lsn unless told not to. The statements are pipelined (sent without
+// waiting for each answer), so a shard costs a round trip per pipeline, not
+// per row.
+func (a *applier) apply(ctx context.Context, ops []op, lsn pglogrepl.LSN, commit bool) error {
+	bctx, cancel := context.WithTimeout(ctx, a.timeout)
+	err := a.begin(bctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("destination shard %d: begin: %w", a.shard, err)
 	}
-	return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", r.qualified, strings.Join(names, ", "), strings.Join(params, ", "))
-}
-
-// whereKey builds the WHERE clause locating a row by its replica identity,
-// parameters numbered from first. With REPLICA IDENTITY FULL every
-// column present is compared, NULL-safe, and one matching row is chosen.
-func whereKey(r *relation, keyCols []int, first int) string {
-	conds := make([]string, len(keyCols))
-	for i, c := range keyCols {
-		if r.identity == 'f' {
-			conds[i] = fmt.Sprintf("%s IS NOT DISTINCT FROM $%d", quoteIdent(r.columns[c]), first+i)
-		} else {
-			conds[i] = fmt.Sprintf("%s = $%d", quoteIdent(r.columns[c]), first+i)
+	fail := func(err error) error {
+		a.rollback()
+		return err
+	}
+	for lo := 0; lo < len(ops); lo += pipelineSize {
+		hi := min(lo+pipelineSize, len(ops))
+		batch := &pgconn.Batch{}
+		pctx, cancel := context.WithTimeout(ctx, a.timeout)
+		for _, o := range ops[lo:hi] {
+			name, err := a.prepared(pctx, o.sql)
+			if err != nil {
+				cancel()
+				return fail(fmt.Errorf("destination shard %d: %w", a.shard, err))
+			}
+			batch.ExecPrepared(name, o.args, nil, nil)
 		}
-	}
-	w := strings.Join(conds, " AND ")
-	if r.identity == 'f' {
-		return fmt.Sprintf("ctid = (SELECT ctid FROM %s WHERE %s LIMIT 1)", r.qualified, w)
-	}
-	return w
-}
-
-// keyOf returns the positions and values identifying the row: the old row
-// when pgoutput sent one (identity changed, or REPLICA IDENTITY FULL), else
-// the key columns of the new row.
-func keyOf(r *relation, c *change) ([]int, [][]byte, error) {
-	src := c.oldRow
-	cols := r.key
-	if src == nil {
-		src = c.newRow
-	}
-	if r.identity == 'f' && c.oldRow != nil {
-		cols = nil
-		for i, v := range c.oldRow {
-			if !v.toasted {
-				cols = append(cols, i)
+		results, err := a.conn.PgConn().ExecBatch(pctx, batch).ReadAll()
+		cancel()
+		if err != nil {
+			// Name the statement that failed.
+			failed := ops[lo]
+			if n := len(results); n > 0 && lo+n-1 < hi {
+				failed = ops[lo+n-1]
+			}
+			return fail(fmt.Errorf("destination shard %d: %s: %w", a.shard, abbrevSQL(failed.sql), err))
+		}
+		for i, r := range results {
+			o := ops[lo+i]
+			if o.mustHit != nil && r.CommandTag.RowsAffected() == 0 {
+				return fail(fmt.Errorf("an UPDATE of %s found no row on destination shard %d: the row moved to another shard (its sharding key changed), which the change cannot show because %s is not in the table's replica identity; on the source run ALTER TABLE %s REPLICA IDENTITY FULL, then restart the stream",
+					o.mustHit, a.shard, o.mustHit.columns[o.mustHit.shardCol], o.mustHit.qualified))
 			}
 		}
 	}
-	if len(cols) == 0 {
-		return nil, nil, fmt.Errorf("%s has no replica identity: its updates and deletes cannot be applied", r)
+	if !commit {
+		return nil
 	}
-	vals := make([][]byte, len(cols))
-	for i, k := range cols {
-		if k >= len(src) || src[k].toasted {
-			return nil, nil, fmt.Errorf("%s: key column %s missing from the change", r, r.columns[k])
-		}
-		if !src[k].null {
-			vals[i] = src[k].data
-		}
-	}
-	return cols, vals, nil
+	cctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	return a.commit(cctx, lsn, time.Now())
 }
 
-func isConnErr(err error) bool {
-	if err == nil {
-		return false
+// abbrevSQL shortens a statement for a message (merged statements run to
+// thousands of parameters).
+func abbrevSQL(sql string) string {
+	if len(sql) > 300 {
+		return sql[:300] + "…"
 	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		// 57014 query_canceled is no lost connection: reshard cancels
-		// nothing itself (its deadlines close the connection), so a server
-		// setting (statement_timeout) or an operator cancelled the
-		// statement, and trying again cannot help.
-		return pe.Code != "57014" && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57"))
-	}
-	return true
+	return sql
 }

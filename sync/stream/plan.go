@@ -1,0 +1,194 @@
+package stream
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// plan is one table's statements: built when its Relation message arrives
+// (the INSERT of a whole row, the DELETE by replica identity), and for the
+// shapes that depend on the change (which columns an UPDATE sets, which a
+// REPLICA IDENTITY FULL row compares, merged multi-row forms) built once
+// per shape and kept. Only the apply goroutine uses it.
+type plan struct {
+	r *relation
+	// insertRow inserts every column; deleteKey deletes by the key columns.
+	insertRow, deleteKey string
+	sqls                 map[string]string
+}
+
+// newPlan builds a relation's plan.
+func newPlan(r *relation) *plan {
+	p := &plan{r: r, sqls: map[string]string{}}
+	cols := make([]int, len(r.columns))
+	for i := range cols {
+		cols[i] = i
+	}
+	p.insertRow = insertSQL(r, cols)
+	if len(r.key) > 0 {
+		p.deleteKey = fmt.Sprintf("DELETE FROM %s WHERE %s", r.qualified, whereKey(r, r.key, 1))
+	}
+	return p
+}
+
+// cached returns the statement of a shape, building it once.
+func (p *plan) cached(key []byte, build func() string) string {
+	if sql, ok := p.sqls[string(key)]; ok {
+		return sql
+	}
+	sql := build()
+	p.sqls[string(key)] = sql
+	return sql
+}
+
+// insert is the INSERT of a row of ncols values.
+func (p *plan) insert(ncols int) string {
+	if ncols == len(p.r.columns) {
+		return p.insertRow
+	}
+	return p.cached([]byte{'i', byte(ncols), byte(ncols >> 8)}, func() string {
+		cols := make([]int, ncols)
+		for i := range cols {
+			cols[i] = i
+		}
+		return insertSQL(p.r, cols)
+	})
+}
+
+// update is the UPDATE setting the new row's sent columns (unchanged
+// TOASTed ones are left as they are), locating the row by keyCols, whose
+// parameters follow the new values.
+func (p *plan) update(newRow []value, keyCols []int) string {
+	shape := make([]byte, 0, 2+len(newRow)+2*len(keyCols))
+	shape = append(shape, 'u')
+	nset := 0
+	for _, v := range newRow {
+		if v.toasted {
+			shape = append(shape, 0)
+			continue
+		}
+		shape = append(shape, 1)
+		nset++
+	}
+	shape = append(shape, '|')
+	for _, k := range keyCols {
+		shape = append(shape, byte(k), byte(k>>8))
+	}
+	return p.cached(shape, func() string {
+		var set []string
+		for i, v := range newRow {
+			if !v.toasted {
+				set = append(set, fmt.Sprintf("%s = $%d", quoteIdent(p.r.columns[i]), len(set)+1))
+			}
+		}
+		return fmt.Sprintf("UPDATE %s SET %s WHERE %s", p.r.qualified, strings.Join(set, ", "), whereKey(p.r, keyCols, nset+1))
+	})
+}
+
+// delete is the DELETE locating the row by keyCols.
+func (p *plan) delete(keyCols []int) string {
+	if p.deleteKey != "" && sameCols(keyCols, p.r.key) {
+		return p.deleteKey
+	}
+	shape := []byte{'d'}
+	for _, k := range keyCols {
+		shape = append(shape, byte(k), byte(k>>8))
+	}
+	return p.cached(shape, func() string {
+		return fmt.Sprintf("DELETE FROM %s WHERE %s", p.r.qualified, whereKey(p.r, keyCols, 1))
+	})
+}
+
+// deleteReturning is the DELETE locating the row by keyCols that returns
+// every column of the deleted row in text form.
+func (p *plan) deleteReturning(keyCols []int) string {
+	shape := []byte{'D'}
+	for _, k := range keyCols {
+		shape = append(shape, byte(k), byte(k>>8))
+	}
+	return p.cached(shape, func() string {
+		cols := make([]string, len(p.r.columns))
+		for i, n := range p.r.columns {
+			cols[i] = quoteIdent(n) + "::text"
+		}
+		return fmt.Sprintf("DELETE FROM %s WHERE %s RETURNING %s", p.r.qualified, whereKey(p.r, keyCols, 1), strings.Join(cols, ", "))
+	})
+}
+
+func sameCols(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+func insertSQL(r *relation, cols []int) string {
+	names := make([]string, len(cols))
+	params := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = quoteIdent(r.columns[c])
+		params[i] = "$" + strconv.Itoa(i+1)
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", r.qualified, strings.Join(names, ", "), strings.Join(params, ", "))
+}
+
+// whereKey builds the WHERE clause locating a row by its replica identity,
+// parameters numbered from first. With REPLICA IDENTITY FULL every
+// column present is compared, NULL-safe, and one matching row is chosen.
+func whereKey(r *relation, keyCols []int, first int) string {
+	conds := make([]string, len(keyCols))
+	for i, c := range keyCols {
+		if r.identity == 'f' {
+			conds[i] = fmt.Sprintf("%s IS NOT DISTINCT FROM $%d", quoteIdent(r.columns[c]), first+i)
+		} else {
+			conds[i] = fmt.Sprintf("%s = $%d", quoteIdent(r.columns[c]), first+i)
+		}
+	}
+	w := strings.Join(conds, " AND ")
+	if r.identity == 'f' {
+		return fmt.Sprintf("ctid = (SELECT ctid FROM %s WHERE %s LIMIT 1)", r.qualified, w)
+	}
+	return w
+}
+
+// keyOf returns the positions and values identifying the row: the old row
+// when pgoutput sent one (identity changed, or REPLICA IDENTITY FULL), else
+// the key columns of the new row.
+func keyOf(r *relation, c *change) ([]int, [][]byte, error) {
+	src := c.oldRow
+	cols := r.key
+	if src == nil {
+		src = c.newRow
+	}
+	if r.identity == 'f' && c.oldRow != nil {
+		cols = nil
+		for i, v := range c.oldRow {
+			if !v.toasted {
+				cols = append(cols, i)
+			}
+		}
+	}
+	if len(cols) == 0 {
+		return nil, nil, fmt.Errorf("%s has no replica identity: its updates and deletes cannot be applied", r)
+	}
+	vals := make([][]byte, len(cols))
+	for i, k := range cols {
+		if k >= len(src) || src[k].toasted {
+			return nil, nil, fmt.Errorf("%s: key column %s missing from the change", r, r.columns[k])
+		}
+		if !src[k].null {
+			vals[i] = src[k].data
+		}
+	}
+	return cols, vals, nil
+}

@@ -1,0 +1,150 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// receiver is the replication connection to one source shard: it starts
+// streaming from the slot, reads pgoutput messages and keepalives, and
+// sends the position to confirm.
+type receiver struct {
+	conn *pgconn.PgConn
+	node *catalog.Node
+	slot string
+	// deadline is the read deadline set on the socket.
+	deadline time.Time
+	// stopWake ends the cancellation watch.
+	stopWake func() bool
+}
+
+// received is one message from the source: pgoutput data, a keepalive,
+// or nothing before the deadline.
+type received struct {
+	// data is a pgoutput message starting at walStart; it is only valid
+	// until the next receive.
+	data     []byte
+	walStart pglogrepl.LSN
+	// keepalive: the source's WAL end and whether it asks for a reply.
+	keepalive      bool
+	serverEnd      pglogrepl.LSN
+	replyRequested bool
+	// timeout: nothing arrived before the deadline.
+	timeout bool
+}
+
+// dialReceiver opens a replication connection to node. Cancelling ctx
+// later interrupts a pending receive.
+func dialReceiver(ctx context.Context, cat *catalog.Catalog, node *catalog.Node, slot string) (*receiver, error) {
+	dsn, err := cat.ConnString(node, map[string]string{"replication": "database"})
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgconn.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("replication connection to %s: %w", node, err)
+	}
+	r := &receiver{conn: conn, node: node, slot: slot}
+	r.stopWake = context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
+	return r, nil
+}
+
+func (r *receiver) close() {
+	r.stopWake()
+	r.conn.Close(context.Background())
+}
+
+// slotPosition reads the slot's confirmed position from the source.
+func slotPosition(ctx context.Context, dsn, slot string, node *catalog.Node) (pglogrepl.LSN, error) {
+	plain, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer plain.Close(context.Background())
+	var lsn *string
+	err = plain.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lsn)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("replication slot %q does not exist on %s", slot, node)
+	}
+	if err != nil || lsn == nil {
+		return 0, err
+	}
+	return pglogrepl.ParseLSN(*lsn)
+}
+
+// pluginArgs are pgoutput's options: the protocol version and what it
+// allows (the one place that chooses them).
+func pluginArgs(publication string) []string {
+	return []string{
+		"proto_version '2'",
+		fmt.Sprintf("publication_names '%s'", strings.ReplaceAll(pgx.Identifier{publication}.Sanitize(), "'", "''")),
+		"streaming 'true'",
+	}
+}
+
+// start begins streaming the slot's changes for the publication.
+func (r *receiver) start(ctx context.Context, publication string) error {
+	if err := pglogrepl.StartReplication(ctx, r.conn, r.slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: pluginArgs(publication)}); err != nil {
+		return fmt.Errorf("start replication from slot %q on %s: %w", r.slot, r.node, err)
+	}
+	return nil
+}
+
+// receive waits until due for the next message. The deadline is set on the
+// socket (not a context: pgconn would watch a context on every call).
+func (r *receiver) receive(ctx context.Context, due time.Time) (received, error) {
+	if !due.Equal(r.deadline) {
+		_ = r.conn.Conn().SetReadDeadline(due)
+		r.deadline = due
+	}
+	for {
+		msg, err := r.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if ctx.Err() != nil {
+				return received{}, ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				return received{timeout: true}, nil
+			}
+			return received{}, fmt.Errorf("receive from %s: %w", r.node, err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			return received{}, fmt.Errorf("replication error from %s: %w", r.node, pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				continue
+			}
+			switch m.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+				if err != nil {
+					return received{}, fmt.Errorf("keepalive from %s: %w", r.node, err)
+				}
+				return received{keepalive: true, serverEnd: ka.ServerWALEnd, replyRequested: ka.ReplyRequested}, nil
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(m.Data[1:])
+				if err != nil {
+					return received{}, fmt.Errorf("WAL data from %s: %w", r.node, err)
+				}
+				return received{data: xld.WALData, walStart: xld.WALStart}, nil
+			}
+		}
+	}
+}
+
+// sendStatus confirms lsn to the source: written, flushed and applied.
+func (r *receiver) sendStatus(ctx context.Context, lsn pglogrepl.LSN) error {
+	return pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn, ClientTime: time.Now()})
+}

@@ -1,0 +1,293 @@
+package stream
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/reshard/reshard/sharding"
+)
+
+// router turns committed source transactions into each destination
+// shard's statements: it drops what the copy already holds (copy
+// watermarks) and what a shard's origin says it has, chooses the shard of
+// every change, and coalesces and merges each shard's statements.
+type router struct {
+	// shards is the number of destination shards.
+	shards int
+	// sourceShard of sourceShards is the shard the slot streams.
+	sourceShard, sourceShards int
+	// origins is, per destination shard, its origin's position when the
+	// session started: transactions committed at or before it are there.
+	origins []pglogrepl.LSN
+	marks   copyMarks
+}
+
+// routeRun turns transactions into each shard's statements, coalesced and
+// merged, with the number of row changes they hold per shard, and the
+// commit LSN of the last transaction (the shards' origin position once
+// applied).
+func (rt *router) routeRun(txns []*txn) ([][]op, []int, pglogrepl.LSN, error) {
+	n := rt.shards
+	ops := make([][]op, n)
+	total := 0
+	for _, t := range txns {
+		total += len(t.changes)
+	}
+	for k := range ops {
+		ops[k] = make([]op, 0, total/n+16)
+	}
+	var lastLSN pglogrepl.LSN
+	for _, t := range txns {
+		lastLSN = t.commitLSN
+		emit := func(k int, o op) {
+			if t.commitLSN > rt.origins[k] { // else this shard has it (origin)
+				ops[k] = append(ops[k], o)
+			}
+		}
+		for _, c := range t.changes {
+			if rt.marks.covered(c, t.commitLSN) {
+				continue
+			}
+			if err := rt.route(c, emit); err != nil {
+				return nil, nil, 0, err
+			}
+		}
+	}
+	changes := make([]int, n) // row changes per shard, for metrics
+	for k := range ops {
+		changes[k] = len(ops[k])
+		ops[k] = merge(coalesce(ops[k]))
+	}
+	return ops, changes, lastLSN, nil
+}
+
+// route turns a change into statements per shard, handing each to emit
+// with its shard (the change stays on one shard, or goes to every shard for
+// omni tables, broadcast deletes and truncates), in shard order.
+func (rt *router) route(c *change, emit func(shard int, o op)) error {
+	every := func(o op) {
+		for k := 0; k < rt.shards; k++ {
+			emit(k, o)
+		}
+	}
+	// With several source shards, omni tables are the same on each: their
+	// changes are taken from source shard 0 only, as their copy was.
+	several := rt.sourceShards > 1
+	if c.rel != nil && c.rel.sameOnEverySource && several && rt.sourceShard != 0 {
+		return nil
+	}
+	switch c.kind {
+	case opTruncate:
+		names := make([]string, 0, len(c.truncated))
+		for _, r := range c.truncated {
+			if r.sameOnEverySource && several && rt.sourceShard != 0 {
+				continue
+			}
+			if !r.sameOnEverySource && several {
+				return fmt.Errorf("TRUNCATE of %s on source shard %d: the destination shards also hold the other source shards' rows of it, so it cannot be applied as is; stop writes to it, or delete the rows instead of truncating", r, rt.sourceShard)
+			}
+			names = append(names, r.qualified)
+		}
+		if len(names) == 0 {
+			return nil
+		}
+		sql := "TRUNCATE " + strings.Join(names, ", ")
+		if c.cascade {
+			sql += " CASCADE"
+		}
+		every(op{sql: sql})
+		return nil
+	case opInsert:
+		args := make([][]byte, 0, len(c.newRow))
+		for _, v := range c.newRow {
+			if v.null {
+				args = append(args, nil)
+			} else {
+				args = append(args, v.data)
+			}
+		}
+		o := op{sql: c.rel.plan.insert(len(c.newRow)), args: args, rel: c.rel, kind: opInsert}
+		if keyCols, keyVals, err := keyOf(c.rel, c); err == nil && len(keyCols) == len(c.rel.key) {
+			o.row = rowID(c.rel, keyVals)
+		}
+		sh, err := c.rel.shardOf(c.newRow)
+		if err != nil {
+			return routeErr(c, err)
+		}
+		if sh == sharding.AllShards {
+			every(o)
+		} else {
+			emit(sh, o)
+		}
+		return nil
+	case opUpdate:
+		keyCols, keyVals, err := keyOf(c.rel, c)
+		if err != nil {
+			return err
+		}
+		args := make([][]byte, 0, len(c.newRow)+len(keyVals))
+		var setCols []int
+		for i, v := range c.newRow {
+			if v.toasted {
+				continue
+			}
+			setCols = append(setCols, i)
+			if v.null {
+				args = append(args, nil)
+			} else {
+				args = append(args, v.data)
+			}
+		}
+		o := op{sql: c.rel.plan.update(c.newRow, keyCols), args: append(args, keyVals...), row: rowID(c.rel, keyVals),
+			rel: c.rel, kind: opUpdate, keyCols: keyCols, setCols: setCols}
+		// Coalescible: the key is unchanged (no old tuple) and the row is
+		// found by key, not by its whole old image.
+		o.update = c.oldRow == nil && c.rel.identity != 'f'
+		sh, err := c.rel.shardOf(newRowOf(c))
+		if err != nil {
+			return routeErr(c, err)
+		}
+		if sh == sharding.AllShards {
+			every(o)
+			return nil
+		}
+		if c.rel.shardCol >= 0 && !c.rel.identifiesShard() {
+			// A change of the sharding column would not show in the
+			// change: the row must be where the new row routes.
+			o.mustHit = c.rel
+		}
+		emit(sh, o)
+		return nil
+	case opDelete:
+		keyCols, keyVals, err := keyOf(c.rel, c)
+		if err != nil {
+			return err
+		}
+		o := op{sql: c.rel.plan.delete(keyCols), args: keyVals, row: rowID(c.rel, keyVals), rel: c.rel, kind: opDelete, keyCols: keyCols}
+		if c.rel.shardCol >= 0 && keyInOld(c) {
+			sh, err := c.rel.shardOf(c.oldRow)
+			if err == nil && sh != sharding.AllShards {
+				emit(sh, o)
+				return nil
+			}
+		}
+		every(o) // the shard cannot be told from the key: only one has it
+		return nil
+	}
+	return nil
+}
+
+func routeErr(c *change, err error) error {
+	return fmt.Errorf("cannot route a change of %s: %w", c.rel, err)
+}
+
+// movesRows tells whether a transaction has an UPDATE whose sharding key
+// changes shard (known from the old tuple).
+func movesRows(t *txn) bool {
+	for _, c := range t.changes {
+		if movesRow(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// movesRow tells whether a change is an UPDATE whose old tuple and new row
+// route to different shards.
+func movesRow(c *change) bool {
+	if c.kind != opUpdate || c.oldRow == nil || c.rel.shardCol < 0 || !keyInOld(c) {
+		return false
+	}
+	so, err1 := c.rel.shardOf(c.oldRow)
+	sn, err2 := c.rel.shardOf(newRowOf(c))
+	return err1 == nil && err2 == nil && so != sn
+}
+
+// keyInOld tells whether the old tuple carries the sharding column.
+func keyInOld(c *change) bool {
+	if !c.oldIsKey {
+		return true // REPLICA IDENTITY FULL: the whole old row
+	}
+	for _, k := range c.rel.key {
+		if k == c.rel.shardCol {
+			return true
+		}
+	}
+	return false
+}
+
+// newRowOf returns the change's new row, with unchanged TOASTed values
+// filled from the old row when the change carries the whole old row
+// (REPLICA IDENTITY FULL). A key-only old tuple has NULLs for non-key
+// columns: it fills nothing.
+func newRowOf(c *change) []value {
+	if c.oldIsKey {
+		return c.newRow
+	}
+	return mergeRow(c.newRow, c.oldRow)
+}
+
+// mergeRow fills a new row's unchanged TOASTed values from the old row.
+func mergeRow(newRow, oldRow []value) []value {
+	out, copied := newRow, false
+	for i, v := range newRow {
+		if v.toasted && i < len(oldRow) && !oldRow[i].toasted {
+			if !copied {
+				out, copied = append([]value(nil), newRow...), true
+			}
+			out[i] = oldRow[i]
+		}
+	}
+	return out
+}
+
+// coalesce drops UPDATEs that a later UPDATE of the same row (same key,
+// same columns) in the same destination transaction overwrites: only the
+// final row is ever visible, and hot rows updated thousands of times in one
+// batch would otherwise grow long version chains.
+func coalesce(ops []op) []op {
+	last := map[string]int{}
+	drop := make([]bool, len(ops))
+	dropped := 0
+	for i, o := range ops {
+		if o.row == "" {
+			continue
+		}
+		if j, ok := last[o.row]; ok && o.update && ops[j].update && ops[j].sql == o.sql && ops[j].mustHit == nil {
+			drop[j] = true
+			dropped++
+		}
+		last[o.row] = i
+	}
+	if dropped == 0 {
+		return ops
+	}
+	out := make([]op, 0, len(ops)-dropped)
+	for i, o := range ops {
+		if !drop[i] {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// rowID is the identity of a row for coalescing: relation and key values.
+func rowID(r *relation, keyVals [][]byte) string {
+	n := 12
+	for _, v := range keyVals {
+		n += len(v) + 2
+	}
+	b := make([]byte, 0, n)
+	b = strconv.AppendUint(b, uint64(r.id), 10)
+	for _, v := range keyVals {
+		b = append(b, 0)
+		if v == nil {
+			b = append(b, 1)
+		}
+		b = append(b, v...)
+	}
+	return string(b)
+}

@@ -1,0 +1,287 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/progress"
+)
+
+// sessionConfig is what one session of a slot's stream needs.
+type sessionConfig struct {
+	cat *catalog.Catalog
+	// node is the source shard's primary, slot the slot streamed there.
+	node *catalog.Node
+	slot string
+	// copySlot names the copy whose watermarks apply (Request.Slot).
+	copySlot                  string
+	sourceShard, sourceShards int
+	dst, sourceRules          *catalog.Cluster
+	publication               string
+	batchChanges              int
+	batchDelay                time.Duration
+	budget                    *spoolBudget
+	status                    *progress.Slot
+	log                       hclog.Logger
+}
+
+// timeout bounds one exchange with a server: a silent network (a dead
+// route that drops every packet) fails it, and the session reconnects,
+// instead of hanging the stream for good.
+func (c *sessionConfig) timeout() time.Duration { return c.cat.NetworkTimeout() }
+
+// runSession is one connection's worth of streaming: it connects the
+// destination shards' appliers, starts replication from the slot, and
+// runs the stages until an error or ctx ends.
+func runSession(ctx context.Context, cfg sessionConfig) error {
+	shards := len(cfg.dst.Shards)
+	appliers := make([]*applier, shards)
+	// monitors are connections to the shards for what the apply sessions
+	// cannot be asked while they apply: flushed positions, table checks.
+	monitors := make([]*pgx.Conn, shards)
+	defer func() {
+		for _, a := range appliers {
+			if a != nil {
+				a.rollback()
+				a.close()
+			}
+		}
+		for _, m := range monitors {
+			if m != nil {
+				m.Close(context.Background())
+			}
+		}
+	}()
+	origins := make([]pglogrepl.LSN, shards)
+	for k, sh := range cfg.dst.Shards {
+		dsn, err := cfg.cat.ConnString(sh.Primary, nil)
+		if err != nil {
+			return err
+		}
+		a := &applier{shard: k, dsn: dsn, origin: OriginName(cfg.slot, k), timeout: cfg.timeout()}
+		setupCtx, cancel := context.WithTimeout(ctx, cfg.timeout())
+		err = a.connect(setupCtx)
+		if err == nil {
+			appliers[k], origins[k] = a, a.applied
+			if monitors[k], err = pgx.Connect(setupCtx, dsn); err != nil {
+				err = fmt.Errorf("connect to destination shard %d: %w", k, err)
+			}
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, cfg.timeout())
+	marks, err := loadCopyMarks(setupCtx, appliers[0].conn, cfg.copySlot, cfg.sourceShard)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read the copy's watermarks on destination shard 0: %w", err)
+	}
+	srcDSN, err := cfg.cat.ConnString(cfg.node, nil)
+	if err != nil {
+		return err
+	}
+	rcv, err := dialReceiver(ctx, cfg.cat, cfg.node, cfg.slot)
+	if err != nil {
+		return err
+	}
+	defer rcv.close()
+	confirmed, err := slotPosition(ctx, srcDSN, cfg.slot, cfg.node)
+	if err != nil {
+		return err
+	}
+	pos := newPositions(confirmed, origins)
+	if err := rcv.start(ctx, cfg.publication); err != nil {
+		return err
+	}
+	cfg.log.Info("streaming", "from", confirmed, "shard_origins", originPositions(origins))
+	cfg.status.SetError("")
+	lagCtx, stopLag := context.WithCancel(ctx)
+	defer stopLag()
+	go lagPoller{dsn: srcDSN, slot: cfg.slot, status: cfg.status}.run(lagCtx)
+
+	rt := &router{shards: shards, sourceShard: cfg.sourceShard, sourceShards: cfg.sourceShards, origins: origins, marks: marks}
+	mv := &mover{appliers: appliers, router: rt, pos: pos, status: cfg.status, timeout: cfg.timeout()}
+
+	// Batches are routed by their own goroutine, in order, while the next
+	// ones are received and decoded; each shard's worker applies its part.
+	applyCtx, stopApply := context.WithCancel(ctx)
+	applyCh := make(chan []*txn, 2)
+	applyErr := make(chan error, 1)
+	applyDone := make(chan struct{})
+	go func() {
+		defer close(applyDone)
+		w := startWorkers(applyCtx, appliers, pos, cfg.status)
+		defer w.stop()
+		d := &dispatcher{router: rt, mover: mv, workers: w, budget: cfg.budget, partChanges: cfg.batchChanges}
+		var err error
+		for err == nil {
+			select {
+			case batch, ok := <-applyCh:
+				if !ok {
+					return
+				}
+				err = d.apply(applyCtx, batch)
+			case <-w.failed:
+				// A shard failed while the router waited for work: stop
+				// the session now rather than at the next batch.
+				err = w.failure()
+			}
+		}
+		applyErr <- err
+		for batch := range applyCh {
+			releaseSpools(cfg.budget, batch)
+		}
+	}()
+	defer func() {
+		stopApply()
+		close(applyCh)
+		<-applyDone
+	}()
+
+	asm := newAssembler(newRelations(), cfg.budget)
+	defer asm.release()
+	shape := shaper{conn: monitors[0], dst: cfg.dst, sourceRules: cfg.sourceRules}
+	var (
+		pending      []*txn
+		pendingCount int
+		pendingSince time.Time
+		lastStatus   time.Time
+	)
+	send := func(batch []*txn) error {
+		select {
+		case applyCh <- batch:
+			pos.sentUpTo(batch[len(batch)-1].commitLSN)
+			return nil
+		case err := <-applyErr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		if err := send(pending); err != nil {
+			return err
+		}
+		pending, pendingCount = nil, 0
+		return nil
+	}
+	for {
+		select {
+		case err := <-applyErr:
+			return err
+		default:
+		}
+		if time.Since(lastStatus) > time.Second {
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := confirm(ctx, rcv, pos, appliers, monitors, asm.idle(), cfg); err != nil {
+				return err
+			}
+			lastStatus = time.Now()
+		}
+		// Wake up when something is due: the pending batch's deadline, or
+		// the next status message.
+		due := lastStatus.Add(time.Second)
+		if len(pending) > 0 && pendingSince.Add(cfg.batchDelay).Before(due) {
+			due = pendingSince.Add(cfg.batchDelay)
+		}
+		m, err := rcv.receive(ctx, due)
+		if err != nil {
+			if ctx.Err() != nil {
+				_ = flush()
+				return ctx.Err()
+			}
+			return err
+		}
+		switch {
+		case m.timeout:
+			// Nothing arrived: apply what is pending.
+			if err := flush(); err != nil {
+				return err
+			}
+			continue
+		case m.keepalive:
+			pos.keepalive(m.serverEnd)
+			if m.replyRequested {
+				lastStatus = time.Time{}
+			}
+			continue
+		}
+		ev, err := asm.feed(m.walStart, m.data)
+		if err != nil {
+			return err
+		}
+		if r := ev.relation; r != nil {
+			pctx, cancel := context.WithTimeout(ctx, cfg.timeout())
+			err := shape.prepare(pctx, r)
+			cancel()
+			if err != nil {
+				return err
+			}
+		}
+		t := ev.txn
+		if t == nil {
+			continue
+		}
+		cfg.status.Transaction(t.commitTime)
+		if t.spool != nil {
+			// A streamed transaction is applied alone.
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := send([]*txn{t}); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(pending) == 0 {
+			pendingSince = time.Now()
+		}
+		pending = append(pending, t)
+		pendingCount += len(t.changes)
+		if pendingCount >= cfg.batchChanges || time.Since(pendingSince) >= cfg.batchDelay {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// confirm sends the source the position every shard has durably applied
+// (positions decides it from the shards' flushed origins).
+func confirm(ctx context.Context, rcv *receiver, pos *positions, appliers []*applier, monitors []*pgx.Conn, idle bool, cfg sessionConfig) error {
+	flushed := make([]pglogrepl.LSN, len(appliers))
+	for k, a := range appliers {
+		qctx, cancel := context.WithTimeout(ctx, cfg.timeout())
+		f, err := a.flushed(qctx, monitors[k])
+		cancel()
+		if err != nil {
+			return fmt.Errorf("destination shard %d: read its flushed position: %w", k, err)
+		}
+		flushed[k] = f
+	}
+	lsn := pos.confirmable(flushed, idle)
+	cfg.status.Confirmed(lsn)
+	return rcv.sendStatus(ctx, lsn)
+}
+
+func originPositions(origins []pglogrepl.LSN) string {
+	parts := make([]string, len(origins))
+	for i, l := range origins {
+		parts[i] = fmt.Sprintf("%d:%s", i, l)
+	}
+	return strings.Join(parts, " ")
+}
