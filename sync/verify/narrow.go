@@ -271,34 +271,40 @@ func (c *comparer) buckets(ctx context.Context, t *table, srcs, group []*server,
 		}
 	}
 	var onlySrc, onlyDst []string
+	var nSrc, nDst int64
 	for h, n := range net {
 		switch {
 		case n > 0:
 			d.nMissing += n
+			nSrc += n
 			onlySrc = append(onlySrc, h)
 		case n < 0:
 			d.nExtra -= n
+			nDst -= n
 			onlyDst = append(onlyDst, h)
 		}
 	}
 	for _, part := range []struct {
 		servers []*server
 		hashes  []string
+		rows    int64
 		label   string
-	}{{srcs, onlySrc, "on the source only"}, {group, onlyDst, "on the destination only"}} {
+	}{{srcs, onlySrc, nSrc, "on the source only"}, {group, onlyDst, nDst, "on the destination only"}} {
+		logged := int64(0)
 		for _, s := range part.servers {
-			if len(part.hashes) == 0 || len(d.rows) >= maxLoggedKeys {
+			limit := min(part.rows-logged, int64(maxLoggedKeys))
+			if limit <= 0 {
 				break
 			}
-			hs := capKeys(part.hashes)
 			rows, err := s.query(ctx, fmt.Sprintf("SELECT left(x::text, 200) FROM %s x WHERE %s IN (%s) LIMIT %d",
-				t.From(), t.hash, strings.Join(hs, ", "), maxLoggedKeys-len(d.rows)))
+				t.From(), t.hash, strings.Join(capKeys(part.hashes), ", "), limit))
 			if err != nil {
 				return err
 			}
 			for _, row := range rows {
 				d.rows = append(d.rows, fmt.Sprintf("%s (%s)", row[0], part.label))
 			}
+			logged += int64(len(rows))
 		}
 	}
 	return nil
