@@ -4,7 +4,7 @@ BIN     := bin/reshard
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test test-fault demo bench bench-copy bench-schema bench-stream bench-admin lint deps fuzz clean
+.PHONY: all build test test-fault demo bench bench-copy bench-schema bench-stream bench-admin bench-verify lint deps fuzz clean
 
 all: build
 
@@ -57,6 +57,13 @@ bench-schema: deps
 # views in a loop, alternately, one run; prints the slowdown and the errors.
 bench-admin: deps
 	$(GO) test ./bench -run '^$$' -bench BenchmarkAdminLoad -benchtime 1x -timeout 30m
+
+# Verify: VERIFY of the copy bench's 3M-row data set on 2 shards against a
+# count(*) + sum(hashtext(t::text)) scan of each table on the source alone,
+# one run (BENCH_VERIFY_ROWS rows per table, default 1M); then 1,300 tables
+# of 5 rows (BENCH_VERIFY_TABLES).
+bench-verify: deps
+	$(GO) test ./bench -run '^$$' -bench 'BenchmarkVerify' -benchtime 1x -timeout 30m
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
