@@ -94,3 +94,35 @@ func TestCount(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyBars: a table being verified draws a bar with its percent of
+// the estimated rows and an ETA; once finished, its result.
+func TestVerifyBars(t *testing.T) {
+	started := time.Now().Add(-10 * time.Second)
+	running := progress.VerifyRow{Schema: "public", Table: "orders", Status: "running", RowsCompared: 250, RowsEstimate: 1000, Started: started}
+	if p := verifyPercent(running); p != 25 {
+		t.Fatalf("percent %v", p)
+	}
+	if s := verifyStatus(running); s != "ETA 30s" {
+		t.Fatalf("running status %q", s)
+	}
+	done := running
+	done.Status, done.RowsCompared, done.SourceRows, done.DestinationRows, done.Missing = "mismatch", 1000, 1000, 999, 1
+	if p, s := verifyPercent(done), verifyStatus(done); p != 100 || !strings.Contains(s, "mismatch") || !strings.Contains(s, "missing 1,") {
+		t.Fatalf("finished: %v %q", p, s)
+	}
+
+	var out bytes.Buffer
+	term := NewTerminal(&out, "verify", nil)
+	term.Update(Snapshot{At: time.Now(), Verify: []progress.VerifyRow{running}}, "verify")
+	time.Sleep(300 * time.Millisecond)
+	term.Update(Snapshot{At: time.Now(), Verify: []progress.VerifyRow{done}}, "verify")
+	term.Close()
+	// Off a terminal mpb trims lines to the bar width: the name and the
+	// percent show.
+	for _, want := range []string{"verify public.orders  25.0%", "verify public.orders 100.0%"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the terminal did not show %q:\n%s", want, out.String())
+		}
+	}
+}

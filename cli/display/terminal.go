@@ -171,9 +171,81 @@ func (t *Terminal) Update(snap Snapshot, phase string) {
 	for i, v := range snap.Verify {
 		key := v.Schema + "." + v.Table
 		if _, ok := t.verify[key]; !ok {
-			t.verify[key] = t.line(prioVerify+i, func() string { return t.verifyLine(key) })
+			t.verify[key] = t.verifyBar(prioVerify+i, key)
+		}
+		setVerifyBar(t.verify[key], v)
+	}
+}
+
+// verifyBar adds the bar of a verified table: rows compared against the
+// source's estimate, percent, and the ETA or, once done, the result.
+func (t *Terminal) verifyBar(prio int, key string) *mpb.Bar {
+	text := func(f func(progress.VerifyRow) string) decor.Decorator {
+		return decor.Any(func(decor.Statistics) string {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			return f(t.verifyRow(key))
+		}, decor.WCSyncSpace)
+	}
+	return t.p.New(0, mpb.BarStyle().Lbound("[").Filler("=").Tip(">").Padding("-").Rbound("]"), mpb.BarPriority(prio),
+		mpb.PrependDecorators(decor.Name("verify "+key, decor.WCSyncWidthR)),
+		mpb.AppendDecorators(
+			text(func(v progress.VerifyRow) string { return fmt.Sprintf("%5.1f%%", verifyPercent(v)) }),
+			text(func(v progress.VerifyRow) string { return count(v.RowsCompared) + " rows compared" }),
+			text(verifyStatus),
+		))
+}
+
+// setVerifyBar moves a verify bar to v's rows compared.
+func setVerifyBar(b *mpb.Bar, v progress.VerifyRow) {
+	if b == nil || b.Completed() {
+		return
+	}
+	if v.Finished() {
+		n := max(v.RowsCompared, 1)
+		b.SetTotal(n, false)
+		b.SetCurrent(n)
+		b.SetTotal(-1, true)
+		return
+	}
+	b.SetTotal(max(v.RowsEstimate, v.RowsCompared+1, 1), false)
+	b.SetCurrent(v.RowsCompared)
+}
+
+func (t *Terminal) verifyRow(key string) progress.VerifyRow {
+	for _, v := range t.snap.Verify {
+		if v.Schema+"."+v.Table == key {
+			return v
 		}
 	}
+	return progress.VerifyRow{}
+}
+
+// verifyPercent is the share of the estimated rows compared (100 once done).
+func verifyPercent(v progress.VerifyRow) float64 {
+	switch {
+	case v.Finished():
+		return 100
+	case v.RowsEstimate > 0:
+		return min(99.9, 100*float64(v.RowsCompared)/float64(v.RowsEstimate))
+	}
+	return 0
+}
+
+// verifyStatus is a verified table's ETA while running, its result after.
+func verifyStatus(v progress.VerifyRow) string {
+	if !v.Finished() {
+		if v.RowsCompared > 0 && v.RowsEstimate > v.RowsCompared && !v.Started.IsZero() {
+			elapsed := time.Since(v.Started)
+			return "ETA " + time.Duration(float64(elapsed)*float64(v.RowsEstimate-v.RowsCompared)/float64(v.RowsCompared)).Round(time.Second).String()
+		}
+		return "comparing"
+	}
+	line := fmt.Sprintf("%s  source %s rows, destination %s rows", v.Status, count(v.SourceRows), count(v.DestinationRows))
+	if n := v.Missing + v.Extra + v.Different + v.Misplaced; n > 0 {
+		line += fmt.Sprintf("  (missing %d, extra %d, different %d, misplaced %d)", v.Missing, v.Extra, v.Different, v.Misplaced)
+	}
+	return line
 }
 
 func slotKey(s progress.SlotRow) string { return fmt.Sprintf("%s/%s:%d", s.Name, s.Host, s.Port) }
@@ -223,20 +295,6 @@ func (t *Terminal) slotLine(key string) string {
 	}
 	s := t.lastSlot[key]
 	return fmt.Sprintf("stream %s  %s:%d/%s  stopped  confirmed %s", s.Name, s.Host, s.Port, s.Database, s.Confirmed)
-}
-
-func (t *Terminal) verifyLine(key string) string {
-	for _, v := range t.snap.Verify {
-		if v.Schema+"."+v.Table != key {
-			continue
-		}
-		line := fmt.Sprintf("verify %s  %s  source %s rows, destination %s rows", key, v.Status, count(v.SourceRows), count(v.DestinationRows))
-		if n := v.Missing + v.Extra + v.Different + v.Misplaced; n > 0 {
-			line += fmt.Sprintf("  (missing %d, extra %d, different %d, misplaced %d)", v.Missing, v.Extra, v.Different, v.Misplaced)
-		}
-		return line
-	}
-	return "verify " + key
 }
 
 // Close draws the last state, leaves it on the screen and gives the log

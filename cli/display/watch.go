@@ -174,7 +174,8 @@ func (w *Watcher) poll(last bool) {
 		w.verified[key] = v.Status
 		w.emit(EventVerified, map[string]any{"schema": v.Schema, "table": v.Table, "status": v.Status,
 			"source_rows": v.SourceRows, "destination_rows": v.DestinationRows, "missing": v.Missing,
-			"extra": v.Extra, "different": v.Different, "misplaced": v.Misplaced})
+			"extra": v.Extra, "different": v.Different, "misplaced": v.Misplaced, "rows_compared": v.RowsCompared,
+			"elapsed_ms": v.Elapsed.Milliseconds(), "consistent_lsn": v.ConsistentLSN, "hold_ms": v.Hold.Milliseconds()})
 	}
 	if snap.SchemaFailed > w.schemaFail {
 		w.schemaFail = snap.SchemaFailed
