@@ -18,7 +18,10 @@ import (
 	"github.com/reshard/reshard/tests/testkit"
 )
 
-// verifySchema has one table of every shape VERIFY keys differently.
+// verifySchema has one table of every shape VERIFY keys differently, and
+// columns of types hashed by their text: without a hash function (json,
+// point), without an extended one (tsvector), or whose hash is an OID that
+// differs on every database (enums, arrays of them; Pagila's film.rating).
 const verifySchema = `
 CREATE TABLE customers (id bigserial PRIMARY KEY, name text NOT NULL);
 CREATE TABLE big (id bigint PRIMARY KEY, customer_id bigint, v text, at timestamptz);
@@ -28,7 +31,8 @@ ALTER TABLE byindex REPLICA IDENTITY USING INDEX byindex_code;
 CREATE TABLE keyless (customer_id bigint, v text);
 ALTER TABLE keyless REPLICA IDENTITY FULL;
 CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
-CREATE TABLE docs (id int PRIMARY KEY, customer_id bigint, doc json, p point, tags text[]);
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE docs (id int PRIMARY KEY, customer_id bigint, doc json, p point, tags text[], m mood, ms mood[], ts tsvector);
 CREATE TABLE pairs (a int, b text, customer_id bigint, PRIMARY KEY (a, b));
 CREATE PUBLICATION all_tables FOR ALL TABLES;
 `
@@ -41,7 +45,8 @@ INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 300) g WHERE g 
 INSERT INTO big SELECT g, g %% 300, md5(g::text), timestamptz '2026-01-01' + g * interval '1 minute' FROM generate_series(1, 20000) g WHERE g %% %[1]d = %[2]d;
 INSERT INTO byindex SELECT 'c' || g, g %% 300, g FROM generate_series(1, 2000) g WHERE g %% %[1]d = %[2]d;
 INSERT INTO keyless SELECT g %% 300, 'k' || (g %% 50) FROM generate_series(1, 3000) g WHERE g %% %[1]d = %[2]d;
-INSERT INTO docs SELECT g, g %% 300, json_build_object('g', g), point(g, -g), ARRAY['a', g::text] FROM generate_series(1, 500) g WHERE g %% %[1]d = %[2]d;
+INSERT INTO docs SELECT g, g %% 300, json_build_object('g', g), point(g, -g), ARRAY['a', g::text],
+  (ARRAY['sad', 'ok', 'happy'])[1 + g %% 3]::mood, ARRAY['ok', 'sad']::mood[], to_tsvector('simple', 'row ' || g) FROM generate_series(1, 500) g WHERE g %% %[1]d = %[2]d;
 INSERT INTO pairs SELECT g %% 10, 'b' || g, g %% 300 FROM generate_series(1, 1000) g WHERE g %% %[1]d = %[2]d;
 ANALYZE;`, n, i))
 	s.exec(t, `INSERT INTO countries VALUES ('NL', 'Netherlands'), ('DE', 'Germany'), ('JP', 'Japan')`)
@@ -241,7 +246,7 @@ func TestVerifyUnreadableTable(t *testing.T) {
 	}
 	e.copy(t, "")
 	// A shard lost a column of docs: reading its rows fails there.
-	e.dst[1].exec(t, `ALTER TABLE docs RENAME TO docs_gone; CREATE VIEW docs AS SELECT id / (id - id) AS id, customer_id, doc, p, tags FROM docs_gone`)
+	e.dst[1].exec(t, `ALTER TABLE docs RENAME TO docs_gone; CREATE VIEW docs AS SELECT id / (id - id) AS id, customer_id, doc, p, tags, m, ms, ts FROM docs_gone`)
 	res, rows := e.runVerify(t, "v1", nil, hclog.NewNullLogger())
 	if r := rows["docs"]; !strings.HasPrefix(r.Status, "error: ") || !strings.Contains(r.Status, "destination shard 1") {
 		t.Fatalf("docs: %+v", r)

@@ -214,9 +214,31 @@ func rowHash(r catalogRow, hashable map[uint32]bool) string {
 	return "hash_record_extended(ROW(" + strings.Join(parts, ", ") + "), 0)"
 }
 
-// probeHashes finds which of the tables' column types have a hash
-// function (json, point, xml have none; an array or composite of them
-// neither): hashing a row holding a NULL of the type fails for those.
+// localTypesSQL finds, of the types $1, those whose hash depends on the
+// database rather than the value: enums hash the OIDs of their labels,
+// which differ on every database pg_dump restores them into, and the OID
+// types (regclass, ...) are OIDs; arrays, domains, composites and ranges
+// of them inherit it.
+const localTypesSQL = `WITH RECURSIVE t(root, oid) AS (
+	SELECT o, o FROM unnest($1::oid[]) o
+	UNION
+	SELECT t.root, s.x FROM t JOIN pg_type ty ON ty.oid = t.oid CROSS JOIN LATERAL (
+		SELECT ty.typelem WHERE ty.typelem <> 0
+		UNION ALL SELECT ty.typbasetype WHERE ty.typtype = 'd'
+		UNION ALL SELECT a.atttypid FROM pg_attribute a WHERE ty.typtype = 'c' AND a.attrelid = ty.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+		UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = ty.oid OR r.rngmultitypid = ty.oid) s(x)
+)
+SELECT t.root::int8 FROM t JOIN pg_type ty ON ty.oid = t.oid
+WHERE ty.typtype = 'e' OR ty.typname IN ('oid', 'regclass', 'regtype', 'regproc', 'regprocedure', 'regoper', 'regoperator',
+	'regconfig', 'regdictionary', 'regnamespace', 'regrole', 'regcollation', 'aclitem', 'xid', 'xid8', 'cid', 'tid')
+GROUP BY t.root`
+
+// probeHashes finds which of the tables' column types can be hashed by
+// value on both sides: those with an extended hash function (json, point,
+// xml, tsvector have none; an array or composite of them neither: hashing
+// a row holding a NULL of the type fails for those) whose hash does not
+// depend on the database (localTypesSQL). The others are hashed by their
+// text.
 func probeHashes(ctx context.Context, s *server, rows []catalogRow) (map[uint32]bool, error) {
 	names := map[uint32]string{}
 	for _, r := range rows {
@@ -226,8 +248,32 @@ func probeHashes(ctx context.Context, s *server, rows []catalogRow) (map[uint32]
 	}
 	c := <-s.idle
 	defer func() { s.idle <- c }()
+	oids := make([]int64, 0, len(names))
+	for o := range names {
+		oids = append(oids, int64(o))
+	}
+	local := map[uint32]bool{}
+	lrows, err := c.Query(ctx, localTypesSQL, oids)
+	if err != nil {
+		return nil, fmt.Errorf("%s: types hashed by their text: %w", s, err)
+	}
+	for lrows.Next() {
+		var o int64
+		if err := lrows.Scan(&o); err != nil {
+			lrows.Close()
+			return nil, err
+		}
+		local[uint32(o)] = true
+	}
+	lrows.Close()
+	if err := lrows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: types hashed by their text: %w", s, err)
+	}
 	out := map[uint32]bool{}
 	for o, name := range names {
+		if local[o] {
+			continue
+		}
 		_, err := c.PgConn().Exec(ctx, "SELECT hash_record_extended(ROW(NULL::"+name+"), 0)").ReadAll()
 		if err != nil && (c.IsClosed() || ctx.Err() != nil) {
 			return nil, fmt.Errorf("%s: %w", s, err)
