@@ -50,9 +50,12 @@ func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''
 // typeNames are format_type's names of the types reshard's results use.
 var typeNames = map[Type]string{
 	TypeBool:        "boolean",
+	TypeName:        "name",
 	TypeInt8:        "bigint",
+	TypeInt2:        "smallint",
 	TypeInt4:        "integer",
 	TypeText:        "text",
+	TypeOid:         "oid",
 	TypeFloat8:      "double precision",
 	TypeTimestamptz: "timestamp with time zone",
 }

@@ -82,6 +82,8 @@ func (e *Executor) Columns(cmd Command) ([]Column, error) {
 		return cutoverColumns, nil
 	case DescribeColumns:
 		return c.columns(), nil
+	case Select:
+		return c.columns(), nil
 	case SchemaSync:
 		if c.DryRun {
 			return schemaSyncDryRunColumns, nil
@@ -121,6 +123,8 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 		return e.show(ctx, c)
 	case DescribeColumns:
 		return &Result{Columns: c.columns(), Rows: c.rows(), Tag: fmt.Sprintf("SELECT %d", len(c.Columns))}, nil
+	case Select:
+		return e.runSelect(ctx, c)
 	case SchemaSync:
 		if err := e.checkRoute(c.Route); err != nil {
 			return nil, err
@@ -245,6 +249,8 @@ func (e *Executor) show(ctx context.Context, c Show) (*Result, error) {
 		res.Rows = e.showReplicationSlots()
 	case "verify":
 		res.Rows = e.showVerify()
+	case "application_name":
+		res.Rows = [][]any{{e.session(ctx).ApplicationName}}
 	default:
 		v := settings[c.Name]
 		res.Rows = [][]any{{v}}
@@ -290,6 +296,7 @@ func (e *Executor) config() [][]any {
 		{"general.tls_certificate", g.TLSCertificate},
 		{"general.tls_private_key", g.TLSPrivateKey},
 		{"general.tls_client_required", strconv.FormatBool(g.TLSClientRequired)},
+		{"general.auth_type", g.AuthType},
 		{"general.cutover_traffic_stop_threshold", strconv.FormatInt(g.CutoverTrafficStopThreshold, 10)},
 		{"general.cutover_replication_lag_threshold", strconv.FormatInt(g.CutoverReplicationLagThreshold, 10)},
 		{"general.cutover_timeout", strconv.FormatInt(g.CutoverTimeout, 10)},

@@ -284,9 +284,17 @@ func parseStatement(toks []token, text string) (Command, error) {
 	case "ROLLBACK", "ABORT":
 		return Transaction{Tag: "ROLLBACK"}, nil
 	}
-	if kw == "SELECT" {
+	if kw == "SELECT" || kw == "WITH" {
 		if d, ok := parseDescribeColumns(text); ok {
 			return d, nil
+		}
+		// What SQL clients and BI tools ask on connect (select.go).
+		if s, err, ok := parseSelect(text); ok {
+			if err != nil {
+				err.Position = first.pos + 1
+				return nil, err
+			}
+			return s, nil
 		}
 	}
 	e := Errorf(CodeSyntaxError, "unknown admin command %q", abbreviate(first.raw))

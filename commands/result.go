@@ -8,9 +8,12 @@ type Type uint32
 // Column types used by reshard's views.
 const (
 	TypeBool        Type = 16
+	TypeName        Type = 19 // identifiers: current_database(), catalog names
 	TypeInt8        Type = 20
+	TypeInt2        Type = 21
 	TypeInt4        Type = 23
 	TypeText        Type = 25
+	TypeOid         Type = 26
 	TypeFloat8      Type = 701
 	TypeTimestamptz Type = 1184
 )
@@ -24,8 +27,9 @@ type Column struct {
 }
 
 // Result is what executing a command yields: typed columns, rows whose
-// values match the column types (int64, float64, string, bool, time.Time or
-// nil), and the command tag.
+// values match the column types (int64 for int8, int32 for int4, int16 for
+// int2, uint32 for oid, float64, string for text and name, bool, time.Time,
+// or nil), and the command tag.
 type Result struct {
 	Columns []Column
 	Rows    [][]any

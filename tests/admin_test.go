@@ -602,6 +602,16 @@ func TestAdminPsql(t *testing.T) {
 	if err == nil || !strings.Contains(out, "password authentication failed") {
 		t.Fatalf("wrong password via psql: %v\n%s", err, out)
 	}
+	// What people type first: the server's version, the list of tables
+	// (psql's \dt reads pg_class: the admin database has none).
+	out, err = runPsql(t, a, adminPassword, "-c", "SELECT version()", "-c", `\dt`)
+	if err != nil || !strings.Contains(out, "PostgreSQL 15.0 (reshard "+commands.Version+" admin server)") || !strings.Contains(out, "Did not find any relations.") {
+		t.Fatalf("SELECT version() and \\dt via psql: %v\n%s", err, out)
+	}
+	out, err = runPsql(t, a, adminPassword, "-v", "VERBOSITY=verbose", "-c", "SELECT * FROM orders")
+	if err == nil || !strings.Contains(out, `42P01: relation "orders" does not exist`) || !strings.Contains(out, "HINT:  the admin database has no tables") {
+		t.Fatalf("SELECT from a table via psql: %v\n%s", err, out)
+	}
 	// Script mode: several lines, comments, and a ping-style empty query.
 	out, err = runPsql(t, a, adminPassword, "-v", "ON_ERROR_STOP=1", "-c", "-- just a comment", "-c", "SET application_name = 'ops'", "-c", "show tasks")
 	if err != nil || !strings.Contains(out, "SET") || !strings.Contains(out, "(0 rows)") {

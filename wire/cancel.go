@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 	wire "github.com/jeroenrinzema/psql-wire"
@@ -35,6 +36,9 @@ type connKey struct {
 	pid, secret int32
 	mu          sync.Mutex
 	cancel      context.CancelCauseFunc
+	// inTransaction is set by BEGIN and cleared by COMMIT or ROLLBACK: the
+	// status ReadyForQuery reports (see txStatus).
+	inTransaction atomic.Bool
 }
 
 type connKeyCtx struct{}

@@ -17,6 +17,7 @@ import (
 	wire "github.com/jeroenrinzema/psql-wire"
 	"github.com/jeroenrinzema/psql-wire/codes"
 	psqlerr "github.com/jeroenrinzema/psql-wire/errors"
+	"github.com/jeroenrinzema/psql-wire/pkg/types"
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/commands"
@@ -56,6 +57,7 @@ func New(cat *catalog.Catalog, exec *commands.Executor, logger hclog.Logger) (*S
 		wire.BackendKeyData(s.keys.backendKeyData),
 		wire.CancelRequest(s.keys.cancelRequest),
 		wire.CloseConn(s.keys.closeConn),
+		wire.TxStatus(txStatus),
 		wire.GlobalParameters(wire.Parameters{
 			"standard_conforming_strings": "on",
 			"DateStyle":                   "ISO, MDY",
@@ -155,6 +157,11 @@ func (s *Server) parse(ctx context.Context, q wire.Query) (wire.PreparedStatemen
 }
 
 func (s *Server) run(ctx context.Context, w wire.DataWriter, cmd commands.Command, simple bool) error {
+	if tx, ok := cmd.(commands.Transaction); ok {
+		if k := keyOf(ctx); k != nil {
+			k.inTransaction.Store(tx.Tag == "BEGIN" || tx.Tag == "START TRANSACTION")
+		}
+	}
 	if _, ok := cmd.(commands.Empty); ok {
 		if simple {
 			return w.Empty()
@@ -164,7 +171,7 @@ func (s *Server) run(ctx context.Context, w wire.DataWriter, cmd commands.Comman
 	start := time.Now()
 	ctx, done := s.keys.start(ctx)
 	defer done()
-	res, err := s.exec.Execute(ctx, cmd)
+	res, err := s.exec.Execute(commands.WithSession(ctx, session(ctx)), cmd)
 	if err != nil && errors.Is(context.Cause(ctx), errUserCancel) {
 		s.log.Info("command canceled by the client", "command", cmd.String(), "error", err)
 		return canceled()
@@ -182,6 +189,35 @@ func (s *Server) run(ctx context.Context, w wire.DataWriter, cmd commands.Comman
 	return w.Complete(res.Tag)
 }
 
+// txStatus is the transaction status ReadyForQuery reports: in a
+// transaction block between BEGIN and COMMIT or ROLLBACK, as the client
+// expects (admin commands are not transactional). psql-wire closes the
+// portals at an idle ReadyForQuery, as PostgreSQL does at the end of a
+// transaction: a client that fetches a result in batches inside a
+// transaction (pgjdbc with a fetch size, as Metabase runs) keeps its portal.
+func txStatus(ctx context.Context) types.ServerStatus {
+	if k := keyOf(ctx); k != nil && k.inTransaction.Load() {
+		return types.ServerTransactionBlock
+	}
+	return types.ServerIdle
+}
+
+// session is what a statement may ask about the connection in ctx: the
+// login's user and database, the client's application_name, the process id
+// given in BackendKeyData.
+func session(ctx context.Context) commands.Session {
+	params := wire.ClientParameters(ctx)
+	s := commands.Session{User: params[wire.ParamUsername], Database: params[wire.ParamDatabase],
+		ApplicationName: params[wire.ParamApplicationName]}
+	if s.Database == "" {
+		s.Database = s.User
+	}
+	if k := keyOf(ctx); k != nil {
+		s.BackendPID = k.pid
+	}
+	return s
+}
+
 func toWireColumns(cols []commands.Column) wire.Columns {
 	out := make(wire.Columns, len(cols))
 	for i, c := range cols {
@@ -194,8 +230,12 @@ func typeWidth(t commands.Type) int16 {
 	switch t {
 	case commands.TypeBool:
 		return 1
-	case commands.TypeInt4:
+	case commands.TypeInt2:
+		return 2
+	case commands.TypeInt4, commands.TypeOid:
 		return 4
+	case commands.TypeName:
+		return 64
 	case commands.TypeInt8, commands.TypeFloat8, commands.TypeTimestamptz:
 		return 8
 	}

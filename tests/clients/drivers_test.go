@@ -49,6 +49,10 @@ func runPgx(t *testing.T, ctx context.Context, e *env, qs []planQuery, errs []pl
 		if v, _ := commands.Setting("server_version"); conn.PgConn().ParameterStatus("server_version") != v {
 			t.Errorf("pgx %s: server_version is %q, want %q (as SHOW server_version)", name, conn.PgConn().ParameterStatus("server_version"), v)
 		}
+		// A pool's health check (Grafana's Save & test): "-- ping".
+		if err := conn.Ping(ctx); err != nil {
+			t.Fatalf("pgx %s: ping: %v", name, err)
+		}
 		m := modeReport{Mode: name}
 		for _, q := range qs {
 			for run := 0; run < q.repeat; run++ {
@@ -238,7 +242,8 @@ var pgTimestamptz = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6
 // format_type.
 func psqlDescribe(t *testing.T, ctx context.Context, e *env, sql string) []column {
 	t.Helper()
-	out, err := psql(ctx, e, sql+" \\gdesc")
+	// \gdesc describes the query buffer: no terminating semicolon.
+	out, err := psql(ctx, e, strings.TrimSuffix(sql, ";")+" \\gdesc")
 	if err != nil {
 		t.Fatalf("psql %s \\gdesc: %v\n%s", sql, err, out)
 	}
@@ -287,15 +292,7 @@ func psqlCanceled(ctx context.Context, e *env, sql string) (string, error) {
 		return "", err
 	}
 	defer admin.Close(ctx)
-	statements := func() int {
-		rows, _ := admin.Query(ctx, "SHOW SCHEMA_SYNC")
-		n := 0
-		for rows.Next() {
-			n++
-		}
-		rows.Close()
-		return n
-	}
+	statements := func() int { return schemaSyncRows(ctx, admin) }
 	before := statements()
 	cmd := exec.CommandContext(ctx, "psql", "-X", "--csv", "-v", "VERBOSITY=verbose", "-c", sql)
 	cmd.Env = append(os.Environ(), e.libpqEnv()...)
@@ -334,7 +331,7 @@ func psqlValue(t *testing.T, sql string, c commands.Column, field string) value 
 		return value{"text", field}
 	}
 	switch c.Type {
-	case commands.TypeInt8, commands.TypeInt4:
+	case commands.TypeInt8, commands.TypeInt4, commands.TypeInt2, commands.TypeOid:
 		n, err := strconv.ParseInt(field, 10, 64)
 		if err != nil {
 			return bad(err)

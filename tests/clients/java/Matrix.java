@@ -9,11 +9,16 @@
 // modes: "prepared" (one PreparedStatement per query, executed more often than
 // prepareThreshold so that pgjdbc switches to a named server-side statement
 // and binary results, autocommit off as in most applications), "statement"
-// (extended protocol, unnamed) and "simple" (preferQueryMode=simple).
+// (extended protocol, unnamed), "simple" (preferQueryMode=simple) and
+// "metabase" (what Metabase's PostgreSQL driver does: a read-only connection
+// without autocommit, DatabaseMetaData's schema and table listings, every
+// query prefixed with Metabase's comment, forward-only, setMaxRows and a
+// small fetch size, so that pgjdbc reads results in portal batches).
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
+import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -49,7 +54,7 @@ public class Matrix {
         }
         StringBuilder out = new StringBuilder("{\"modes\":[");
         String driver = "";
-        String[] modes = {"prepared", "statement", "simple"};
+        String[] modes = {"prepared", "statement", "simple", "metabase"};
         for (int m = 0; m < modes.length; m++) {
             try (Connection conn = connect(modes[m])) {
                 driver = conn.getMetaData().getDriverName() + " " + conn.getMetaData().getDriverVersion();
@@ -81,8 +86,20 @@ public class Matrix {
         if (mode.equals("simple")) {
             p.setProperty("preferQueryMode", "simple");
         }
+        if (mode.equals("metabase")) {
+            p.setProperty("ApplicationName", "Metabase");
+        }
         Connection conn = DriverManager.getConnection(url, p);
-        conn.setAutoCommit(!mode.equals("prepared"));
+        conn.setAutoCommit(!mode.equals("prepared") && !mode.equals("metabase"));
+        if (mode.equals("metabase")) {
+            conn.setReadOnly(true);
+            conn.setTransactionIsolation(Connection.TRANSACTION_READ_UNCOMMITTED);
+            // The sync's listings: the admin database has no schemas or tables.
+            DatabaseMetaData md = conn.getMetaData();
+            requireEmpty("getSchemas", md.getSchemas());
+            requireEmpty("getTables", md.getTables(null, null, "%", new String[] {"TABLE", "VIEW"}));
+            conn.commit();
+        }
         return conn;
     }
 
@@ -95,7 +112,19 @@ public class Matrix {
             for (int run = 0; run < q.repeat(); run++) {
                 if (!first) out.append(',');
                 first = false;
-                if (ps != null) {
+                if (mode.equals("metabase")) {
+                    try (PreparedStatement st = conn.prepareStatement(
+                            "-- Metabase:: userID: 1 queryType: native queryHash: 5f3b\n" + q.sql(),
+                            ResultSet.TYPE_FORWARD_ONLY, ResultSet.CONCUR_READ_ONLY, ResultSet.CLOSE_CURSORS_AT_COMMIT)) {
+                        st.setFetchDirection(ResultSet.FETCH_FORWARD);
+                        st.setMaxRows(2000);
+                        st.setFetchSize(3);
+                        try (ResultSet rs = st.executeQuery()) {
+                            result(q.sql(), run, rs, out);
+                        }
+                    }
+                    conn.commit();
+                } else if (ps != null) {
                     try (ResultSet rs = ps.executeQuery()) {
                         result(q.sql(), run, rs, out);
                         // pgjdbc asks for binary once the named statement is
@@ -160,6 +189,19 @@ public class Matrix {
                     .append(",\"message\":").append(str(message)).append(",\"after\":").append(str(after)).append('}');
         }
         out.append("]}");
+    }
+
+    // requireEmpty reads a DatabaseMetaData listing, which must work and
+    // list nothing.
+    static void requireEmpty(String call, ResultSet rs) throws SQLException {
+        try (rs) {
+            if (rs.getMetaData().getColumnCount() == 0) {
+                throw new IllegalStateException(call + ": no columns");
+            }
+            if (rs.next()) {
+                throw new IllegalStateException(call + " listed " + rs.getString(1));
+            }
+        }
     }
 
     // requireBinary checks that a server-prepared statement got its numbers

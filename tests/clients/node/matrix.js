@@ -22,11 +22,14 @@ const types = {
   },
 };
 
-function canon(v) {
+// Integer types pg parses to a JavaScript number: int2, int4, oid.
+const intOIDs = new Set([21, 23, 26]);
+
+function canon(v, oid) {
   if (v === null || v === undefined) return { k: 'null', v: '' };
   switch (typeof v) {
     case 'bigint': return { k: 'int', v: v.toString() };
-    case 'number': return { k: 'float', v: String(v) };
+    case 'number': return { k: intOIDs.has(oid) ? 'int' : 'float', v: String(v) };
     case 'boolean': return { k: 'bool', v: String(v) };
     case 'string': return { k: 'text', v };
   }
@@ -35,8 +38,10 @@ function canon(v) {
 }
 
 const modes = {
-  simple: (sql) => sql,
-  extended: (sql) => ({ text: sql, rowMode: 'array' }),
+  // Rows as arrays: two columns may share a name. Without values pg uses
+  // the simple protocol unless queryMode says otherwise.
+  simple: (sql) => ({ text: sql, rowMode: 'array' }),
+  extended: (sql) => ({ text: sql, rowMode: 'array', queryMode: 'extended' }),
   prepared: (sql, i) => ({ name: 'matrix_' + i, text: sql, rowMode: 'array' }),
   // No binary mode: pg 8 reads every DataRow field as a UTF-8 string, so
   // binary fields with bytes >= 0x80 arrive mangled, from PostgreSQL too.
@@ -45,7 +50,8 @@ const modes = {
 async function query(client, config, sql) {
   const res = await client.query(config);
   const columns = res.fields.map((f) => ({ name: f.name, type: String(f.dataTypeID) }));
-  const rows = res.rows.map((row) => (Array.isArray(row) ? row : res.fields.map((f) => row[f.name])).map(canon));
+  // By position: two columns may share a name.
+  const rows = res.rows.map((row) => row.map((v, i) => canon(v, res.fields[i].dataTypeID)));
   return { sql, columns, rows };
 }
 
