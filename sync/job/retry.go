@@ -40,12 +40,8 @@ func Retryable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "08") || transientStates[pe.Code]
-	}
-	if s, ok := sqlState(err); ok {
-		return strings.HasPrefix(s, "08") || transientStates[s]
+	if code := Code(err); code != "" {
+		return strings.HasPrefix(code, "08") || transientStates[code]
 	}
 	if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
 		return true
@@ -61,14 +57,4 @@ func Retryable(err error) bool {
 	// unreachable, reset during the handshake) is a network failure.
 	var ce *pgconn.ConnectError
 	return errors.As(err, &ce)
-}
-
-// sqlState finds a SQLSTATE carried by an error that is not a PgError
-// (an engine error wrapping none).
-func sqlState(err error) (string, bool) {
-	var s interface{ SQLState() string }
-	if errors.As(err, &s) && s.SQLState() != "" {
-		return s.SQLState(), true
-	}
-	return "", false
 }
