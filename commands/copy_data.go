@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/sync/copier"
-	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
 	"github.com/reshard/reshard/sync/stream"
 	"github.com/reshard/reshard/sync/task"
@@ -19,10 +18,9 @@ var copyDataResultColumns = cols(
 	"slot", TypeText, "consistent_lsn", TypeText, "resumed", TypeBool, "tables", TypeInt8,
 	"units_copied", TypeInt8, "units_already_done", TypeInt8, "rows", TypeInt8, "bytes", TypeInt8, "elapsed_ms", TypeInt8)
 
-// streamRequest is the stream of a job (stream does not take a job.Job yet).
-func streamRequest(j *job.Job, slot string, copied bool) stream.Request {
-	return stream.Request{Catalog: j.Catalog, Source: j.Source.Name, Destination: j.Destination.Name, Publication: j.Publication,
-		Slot: slot, CopyData: copied, Task: j.Task, Registry: j.Registry, Logger: j.ParentLogger()}
+// streamRequest is the stream of a slot (copied: created by a copy).
+func streamRequest(slot string, copied bool) stream.Request {
+	return stream.Request{Slot: slot, CopyData: copied}
 }
 
 func stoppedMessage(r Route, slot string) string {
@@ -51,7 +49,7 @@ func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 		}
 		if !c.SyncOnly {
 			e.Logger.Info("copy done, streaming changes (Ctrl-C stops; the slot keeps them)", "slot", res.Slot)
-			if err := stream.Run(ctx, streamRequest(j, res.Slot, true)); err != nil {
+			if err := stream.Run(ctx, j, streamRequest(res.Slot, true)); err != nil {
 				return nil, engineError(err)
 			}
 		}
@@ -180,7 +178,7 @@ func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) 
 		if err != nil {
 			return nil, engineError(err)
 		}
-		if err := stream.Run(ctx, streamRequest(j, c.Slot, false)); err != nil {
+		if err := stream.Run(ctx, j, streamRequest(c.Slot, false)); err != nil {
 			return nil, engineError(err)
 		}
 		return &Result{Tag: "REPLICATE"}, nil

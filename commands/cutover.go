@@ -119,7 +119,7 @@ func (e *Executor) forwardPhase(ctx context.Context, t *task.Task, ctl *streamCo
 	for {
 		fctx, fcancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- stream.Run(fctx, streamRequest(j, slot, copied)) }()
+		go func() { done <- stream.Run(fctx, j, streamRequest(slot, copied)) }()
 	wait:
 		select {
 		case err := <-done:
@@ -153,12 +153,12 @@ func (e *Executor) forwardPhase(ctx context.Context, t *task.Task, ctl *streamCo
 // reversePhase streams shards back into the source; it returns true after
 // a successful rollback (CUTOVER on the reverse_streaming task).
 func (e *Executor) reversePhase(ctx context.Context, t *task.Task, ctl *streamControl, j *job.Job, reverse, next string) (bool, error) {
-	req := streamRequest(j.Reversed(), reverse, false)
+	req := streamRequest(reverse, false)
 	req.SourceRules = j.Destination
 	for {
 		rctx, rcancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- stream.Run(rctx, req) }()
+		go func() { done <- stream.Run(rctx, j.Reversed(), req) }()
 	wait:
 		select {
 		case err := <-done:

@@ -1,9 +1,9 @@
 package stream
 
 import (
-	"fmt"
-
 	"github.com/jackc/pglogrepl"
+
+	"github.com/reshard/reshard/sync/job"
 )
 
 // assembler turns pgoutput messages into committed source transactions:
@@ -58,7 +58,7 @@ func (a *assembler) feed(walStart pglogrepl.LSN, data []byte) (assembled, error)
 	}
 	lm, err := parseV2(data, a.inStream)
 	if err != nil {
-		return assembled{}, fmt.Errorf("decode pgoutput message at %s: %w", walStart, err)
+		return assembled{}, job.Wrap("XX000", err, "decode pgoutput message at %s: %v", walStart, err)
 	}
 	switch lm := lm.(type) {
 	case *pglogrepl.RelationMessageV2:
@@ -67,7 +67,7 @@ func (a *assembler) feed(walStart pglogrepl.LSN, data []byte) (assembled, error)
 		a.cur = &txn{xid: lm.Xid}
 	case *pglogrepl.CommitMessage:
 		if a.cur == nil {
-			return assembled{}, fmt.Errorf("decode pgoutput message at %s: commit without begin", walStart)
+			return assembled{}, job.Errorf("XX000", "decode pgoutput message at %s: commit without begin", walStart)
 		}
 		t := a.cur
 		t.commitLSN, t.commitTime = lm.CommitLSN, lm.CommitTime
@@ -95,7 +95,8 @@ func (a *assembler) feed(walStart pglogrepl.LSN, data []byte) (assembled, error)
 		}
 		return assembled{txn: &txn{xid: lm.Xid, commitLSN: lm.CommitLSN, commitTime: lm.CommitTime, spool: sp}}, nil
 	case *pglogrepl.TruncateMessageV2:
-		c := &change{kind: opTruncate, cascade: lm.Option&pglogrepl.TruncateOptionCascade != 0}
+		c := &change{kind: opTruncate, cascade: lm.Option&pglogrepl.TruncateOptionCascade != 0,
+			restartSeqs: lm.Option&pglogrepl.TruncateOptionRestartIdentity != 0}
 		for _, id := range lm.RelationIDs {
 			r, err := a.rels.lookup(id)
 			if err != nil {
@@ -116,7 +117,7 @@ func (a *assembler) feed(walStart pglogrepl.LSN, data []byte) (assembled, error)
 func (a *assembler) row(walStart pglogrepl.LSN, data []byte) error {
 	rm, err := decodeRow(data, a.inStream)
 	if err != nil {
-		return fmt.Errorf("decode pgoutput message at %s: %w", walStart, err)
+		return job.Wrap("XX000", err, "decode pgoutput message at %s: %v", walStart, err)
 	}
 	r, err := a.rels.lookup(rm.relation)
 	if err != nil {
@@ -126,7 +127,7 @@ func (a *assembler) row(walStart pglogrepl.LSN, data []byte) error {
 		return nil
 	}
 	if err := rm.checkShape(len(r.columns)); err != nil {
-		return fmt.Errorf("decode pgoutput message at %s for %s: %w", walStart, r, err)
+		return job.Wrap("XX000", err, "decode pgoutput message at %s for %s: %v", walStart, r, err)
 	}
 	return a.add(&change{kind: rm.kind, rel: r, newRow: rm.newRow, oldRow: rm.oldRow, oldIsKey: rm.oldType == 'K'}, rm.xid, len(data))
 }
@@ -139,7 +140,7 @@ func (a *assembler) add(c *change, subxid uint32, size int) error {
 		c.subxid = subxid
 		sp := a.streamed[a.streamXid]
 		if sp == nil {
-			return fmt.Errorf("streamed change of transaction %d outside its stream block", a.streamXid)
+			return job.Errorf("XX000", "streamed change of transaction %d outside its stream block", a.streamXid)
 		}
 		return sp.add(a.budget, c, int64(size))
 	}

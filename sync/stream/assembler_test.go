@@ -253,7 +253,7 @@ func TestAssembleRelationChange(t *testing.T) {
 		"I t 1,a (2 columns)", "I u 1,1 (2 columns)", "--",
 		"I t 2,b,7 (3 columns)", "--",
 		"U u 1,2 old 1,1 (2 columns)", "--",
-		"T t,u cascade true restart false", "--",
+		"T t,u cascade true restart true", "--",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/sync/job"
 )
 
 // plan is one table's statements: built when its Relation message arrives
@@ -179,12 +181,12 @@ func keyOf(r *relation, c *change) ([]int, [][]byte, error) {
 		}
 	}
 	if len(cols) == 0 {
-		return nil, nil, fmt.Errorf("%s has no replica identity: its updates and deletes cannot be applied", r)
+		return nil, nil, job.Errorf("55000", "%s has no replica identity: its updates and deletes cannot be applied", r).WithHint("add a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL on the source", r.qualified)
 	}
 	vals := make([][]byte, len(cols))
 	for i, k := range cols {
 		if k >= len(src) || src[k].toasted {
-			return nil, nil, fmt.Errorf("%s: key column %s missing from the change", r, r.columns[k])
+			return nil, nil, job.Errorf("XX000", "%s: key column %s missing from the change", r, r.columns[k])
 		}
 		if !src[k].null {
 			vals[i] = src[k].data

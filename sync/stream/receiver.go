@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/reshard/reshard/catalog"
+
+	"github.com/reshard/reshard/sync/job"
 )
 
 // receiver is the replication connection to one source shard: it starts
@@ -74,7 +76,7 @@ func slotPosition(ctx context.Context, dsn, slot string, node *catalog.Node) (pg
 	var lsn *string
 	err = plain.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lsn)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("replication slot %q does not exist on %s", slot, node)
+		return 0, job.Errorf("42704", "replication slot %q does not exist on %s", slot, node)
 	}
 	if err != nil || lsn == nil {
 		return 0, err

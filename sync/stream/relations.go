@@ -12,6 +12,8 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sharding"
 	"github.com/reshard/reshard/sync/copier"
+
+	"github.com/reshard/reshard/sync/job"
 )
 
 // relation is a source table as pgoutput describes it, and how it is routed.
@@ -111,7 +113,7 @@ func describe(m *pglogrepl.RelationMessageV2) *relation {
 func (rs *relations) lookup(id uint32) (*relation, error) {
 	r, ok := rs.byID[id]
 	if !ok {
-		return nil, fmt.Errorf("change for unknown relation %d", id)
+		return nil, job.Errorf("XX000", "change for unknown relation %d", id)
 	}
 	return r, nil
 }
@@ -158,10 +160,10 @@ func (s shaper) prepare(ctx context.Context, r *relation) error {
 		}
 	}
 	if len(types) == 0 {
-		return fmt.Errorf("table %s is not on the destination: DDL is not replicated; create it on every shard (SCHEMA_SYNC PRE) and restart the stream", r)
+		return job.Errorf("42P01", "table %s is not on the destination: DDL is not replicated; create it on every shard (SCHEMA_SYNC PRE) and restart the stream", r)
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("table %s changed on the source: columns %s are missing on the destination; run ALTER TABLE %s ADD COLUMN ... on every shard (DDL is not replicated) and restart the stream",
+		return job.Errorf("42703", "table %s changed on the source: columns %s are missing on the destination; run ALTER TABLE %s ADD COLUMN ... on every shard (DDL is not replicated) and restart the stream",
 			r, strings.Join(missing, ", "), r.qualified)
 	}
 	for _, c := range r.columns {

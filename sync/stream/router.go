@@ -1,13 +1,14 @@
 package stream
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
 
 	"github.com/reshard/reshard/sharding"
+
+	"github.com/reshard/reshard/sync/job"
 )
 
 // router turns committed source transactions into each destination
@@ -87,7 +88,7 @@ func (rt *router) route(c *change, emit func(shard int, o op)) error {
 				continue
 			}
 			if !r.sameOnEverySource && several {
-				return fmt.Errorf("TRUNCATE of %s on source shard %d: the destination shards also hold the other source shards' rows of it, so it cannot be applied as is; stop writes to it, or delete the rows instead of truncating", r, rt.sourceShard)
+				return job.Errorf("0A000", "TRUNCATE of %s on source shard %d: the destination shards also hold the other source shards' rows of it, so it cannot be applied as is; stop writes to it, or delete the rows instead of truncating", r, rt.sourceShard)
 			}
 			names = append(names, r.qualified)
 		}
@@ -95,6 +96,9 @@ func (rt *router) route(c *change, emit func(shard int, o op)) error {
 			return nil
 		}
 		sql := "TRUNCATE " + strings.Join(names, ", ")
+		if c.restartSeqs {
+			sql += " RESTART IDENTITY"
+		}
 		if c.cascade {
 			sql += " CASCADE"
 		}
@@ -181,7 +185,7 @@ func (rt *router) route(c *change, emit func(shard int, o op)) error {
 }
 
 func routeErr(c *change, err error) error {
-	return fmt.Errorf("cannot route a change of %s: %w", c.rel, err)
+	return job.Wrap("22023", err, "cannot route a change of %s: %v", c.rel, err)
 }
 
 // movesRows tells whether a transaction has an UPDATE whose sharding key

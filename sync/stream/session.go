@@ -17,9 +17,13 @@ import (
 // sessionConfig is what one session of a slot's stream needs.
 type sessionConfig struct {
 	cat *catalog.Catalog
-	// node is the source shard's primary, slot the slot streamed there.
-	node *catalog.Node
-	slot string
+	// node is the source shard's primary, sourceDSN its connection
+	// string, slot the slot streamed there; dstDSN are the destination
+	// shards' connection strings.
+	node      *catalog.Node
+	sourceDSN string
+	dstDSN    []string
+	slot      string
 	// copySlot names the copy whose watermarks apply (Request.Slot).
 	copySlot                  string
 	sourceShard, sourceShards int
@@ -60,14 +64,10 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		}
 	}()
 	origins := make([]pglogrepl.LSN, shards)
-	for k, sh := range cfg.dst.Shards {
-		dsn, err := cfg.cat.ConnString(sh.Primary, nil)
-		if err != nil {
-			return err
-		}
+	for k, dsn := range cfg.dstDSN {
 		a := &applier{shard: k, dsn: dsn, origin: OriginName(cfg.slot, k), timeout: cfg.timeout()}
 		setupCtx, cancel := context.WithTimeout(ctx, cfg.timeout())
-		err = a.connect(setupCtx)
+		err := a.connect(setupCtx)
 		if err == nil {
 			appliers[k], origins[k] = a, a.applied
 			if monitors[k], err = pgx.Connect(setupCtx, dsn); err != nil {
@@ -85,10 +85,7 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 	if err != nil {
 		return fmt.Errorf("read the copy's watermarks on destination shard 0: %w", err)
 	}
-	srcDSN, err := cfg.cat.ConnString(cfg.node, nil)
-	if err != nil {
-		return err
-	}
+	srcDSN := cfg.sourceDSN
 	rcv, err := dialReceiver(ctx, cfg.cat, cfg.node, cfg.slot)
 	if err != nil {
 		return err

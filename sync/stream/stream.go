@@ -7,19 +7,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
 )
 
-// Request is one stream: every source shard's slot into the destination.
+// Request is what a stream needs beyond its job (the source and
+// destination clusters, the publication, the task, the registry and the
+// logger): every source shard's slot is streamed into the destination.
 type Request struct {
-	Catalog *catalog.Catalog
-	// Source and Destination are cluster names; Publication is on the source.
-	Source, Destination, Publication string
 	// Slot is the slot name (<Slot>_<k> for source shard k when the source
 	// has several shards).
 	Slot string
@@ -39,19 +36,18 @@ type Request struct {
 	// in SpillDir (default: the system's temporary directory).
 	StreamMemory int64
 	SpillDir     string
-	Task         string
-	Registry     *progress.Registry
-	Logger       hclog.Logger
 }
 
 // DefaultStreamMemory is the default of Request.StreamMemory.
 const DefaultStreamMemory = 64 << 20
 
-// Run streams until ctx ends (nil) or a change cannot be applied (an error
-// naming it). Lost connections and transient failures (job.Retryable) are
-// retried with backoff; every restart resumes from the slot and the
-// destination shards' origins, so no change is skipped or applied twice.
-func Run(ctx context.Context, req Request) error {
+// Run streams the job's source into its destination until ctx ends (nil)
+// or a change cannot be applied (an error naming it, with its SQLSTATE).
+// Lost connections and transient failures (job.Retryable) are retried with
+// backoff; every restart resumes from the slot and the destination shards'
+// origins, so no change is skipped or applied twice.
+func Run(ctx context.Context, j *job.Job, req Request) error {
+	cat := j.Catalog
 	if req.BatchChanges == 0 {
 		req.BatchChanges = 10000
 	}
@@ -59,52 +55,38 @@ func Run(ctx context.Context, req Request) error {
 		req.BatchDelay = 50 * time.Millisecond
 	}
 	if req.StreamMemory == 0 {
-		req.StreamMemory = req.Catalog.Config.General.ReshardingStreamMemory
+		req.StreamMemory = cat.Config.General.ReshardingStreamMemory
 	}
 	if req.StreamMemory == 0 {
 		req.StreamMemory = DefaultStreamMemory
 	}
 	if req.SpillDir == "" {
-		req.SpillDir = req.Catalog.Config.General.ReshardingSpillDir
-	}
-	if req.Registry == nil {
-		req.Registry = progress.NewRegistry()
-	}
-	log := req.Logger
-	if log == nil {
-		log = hclog.NewNullLogger()
-	}
-	src, ok := req.Catalog.Cluster(req.Source)
-	if !ok {
-		return fmt.Errorf("database %q is not configured", req.Source)
-	}
-	dst, ok := req.Catalog.Cluster(req.Destination)
-	if !ok {
-		return fmt.Errorf("database %q is not configured", req.Destination)
+		req.SpillDir = cat.Config.General.ReshardingSpillDir
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make([]error, len(src.Shards))
+	errs := make([]error, len(j.Source.Shards))
 	var wg sync.WaitGroup
-	slots := copier.SlotNames(req.Slot, len(src.Shards))
-	for i, sh := range src.Shards {
+	slots := copier.SlotNames(req.Slot, len(j.Source.Shards))
+	for i, sh := range j.Source.Shards {
 		slot := slots[i]
-		slog := log.Named("stream").With("slot", slot)
-		status := &progress.Slot{Task: req.Task, Host: sh.Primary.Host, Port: sh.Primary.Port, Database: sh.Primary.Database, Name: slot, CopyData: req.CopyData}
+		slog := j.Logger("stream").With("slot", slot)
+		status := &progress.Slot{Task: j.Task, Host: sh.Primary.Host, Port: sh.Primary.Port, Database: sh.Primary.Database, Name: slot, CopyData: req.CopyData}
 		budget := &spoolBudget{limit: req.StreamMemory, dir: req.SpillDir, onSpill: func(xid uint32, file string) {
 			slog.Info("streamed transaction spilled to disk", "xid", xid, "file", file, "memory_limit", req.StreamMemory)
 			status.Spilled()
 		}}
-		cfg := sessionConfig{cat: req.Catalog, node: sh.Primary, slot: slot, copySlot: req.Slot,
-			sourceShard: sh.Number, sourceShards: len(src.Shards), dst: dst, sourceRules: req.SourceRules,
-			publication: req.Publication, batchChanges: req.BatchChanges, batchDelay: req.BatchDelay,
+		cfg := sessionConfig{cat: cat, node: sh.Primary, sourceDSN: j.SourceDSN[i], dstDSN: j.DestinationDSN, slot: slot, copySlot: req.Slot,
+			sourceShard: sh.Number, sourceShards: len(j.Source.Shards), dst: j.Destination, sourceRules: req.SourceRules,
+			publication: j.Publication, batchChanges: req.BatchChanges, batchDelay: req.BatchDelay,
 			budget: budget, status: status, log: slog}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			req.Registry.AddSlot(status)
-			defer req.Registry.RemoveSlot(status)
+			j.Registry.AddSlot(status)
+			defer j.Registry.RemoveSlot(status)
 			if errs[i] = runSlot(ctx, cfg); errs[i] != nil {
+				errs[i] = fmt.Errorf("stream from slot %s on %s: %w", slot, sh.Primary, errs[i])
 				cancel()
 			}
 		}(i)
