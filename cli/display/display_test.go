@@ -3,7 +3,9 @@ package display
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,4 +127,36 @@ func TestVerifyBars(t *testing.T) {
 			t.Errorf("the terminal did not show %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// TestTerminalStatus: a status line is drawn under the bars with what its
+// function returns at the last refresh.
+func TestTerminalStatus(t *testing.T) {
+	var out safeBuffer
+	term := NewTerminal(&out, "demo", nil)
+	n := 0
+	term.Status(func() string { n++; return fmt.Sprintf("writer: %d refreshes", n) })
+	term.Update(Snapshot{At: time.Now()}, PhaseStream)
+	term.Close()
+	if !strings.Contains(out.String(), "writer: ") || !strings.Contains(out.String(), "reshard demo · stream") {
+		t.Fatalf("status line not drawn:\n%q", out.String())
+	}
+}
+
+// safeBuffer is a bytes.Buffer safe for mpb's writer goroutine.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

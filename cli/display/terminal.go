@@ -22,6 +22,7 @@ const (
 	prioTotal  = 1 << 20
 	prioSlot   = 1 << 21
 	prioVerify = 1 << 22
+	prioStatus = 1 << 23
 )
 
 // Terminal draws live progress with mpb: a header (command, phase, totals,
@@ -59,6 +60,13 @@ func NewTerminal(out io.Writer, command string, logs *Writer) *Terminal {
 	}
 	t.fixed = append(t.fixed, t.line(prioHeader, t.header))
 	return t
+}
+
+// Status adds a line under the bars, drawn by text at every refresh, for
+// what a command shows beside the engine's progress (the demo's writer).
+// Call it before the first Update; text must not block.
+func (t *Terminal) Status(text func() string) {
+	t.fixed = append(t.fixed, t.line(prioStatus+len(t.fixed), text))
 }
 
 // line adds a text-only line drawn by text.
