@@ -97,6 +97,10 @@ type tableState struct {
 	misplaced []string // keys of misplaced rows, up to a limit
 	err       error
 	started   time.Time
+	// reverse: the streams run from the destination back into the source
+	// (after a cutover), so the destination is the reference: missing
+	// counts rows on the destination and not on the source.
+	reverse bool
 }
 
 // chunkDone adds a compared range's sums: source rows, each destination
@@ -155,6 +159,11 @@ func (s *tableState) finish(log hclog.Logger) progress.VerifyRow {
 	s.row.Missing, s.row.Extra, s.row.Different = 0, 0, 0
 	for i, d := range s.groups {
 		d.reconcile()
+		if s.reverse {
+			// After a cutover the shards are the reference the old
+			// database is checked against.
+			d.missing, d.extra, d.nMissing, d.nExtra = d.extra, d.missing, d.nExtra, d.nMissing
+		}
 		s.row.Missing += d.nMissing
 		s.row.Extra += d.nExtra
 		s.row.Different += d.nDifferent

@@ -72,3 +72,13 @@ func TestCapKeys(t *testing.T) {
 		t.Fatalf("capKeys = %v", got)
 	}
 }
+
+// TestFinishReverse: after a cutover the shards are the reference, so a
+// row the old database lacks is missing.
+func TestFinishReverse(t *testing.T) {
+	s := &tableState{t: testTable("id"), row: progress.VerifyRow{ShardRows: make([]int64, 1)}, groups: []*diffs{newDiffs()}, reverse: true}
+	s.groups[0].addExtra(keyHash{key: "7"}, 10)
+	if r := s.finish(hclog.NewNullLogger()); r.Missing != 1 || r.Extra != 0 {
+		t.Fatalf("reverse finish: %+v", r)
+	}
+}

@@ -108,7 +108,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	for i, t := range described {
 		states[i] = &tableState{row: progress.VerifyRow{Task: j.Task, Schema: t.Schema, Table: t.Name, Status: StatusRunning,
 			Source: j.Source.Name, Destination: j.Destination.Name, Publication: j.Publication,
-			ShardRows: make([]int64, len(j.DestinationDSN)), Started: started}, started: started}
+			ShardRows: make([]int64, len(j.DestinationDSN)), Started: started}, started: started, reverse: req.Reverse}
 		j.Registry.SetVerify(states[i].row)
 	}
 	fail := func(err error) (*Result, error) {
