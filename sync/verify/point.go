@@ -44,11 +44,17 @@ var ErrPassed = errors.New("the stream has already applied past the consistent p
 // the streams read from (the leaders), and how long the streams were held
 // while the other side's snapshots were taken.
 type point struct {
-	lsns    []pglogrepl.LSN
-	hold    time.Duration
-	held    bool
-	retries int
+	lsns []pglogrepl.LSN
+	// reach is how long the streams took to apply up to the point, hold
+	// how long they were then held while the snapshots were taken.
+	reach, hold time.Duration
+	held        bool
+	retries     int
 }
+
+// holdTimeout bounds the wait for the streams to reach the point (they
+// apply what they lag behind it first).
+const holdTimeout = 5 * time.Minute
 
 func (p point) String() string {
 	parts := make([]string, len(p.lsns))
@@ -78,9 +84,13 @@ func takePoint(ctx context.Context, cat *catalog.Catalog, leaders, followers []*
 		}
 		p.lsns = lsns
 		var release func()
-		start := time.Now()
+		var held time.Time
 		if holder != nil {
-			release, err = holder.Hold(ctx, lsns)
+			start := time.Now()
+			hctx, cancel := context.WithTimeout(ctx, holdTimeout)
+			release, err = holder.Hold(hctx, lsns)
+			cancel()
+			held, p.reach = time.Now(), time.Since(start)
 			if errors.Is(err, ErrPassed) && try < maxPointTries {
 				log.Debug("a stream had passed the consistent point; taking a new one", "lsn", p.String(), "error", err)
 				p.retries++
@@ -90,14 +100,18 @@ func takePoint(ctx context.Context, cat *catalog.Catalog, leaders, followers []*
 				continue
 			}
 			if err != nil {
-				return p, job.Wrap("55000", err, "hold the streams at %s: %v", p, err)
+				if rerr := rollbackAll(ctx, leaders); rerr != nil {
+					log.Debug("end the snapshots", "error", rerr)
+				}
+				return p, job.Wrap("55000", err, "hold the streams at %s: %v", p, err).
+					WithHint("the streams must reach the consistent point within %s: wait until SHOW REPLICATION_SLOTS shows little lag", holdTimeout)
 			}
 			p.held = true
 		}
 		ids, err := exportSnapshots(ctx, followers)
 		if release != nil {
 			release()
-			p.hold = time.Since(start)
+			p.hold = time.Since(held)
 		}
 		if err != nil {
 			return p, err

@@ -176,7 +176,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	res := &Result{Tables: len(tables), ConsistentLSN: p.String(), Held: p.held, Hold: p.hold}
 	if p.held {
 		log.Info("consistent point taken: streams held while the snapshots were taken", "lsn", p.String(),
-			"hold", p.hold.Round(10*time.Microsecond), "retries", p.retries, "reverse", req.Reverse)
+			"hold", p.hold.Round(10*time.Microsecond), "reached_in", p.reach.Round(10*time.Microsecond), "retries", p.retries, "reverse", req.Reverse)
 	} else {
 		log.Info("consistent point taken; no stream feeds the route, so the destination is compared as it is", "lsn", p.String())
 	}
