@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/reshard/reshard/sharding"
 )
 
@@ -56,24 +54,20 @@ func (c *comparer) placementOf(s *server) placement {
 // readSums reads r's sums of t on every server of servers at once.
 func (c *comparer) readSums(ctx context.Context, t *table, r keyRange, servers []*server) ([]sums, error) {
 	out := make([]sums, len(servers))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, s := range servers {
-		g.Go(func() error {
-			rows, err := s.query(gctx, t.rangeSumsSQL(r, c.placementOf(s)))
-			if err != nil {
-				return err
-			}
-			if len(rows) != 1 {
-				return fmt.Errorf("%s: %d rows of sums", s, len(rows))
-			}
-			out[i], err = parseSums(rows[0], 0)
-			if err != nil {
-				return fmt.Errorf("%s: %w", s, err)
-			}
-			return nil
-		})
-	}
-	return out, g.Wait()
+	return out, onEach(ctx, servers, func(ctx context.Context, i int, s *server) error {
+		rows, err := s.query(ctx, t.rangeSumsSQL(r, c.placementOf(s)))
+		if err != nil {
+			return err
+		}
+		if len(rows) != 1 {
+			return fmt.Errorf("%s: %d rows of sums", s, len(rows))
+		}
+		out[i], err = parseSums(rows[0], 0)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+		return nil
+	})
 }
 
 // chunk compares one range of a table.
@@ -162,48 +156,44 @@ func (c *comparer) misplacedKeys(ctx context.Context, t *table, r keyRange, s *s
 // names some of them.
 func (c *comparer) mappedPlacement(ctx context.Context, t *table, r keyRange, dstSums []sums) error {
 	fn := t.Router.Function()
-	g, gctx := errgroup.WithContext(ctx)
-	for k, s := range c.dst {
-		g.Go(func() error {
-			rows, err := s.query(gctx, t.shardValuesSQL(r))
+	return onEach(ctx, c.dst, func(ctx context.Context, k int, s *server) error {
+		rows, err := s.query(ctx, t.shardValuesSQL(r))
+		if err != nil {
+			return err
+		}
+		var bad []string
+		for _, row := range rows {
+			n, err := strconv.ParseInt(string(row[1]), 10, 64)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", s, err)
 			}
-			var bad []string
-			for _, row := range rows {
-				n, err := strconv.ParseInt(string(row[1]), 10, 64)
-				if err != nil {
-					return fmt.Errorf("%s: %w", s, err)
-				}
-				shard, err := fn.Shard(sharding.FormatText, row[0], row[0] == nil)
-				if err == nil && shard == k {
-					continue
-				}
-				dstSums[k].misplaced += n
-				if row[0] != nil && len(bad) < maxLoggedKeys {
-					bad = append(bad, quote(string(row[0])))
-				}
+			shard, err := fn.Shard(sharding.FormatText, row[0], row[0] == nil)
+			if err == nil && shard == k {
+				continue
 			}
-			if len(bad) == 0 {
-				return nil
+			dstSums[k].misplaced += n
+			if row[0] != nil && len(bad) < maxLoggedKeys {
+				bad = append(bad, quote(string(row[0])))
 			}
-			keys, err := s.query(gctx, fmt.Sprintf("SELECT %s FROM %s x%s LIMIT %d", t.keyText(), t.From(),
-				t.where(r, fmt.Sprintf("x.%s::text IN (%s)", ident(t.ShardColumn), strings.Join(bad, ", "))), maxLoggedKeys))
-			if err != nil {
-				return err
-			}
-			st := c.states[t.index]
-			st.mu.Lock()
-			defer st.mu.Unlock()
-			for _, row := range keys {
-				if len(st.misplaced) < maxLoggedKeys {
-					st.misplaced = append(st.misplaced, fmt.Sprintf("%s (on shard %d)", row[0], k))
-				}
-			}
+		}
+		if len(bad) == 0 {
 			return nil
-		})
-	}
-	return g.Wait()
+		}
+		keys, err := s.query(ctx, fmt.Sprintf("SELECT %s FROM %s x%s LIMIT %d", t.keyText(), t.From(),
+			t.where(r, fmt.Sprintf("x.%s::text IN (%s)", ident(t.ShardColumn), strings.Join(bad, ", "))), maxLoggedKeys))
+		if err != nil {
+			return err
+		}
+		st := c.states[t.index]
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		for _, row := range keys {
+			if len(st.misplaced) < maxLoggedKeys {
+				st.misplaced = append(st.misplaced, fmt.Sprintf("%s (on shard %d)", row[0], k))
+			}
+		}
+		return nil
+	})
 }
 
 // batch compares several small tables whole, one statement per server for
@@ -213,8 +203,7 @@ func (c *comparer) batch(ctx context.Context, tables []*table) error {
 	type serverSums map[int]sums // by table index
 	servers := append(append([]*server(nil), c.src...), c.dst...)
 	got := make([]serverSums, len(servers))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, s := range servers {
+	err := onEach(ctx, servers, func(ctx context.Context, i int, s *server) error {
 		var mine []*table
 		for _, t := range tables {
 			if s.side == sideDestination || !t.Omni || s.shard == 0 {
@@ -222,27 +211,25 @@ func (c *comparer) batch(ctx context.Context, tables []*table) error {
 			}
 		}
 		if len(mine) == 0 {
-			continue
-		}
-		g.Go(func() error {
-			rows, err := s.query(gctx, batchSumsSQL(mine, c.placementOf(s)))
-			if err != nil {
-				return err
-			}
-			got[i] = serverSums{}
-			for _, row := range rows {
-				idx, err := strconv.Atoi(string(row[0]))
-				if err != nil {
-					return fmt.Errorf("%s: %w", s, err)
-				}
-				if got[i][idx], err = parseSums(row, 1); err != nil {
-					return fmt.Errorf("%s: %w", s, err)
-				}
-			}
 			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+		}
+		rows, err := s.query(ctx, batchSumsSQL(mine, c.placementOf(s)))
+		if err != nil {
+			return err
+		}
+		got[i] = serverSums{}
+		for _, row := range rows {
+			idx, err := strconv.Atoi(string(row[0]))
+			if err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+			if got[i][idx], err = parseSums(row, 1); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		var te *tableError
 		if !errors.As(err, &te) {
 			return err

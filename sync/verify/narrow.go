@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // maxDepth bounds the bisection of one range.
@@ -95,21 +93,17 @@ func (c *comparer) keysSQL(t *table, r keyRange, limit int) string {
 // servers at once (up to limit rows each, unless limit < 0).
 func (c *comparer) readKeys(ctx context.Context, t *table, r keyRange, servers []*server, limit int) ([][]keyHash, error) {
 	out := make([][]keyHash, len(servers))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, s := range servers {
-		g.Go(func() error {
-			rows, err := s.query(gctx, c.keysSQL(t, r, limit))
-			if err != nil {
-				return err
-			}
-			out[i] = make([]keyHash, len(rows))
-			for j, row := range rows {
-				out[i][j] = keyHash{key: string(row[0]), hash: string(row[1])}
-			}
-			return nil
-		})
-	}
-	return out, g.Wait()
+	return out, onEach(ctx, servers, func(ctx context.Context, i int, s *server) error {
+		rows, err := s.query(ctx, c.keysSQL(t, r, limit))
+		if err != nil {
+			return err
+		}
+		out[i] = make([]keyHash, len(rows))
+		for j, row := range rows {
+			out[i][j] = keyHash{key: string(row[0]), hash: string(row[1])}
+		}
+		return nil
+	})
 }
 
 // oneSided counts the n rows of a range that only servers hold (missing
@@ -191,27 +185,24 @@ func (c *comparer) buckets(ctx context.Context, t *table, srcs, group []*server,
 	hashes := fmt.Sprintf("SELECT %s AS h FROM %s x OFFSET 0", t.hash, t.From())
 	type bucketSums map[int64]sums
 	got := make([]bucketSums, len(servers))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, s := range servers {
-		g.Go(func() error {
-			rows, err := s.query(gctx, fmt.Sprintf("SELECT h >> %d, count(*), sum(h)::text, 0 FROM (%s) x GROUP BY 1", bucketShift, hashes))
+	err := onEach(ctx, servers, func(ctx context.Context, i int, s *server) error {
+		rows, err := s.query(ctx, fmt.Sprintf("SELECT h >> %d, count(*), sum(h)::text, 0 FROM (%s) x GROUP BY 1", bucketShift, hashes))
+		if err != nil {
+			return err
+		}
+		got[i] = bucketSums{}
+		for _, row := range rows {
+			b, err := strconv.ParseInt(string(row[0]), 10, 64)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", s, err)
 			}
-			got[i] = bucketSums{}
-			for _, row := range rows {
-				b, err := strconv.ParseInt(string(row[0]), 10, 64)
-				if err != nil {
-					return fmt.Errorf("%s: %w", s, err)
-				}
-				if got[i][b], err = parseSums(row, 1); err != nil {
-					return fmt.Errorf("%s: %w", s, err)
-				}
+			if got[i][b], err = parseSums(row, 1); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
 			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	side := func(from, to int) bucketSums {
@@ -243,21 +234,18 @@ func (c *comparer) buckets(ctx context.Context, t *table, srcs, group []*server,
 		return nil
 	}
 	counts := make([]map[string]int64, len(servers))
-	g, gctx = errgroup.WithContext(ctx)
-	for i, s := range servers {
-		g.Go(func() error {
-			rows, err := s.query(gctx, fmt.Sprintf("SELECT h::text FROM (%s) x WHERE h >> %d IN (%s)", hashes, bucketShift, strings.Join(differ, ", ")))
-			if err != nil {
-				return err
-			}
-			counts[i] = map[string]int64{}
-			for _, row := range rows {
-				counts[i][string(row[0])]++
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	err = onEach(ctx, servers, func(ctx context.Context, i int, s *server) error {
+		rows, err := s.query(ctx, fmt.Sprintf("SELECT h::text FROM (%s) x WHERE h >> %d IN (%s)", hashes, bucketShift, strings.Join(differ, ", ")))
+		if err != nil {
+			return err
+		}
+		counts[i] = map[string]int64{}
+		for _, row := range rows {
+			counts[i][string(row[0])]++
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	net := map[string]int64{} // source count minus destination count

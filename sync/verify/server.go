@@ -183,6 +183,44 @@ func (s *server) query(ctx context.Context, sql string) ([][][]byte, error) {
 	return nil, &tableError{server: s, err: err}
 }
 
+// onEach runs fn on every server at once and waits for all of them. A
+// failure that ends the comparison cancels the others; a table's failure
+// (tableError) does not, since cancelling a query closes its session and
+// with it the snapshot. It returns the first failure that ends the
+// comparison, else the first table's.
+func onEach(ctx context.Context, servers []*server, fn func(ctx context.Context, i int, s *server) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(servers))
+	var g errgroup.Group
+	for i, s := range servers {
+		g.Go(func() error {
+			errs[i] = fn(ctx, i, s)
+			if errs[i] != nil && !isTableError(errs[i]) {
+				cancel()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	var first error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case !isTableError(err):
+			return err
+		case first == nil:
+			first = err
+		}
+	}
+	return first
+}
+
+func isTableError(err error) bool {
+	var te *tableError
+	return errors.As(err, &te)
+}
+
 // quote is a SQL string literal (standard_conforming_strings is on in
 // every session).
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
