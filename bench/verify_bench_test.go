@@ -27,7 +27,7 @@ func verifyJob(b *testing.B, cfgPath, usersPath string, reg *progress.Registry) 
 		b.Fatal(err)
 	}
 	j, err := job.New(job.Spec{Catalog: cat, Source: "src", Destination: "dst", Publication: "all_tables", Task: "bench",
-		Registry: reg, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr})})
+		Registry: reg, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.LevelFromString(os.Getenv("BENCH_LOG_LEVEL")), Output: os.Stderr})})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -76,29 +76,29 @@ const catalogSQL = `WITH u AS (
 	SELECT u.i, c.oid, c.relkind FROM unnest($1::text[], $2::text[]) WITH ORDINALITY u(s, n, i)
 	JOIN pg_namespace ns ON ns.nspname = u.s JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = u.n
 ), leaves AS (
-	SELECT u.i, l.reltuples, l.relpages FROM u JOIN LATERAL (
-		SELECT p.relid FROM pg_partition_tree(u.oid) p WHERE p.isleaf AND u.relkind = 'p'
-		UNION ALL SELECT u.oid WHERE u.relkind <> 'p') tree ON true
-	JOIN pg_class l ON l.oid = tree.relid
+	SELECT u.i, p.relid FROM u CROSS JOIN LATERAL pg_partition_tree(u.oid) p WHERE u.relkind = 'p' AND p.isleaf
+	UNION ALL SELECT u.i, u.oid FROM u WHERE u.relkind <> 'p'
+), stats AS (
+	SELECT l.i, sum(greatest(c.reltuples, 0))::float8 AS tuples, bool_and(c.reltuples >= 0) AS analyzed, sum(c.relpages)::float8 AS pages
+	FROM leaves l JOIN pg_class c ON c.oid = l.relid GROUP BY l.i
 ), key AS (
-	SELECT DISTINCT ON (u.i) u.i, ix.indexrelid, ix.indisprimary, ix.indisreplident, ix.indnkeyatts, ix.indkey FROM u
-	JOIN pg_index ix ON ix.indrelid = u.oid
+	SELECT DISTINCT ON (u.i) u.i, ix.indisprimary, ix.indisreplident,
+		(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(ix.indkey) WITH ORDINALITY k(attnum, ord)
+			JOIN pg_attribute a ON a.attrelid = u.oid AND a.attnum = k.attnum WHERE k.ord <= ix.indnkeyatts) AS cols
+	FROM u JOIN pg_index ix ON ix.indrelid = u.oid
 	WHERE ix.indisunique AND ix.indisvalid AND ix.indpred IS NULL AND ix.indexprs IS NULL
 	AND NOT EXISTS (SELECT 1 FROM unnest(ix.indkey[0:ix.indnkeyatts - 1]) k(attnum)
 		JOIN pg_attribute a ON a.attrelid = u.oid AND a.attnum = k.attnum WHERE NOT a.attnotnull)
 	ORDER BY u.i, ix.indisprimary DESC, ix.indisreplident DESC, ix.indexrelid
+), cols AS (
+	SELECT u.i, array_agg(a.attname::text ORDER BY a.attnum) AS names, array_agg(format_type(a.atttypid, NULL) ORDER BY a.attnum) AS types,
+		array_agg(a.atttypid::int8 ORDER BY a.attnum) AS oids
+	FROM u JOIN pg_attribute a ON a.attrelid = u.oid AND a.attnum > 0 AND NOT a.attisdropped GROUP BY u.i
 )
-SELECT u.i,
-	(SELECT coalesce(sum(greatest(reltuples, 0)), 0) FROM leaves WHERE leaves.i = u.i)::float8,
-	(SELECT coalesce(bool_and(reltuples >= 0), true) FROM leaves WHERE leaves.i = u.i),
-	(SELECT coalesce(sum(relpages), 0) FROM leaves WHERE leaves.i = u.i)::float8,
-	coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(key.indkey) WITH ORDINALITY k(attnum, ord)
-		JOIN pg_attribute a ON a.attrelid = u.oid AND a.attnum = k.attnum WHERE k.ord <= key.indnkeyatts), '{}'),
-	coalesce(key.indisprimary, false), coalesce(key.indisreplident, false),
-	ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = u.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
-	ARRAY(SELECT format_type(a.atttypid, NULL) FROM pg_attribute a WHERE a.attrelid = u.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
-	ARRAY(SELECT a.atttypid::int8 FROM pg_attribute a WHERE a.attrelid = u.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
-FROM u LEFT JOIN key ON key.i = u.i`
+SELECT u.i, coalesce(stats.tuples, 0), coalesce(stats.analyzed, true), coalesce(stats.pages, 0),
+	coalesce(key.cols, '{}'), coalesce(key.indisprimary, false), coalesce(key.indisreplident, false),
+	coalesce(cols.names, '{}'), coalesce(cols.types, '{}'), coalesce(cols.oids, '{}')
+FROM u LEFT JOIN stats ON stats.i = u.i LEFT JOIN key ON key.i = u.i LEFT JOIN cols ON cols.i = u.i`
 
 // readCatalog reads catalogSQL for tables on one source session. A table
 // the catalog does not know is an error.

@@ -94,14 +94,34 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		req.KeyLimit = 100_000
 	}
 	started := time.Now()
-	conn, err := j.ConnectSource(ctx, 0)
+	// The tables are listed while the sessions on every server open.
+	var described []*copier.Table
+	var src, dst []*server
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		conn, err := j.ConnectSource(gctx, 0)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		if described, err = copier.Tables(gctx, conn, j.Publication, j.Destination); err != nil {
+			return job.Wrap(codeOf(err, "XX000"), err, "list the tables of publication %q: %v", j.Publication, err)
+		}
+		return nil
+	})
+	g.Go(func() (err error) {
+		src, err = openServers(gctx, j.Source, j.SourceDSN, sideSource, req.Parallel, "")
+		return err
+	})
+	g.Go(func() (err error) {
+		dst, err = openServers(gctx, j.Destination, j.DestinationDSN, sideDestination, req.Parallel, placementSetup)
+		return err
+	})
+	err := g.Wait()
+	defer closeServers(src)
+	defer closeServers(dst)
 	if err != nil {
 		return nil, err
-	}
-	described, err := copier.Tables(ctx, conn, j.Publication, j.Destination)
-	conn.Close(context.Background())
-	if err != nil {
-		return nil, job.Wrap(codeOf(err, "XX000"), err, "list the tables of publication %q: %v", j.Publication, err)
 	}
 	j.Registry.StartVerify(j.Task, j.Source.Name, j.Destination.Name, j.Publication)
 	states := make([]*tableState, len(described))
@@ -121,32 +141,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		}
 		return nil, err
 	}
-
-	// Sessions on every server, all at once.
-	var src, dst []*server
-	needPlacement := false
-	for _, t := range described {
-		needPlacement = needPlacement || (!t.Omni && !t.Mapped)
-	}
-	setup := ""
-	if needPlacement {
-		setup = placementSetup
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		src, err = openServers(gctx, j.Source, j.SourceDSN, sideSource, req.Parallel, "")
-		return err
-	})
-	g.Go(func() (err error) {
-		dst, err = openServers(gctx, j.Destination, j.DestinationDSN, sideDestination, req.Parallel, setup)
-		return err
-	})
-	err = g.Wait()
-	defer closeServers(src)
-	defer closeServers(dst)
-	if err != nil {
-		return fail(err)
-	}
+	log.Debug("tables listed, sessions open", "tables", len(described), "elapsed", time.Since(started))
 	tables, err := plan(ctx, src, described)
 	if err != nil {
 		return fail(job.Wrap(codeOf(err, "XX000"), err, "plan the comparison: %v", err))
@@ -169,6 +164,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	if req.Reverse {
 		leaders, followers = dst, src
 	}
+	log.Debug("comparison planned", "elapsed", time.Since(started))
 	p, err := takePoint(ctx, j.Catalog, leaders, followers, req.Hold, log)
 	if err != nil {
 		return fail(err)
@@ -208,6 +204,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		return fail(err)
 	}
 
+	log.Debug("chunks sampled", "elapsed", time.Since(started))
 	c := &comparer{src: src, dst: dst, leafRows: req.LeafRows, keyLimit: req.KeyLimit, states: states}
 	finish := func(t *table) {
 		row := states[t.index].finish(log)
