@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -258,5 +259,60 @@ func TestVerifyUnreadableTable(t *testing.T) {
 	}
 	if res.Failed != 1 || res.Mismatched != 0 {
 		t.Fatalf("result %+v", res)
+	}
+}
+
+// TestVerifyMappedPlacement: a table placed by list mappings has its
+// placement checked by the sharding function (not PostgreSQL's hash): a
+// row moved to the wrong shard is misplaced, and named.
+func TestVerifyMappedPlacement(t *testing.T) {
+	e := newCopyEnv(t, "vmap", 1, 2, "")
+	cfg, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = append(cfg, []byte(`
+[[sharded_tables]]
+database = "dst"
+name = "tenants"
+column = "region"
+data_type = "varchar"
+
+[[sharded_tables.mapping]]
+shard = 0
+values = ["eu", "ap"]
+
+[[sharded_tables.mapping]]
+shard = 1
+values = ["us"]
+`)...)
+	if err := os.WriteFile(e.cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.load(t)
+	src := e.src[0]
+	src.exec(t, `CREATE TABLE tenants (id int PRIMARY KEY, region text NOT NULL, v text);
+		INSERT INTO tenants SELECT g, (ARRAY['eu', 'us', 'ap'])[1 + g % 3], 'v' || g FROM generate_series(1, 300) g;
+		CREATE PUBLICATION all_tables FOR ALL TABLES`)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := e.exec.Execute(ctx, commands.SchemaSync{Phase: commands.PhasePre, Route: e.route()}); err != nil {
+		t.Fatal(err)
+	}
+	e.copy(t, "")
+	_, rows := e.runVerify(t, "v1", nil, hclog.NewNullLogger())
+	if r := rows["tenants"]; r.Status != verify.StatusMatch || r.SourceRows != 300 || r.ShardRows[0] != 200 || r.ShardRows[1] != 100 {
+		t.Fatalf("tenants after the copy: %+v", r)
+	}
+	// id 3 is in "eu" (shard 0): moved to shard 1.
+	tamper(t, e.dst[0], `DELETE FROM tenants WHERE id = 3`)
+	tamper(t, e.dst[1], `INSERT INTO tenants VALUES (3, 'eu', 'v3')`)
+	var logs testkit.Buffer
+	_, rows = e.runVerify(t, "v2", nil, hclog.New(&hclog.LoggerOptions{Output: &logs}))
+	if r := rows["tenants"]; r.Status != verify.StatusMismatch || r.Misplaced != 1 || r.Missing+r.Extra+r.Different != 0 {
+		t.Fatalf("tenants with a row on the wrong shard: %+v", r)
+	}
+	if want := `kind=misplaced count=1 keys=["3 (on shard 1)"]`; !strings.Contains(logs.String(), want) {
+		t.Fatalf("the log does not name the misplaced row (%s):\n%s", want, logs.String())
 	}
 }
