@@ -341,6 +341,9 @@ func (a aboveBars) Write(p []byte) (int, error) {
 // size formats bytes in binary units.
 func size(n int64) string { return fmt.Sprintf("% .1f", decor.SizeB1024(n)) }
 
+// Count formats n with thousands separators: 1,234,567.
+func Count(n int64) string { return count(n) }
+
 // count formats a count with thousands separators.
 func count(n int64) string {
 	s := strconv.FormatInt(n, 10)
