@@ -1,8 +1,10 @@
 package catalog
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -142,6 +144,11 @@ func New(cfg *Config, users *Users) (*Catalog, error) {
 	}
 	if g.CutoverTimeout < 0 {
 		ce.add("general.cutover_timeout", "must not be negative")
+	}
+	switch g.ReshardingForeignKeys {
+	case "validate", "not_valid", "skip":
+	default:
+		ce.add("general.resharding_foreign_keys", "%q is not validate, not_valid or skip", g.ReshardingForeignKeys)
 	}
 
 	// Nodes, grouped into clusters and shards.
@@ -406,13 +413,42 @@ func (c *Catalog) CheckListen() error {
 
 // Load reads, decodes and validates both configuration files.
 func Load(configPath, usersPath string) (*Catalog, error) {
-	cfg, err := LoadConfig(configPath)
+	cdata, err := os.ReadFile(configPath)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read config: %w", err)
 	}
-	users, err := LoadUsers(usersPath)
+	udata, err := os.ReadFile(usersPath)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read users: %w", err)
 	}
-	return New(cfg, users)
+	// Every problem of both files at once: what cannot be decoded, then
+	// what the decoded values break (a key already reported is not
+	// reported again for the zero value it was left with).
+	cfg, errs := parseConfig(configPath, cdata)
+	users, uerrs := parseUsers(usersPath, udata)
+	errs = append(errs, uerrs...)
+	cat, err := New(cfg, users)
+	if len(errs) == 0 {
+		return cat, err
+	}
+	var verrs ConfigErrors
+	if !errors.As(err, &verrs) && err != nil {
+		return nil, append(errs, &ConfigError{File: configPath, Msg: err.Error()})
+	}
+	reported := map[string]bool{}
+	for _, e := range errs {
+		reported[e.File+"\x00"+e.Key] = true
+	}
+	for _, e := range verrs {
+		if !reported[e.File+"\x00"+e.Key] {
+			errs = append(errs, e)
+		}
+	}
+	sort.SliceStable(errs, func(a, b int) bool {
+		if errs[a].File != errs[b].File {
+			return errs[a].File == configPath
+		}
+		return errs[a].Line < errs[b].Line
+	})
+	return nil, errs
 }

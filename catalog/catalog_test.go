@@ -3,6 +3,8 @@ package catalog
 import (
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -260,5 +262,62 @@ func TestPositions(t *testing.T) {
 		if got := pos.line(k); got != want {
 			t.Errorf("line(%s) = %d, want %d", k, got, want)
 		}
+	}
+}
+
+// TestEveryProblemAtOnce: a value of the wrong type, an unknown key, a bad
+// value in pgdog.toml and a bad reference in users.toml are all reported
+// together, each with its file, line and key.
+func TestEveryProblemAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "pgdog.toml")
+	users := filepath.Join(dir, "users.toml")
+	os.WriteFile(cfg, []byte(`[general]
+port = "six thousand"
+resharding_copy_format = "csv"
+resharding_parralel_copies = 4
+
+[admin]
+password = "x"
+
+[[databases]]
+name = "prod"
+host = "10.0.0.1"
+role = "boss"
+`), 0o600)
+	os.WriteFile(users, []byte(`[[users]]
+name = "a"
+database = "nowhere"
+schema_admin = true
+`), 0o600)
+	_, err := Load(cfg, users)
+	var errs ConfigErrors
+	if !errors.As(err, &errs) {
+		t.Fatalf("want ConfigErrors, got %v", err)
+	}
+	want := []string{
+		cfg + ":2: general.port: ",
+		cfg + ":3: general.resharding_copy_format: ",
+		cfg + ":4: general.resharding_parralel_copies: unknown key",
+		cfg + ":12: databases[0].role: ",
+		users + ":3: users[0].database: ",
+	}
+	got := strings.Split(err.Error(), "\n")
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			if strings.HasPrefix(g, w) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("missing %q in\n%s", w, err)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d problems reported, want %d:\n%s", len(got), len(want), err)
+	}
+	if !strings.Contains(got[0], "a TOML string where an integer is expected") {
+		t.Errorf("type error not explained: %s", got[0])
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"regexp"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -89,6 +91,11 @@ type General struct {
 	// copy making no progress) before it treats the connection as lost and
 	// reconnects (default 60000).
 	ReshardingNetworkTimeout int64 `toml:"resharding_network_timeout"`
+	// ReshardingForeignKeys is what SCHEMA_SYNC POST does with foreign
+	// keys: "validate" (default: validate each on every shard, and leave
+	// one that fails NOT VALID, reported), "not_valid" (create them NOT
+	// VALID, never validated) or "skip" (do not create them).
+	ReshardingForeignKeys string `toml:"resharding_foreign_keys"`
 
 	pgdogGeneral
 }
@@ -291,6 +298,8 @@ const (
 	DefaultCutoverLagBytes = 0
 	// DefaultNetworkTimeout is resharding_network_timeout's default (ms).
 	DefaultNetworkTimeout = 60_000
+	// DefaultForeignKeys is resharding_foreign_keys' default.
+	DefaultForeignKeys = "validate"
 )
 
 // The [general] auth_type values: how admin clients prove their password.
@@ -301,23 +310,42 @@ const (
 )
 
 // ParseConfig decodes pgdog.toml content in strict mode. path is used in
-// error messages only.
+// error messages only. Every problem is reported (ConfigErrors), not only
+// the first.
 func ParseConfig(path string, data []byte) (*Config, error) {
-	cfg := &Config{Path: path, pos: indexPositions(data)}
-	if err := decodeStrict(path, data, cfg.pos, cfg); err != nil {
-		return nil, err
+	cfg, errs := parseConfig(path, data)
+	if len(errs) > 0 {
+		return nil, errs
 	}
-	cfg.applyDefaults()
 	return cfg, nil
+}
+
+// parseConfig decodes as much of the file as it can: cfg is never nil, so
+// that validation can report its own findings beside the decoding ones.
+func parseConfig(path string, data []byte) (*Config, ConfigErrors) {
+	cfg := &Config{}
+	pos := indexPositions(data)
+	errs := decodeStrict(path, data, pos, cfg)
+	cfg.Path, cfg.pos = path, pos
+	cfg.applyDefaults()
+	return cfg, errs
 }
 
 // ParseUsers decodes users.toml content in strict mode.
 func ParseUsers(path string, data []byte) (*Users, error) {
-	u := &Users{Path: path, pos: indexPositions(data)}
-	if err := decodeStrict(path, data, u.pos, u); err != nil {
-		return nil, err
+	u, errs := parseUsers(path, data)
+	if len(errs) > 0 {
+		return nil, errs
 	}
 	return u, nil
+}
+
+func parseUsers(path string, data []byte) (*Users, ConfigErrors) {
+	u := &Users{}
+	pos := indexPositions(data)
+	errs := decodeStrict(path, data, pos, u)
+	u.Path, u.pos = path, pos
+	return u, errs
 }
 
 // LoadConfig reads and decodes a pgdog.toml file.
@@ -338,29 +366,93 @@ func LoadUsers(path string) (*Users, error) {
 	return ParseUsers(path, data)
 }
 
-func decodeStrict(path string, data []byte, pos positions, v any) error {
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		return nil
-	}
-	var strictErr *toml.StrictMissingError
-	if errors.As(err, &strictErr) {
-		var errs ConfigErrors
-		for i := range strictErr.Errors {
-			de := &strictErr.Errors[i]
-			row, _ := de.Position()
-			errs = append(errs, &ConfigError{File: path, Line: row, Key: pos.pathAt(row, de.Key()), Msg: "unknown key"})
+// maxDecodeErrors bounds the values a file may have of the wrong type (or
+// unparsable) before decoding gives up on it.
+const maxDecodeErrors = 50
+
+// decodeStrict decodes data into v (a pointer to a zero struct), reporting
+// every unknown key and every value that cannot be decoded. The decoder
+// stops at the first bad value, so each one is reported and its line
+// blanked (line numbers stay), and the file decoded again. v holds what
+// could be decoded.
+func decodeStrict(path string, data []byte, pos positions, v any) ConfigErrors {
+	var errs ConfigErrors
+	work := append([]byte(nil), data...)
+	rv := reflect.ValueOf(v).Elem()
+	for range maxDecodeErrors {
+		rv.Set(reflect.Zero(rv.Type()))
+		dec := toml.NewDecoder(bytes.NewReader(work))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(v)
+		if err == nil {
+			return errs
 		}
-		return errs
-	}
-	var decErr *toml.DecodeError
-	if errors.As(err, &decErr) {
+		var strictErr *toml.StrictMissingError
+		if errors.As(err, &strictErr) {
+			for i := range strictErr.Errors {
+				de := &strictErr.Errors[i]
+				row, _ := de.Position()
+				errs = append(errs, &ConfigError{File: path, Line: row, Key: pos.pathAt(row, de.Key()), Msg: "unknown key"})
+			}
+			return errs
+		}
+		var decErr *toml.DecodeError
+		if !errors.As(err, &decErr) {
+			return append(errs, &ConfigError{File: path, Msg: err.Error()})
+		}
 		row, _ := decErr.Position()
-		return &ConfigError{File: path, Line: row, Key: pos.pathAt(row, decErr.Key()), Msg: decErr.Error()}
+		errs = append(errs, &ConfigError{File: path, Line: row, Key: pos.pathAt(row, decErr.Key()), Msg: decodeMessage(decErr.Error())})
+		if !blankLine(work, row) {
+			return errs
+		}
 	}
-	return &ConfigError{File: path, Msg: err.Error()}
+	return errs
+}
+
+var typeMismatch = regexp.MustCompile(`^toml: cannot decode TOML (\w+) into struct field \S+ of type (\S+)$`)
+
+// typeNames say Go types as the configuration's documentation does.
+var typeNames = map[string]string{"int": "an integer", "int64": "an integer", "string": "a string", "bool": "a boolean (true or false)",
+	"*int": "an integer", "[]string": "an array of strings", "[]interface {}": "an array"}
+
+// decodeMessage makes go-toml's type mismatch readable.
+func decodeMessage(msg string) string {
+	m := typeMismatch.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	want, ok := typeNames[m[2]]
+	if !ok {
+		want = m[2]
+	}
+	return fmt.Sprintf("a TOML %s where %s is expected", m[1], want)
+}
+
+// blankLine overwrites line (1-based) of data with spaces, keeping its
+// length and the newlines; false when there is no such line or it is
+// blank already.
+func blankLine(data []byte, line int) bool {
+	start := 0
+	for l := 1; l < line; l++ {
+		i := bytes.IndexByte(data[start:], '\n')
+		if i < 0 {
+			return false
+		}
+		start += i + 1
+	}
+	end := start
+	for end < len(data) && data[end] != '\n' {
+		end++
+	}
+	if len(bytes.TrimSpace(data[start:end])) == 0 {
+		return false
+	}
+	for i := start; i < end; i++ {
+		if data[i] != '\r' {
+			data[i] = ' '
+		}
+	}
+	return true
 }
 
 func (c *Config) applyDefaults() {
@@ -391,6 +483,9 @@ func (c *Config) applyDefaults() {
 	}
 	if g.AuthType == "" {
 		g.AuthType = AuthSCRAM
+	}
+	if g.ReshardingForeignKeys == "" {
+		g.ReshardingForeignKeys = DefaultForeignKeys
 	}
 	if c.Admin.Name == "" {
 		c.Admin.Name = DefaultAdminName

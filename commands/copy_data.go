@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/preflight"
 	"github.com/reshard/reshard/sync/progress"
 	"github.com/reshard/reshard/sync/stream"
 	"github.com/reshard/reshard/sync/task"
@@ -38,6 +39,10 @@ func lsnList(res *copier.Result) string {
 // copyData runs COPY_DATA. From the admin server it is a background task
 // answering its id at once; from the CLI (Foreground) it runs to the end.
 func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
+	notices, err := e.preflight(ctx, c.Route, preflight.Request{Command: preflight.CopyData, Slot: c.Slot, SyncOnly: c.SyncOnly})
+	if err != nil {
+		return nil, err
+	}
 	if c.Foreground {
 		j, err := e.newJob(c.Route, "cli")
 		if err != nil {
@@ -85,7 +90,7 @@ func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 			}
 			return task.Outcome{Stopped: stoppedMessage(c.Route, res.Slot)}, nil
 		})
-	return &Result{Columns: taskIDColumns, Tag: "COPY_DATA", Rows: [][]any{{t.ID}}}, nil
+	return &Result{Columns: taskIDColumns, Tag: "COPY_DATA", Rows: [][]any{{t.ID}}, Notices: notices}, nil
 }
 
 func humanCount(n int64) string {
@@ -173,6 +178,10 @@ func (e *Executor) stopTask(ctx context.Context, c StopTask) (*Result, error) {
 
 // replicate runs REPLICATE: stream only, from an existing slot.
 func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) {
+	notices, err := e.preflight(ctx, c.Route, preflight.Request{Command: preflight.Replicate, Slot: c.Slot})
+	if err != nil {
+		return nil, err
+	}
 	if c.Foreground {
 		j, err := e.newJob(c.Route, "cli")
 		if err != nil {
@@ -199,7 +208,7 @@ func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) 
 			}
 			return task.Outcome{Stopped: stoppedMessage(c.Route, c.Slot)}, nil
 		})
-	return &Result{Columns: taskIDColumns, Tag: "REPLICATE", Rows: [][]any{{t.ID}}}, nil
+	return &Result{Columns: taskIDColumns, Tag: "REPLICATE", Rows: [][]any{{t.ID}}, Notices: notices}, nil
 }
 
 func (e *Executor) showReplicationSlots() [][]any {

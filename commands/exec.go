@@ -302,6 +302,7 @@ func (e *Executor) config() [][]any {
 		{"general.cutover_timeout", strconv.FormatInt(g.CutoverTimeout, 10)},
 		{"general.cutover_timeout_action", g.CutoverTimeoutAction},
 		{"general.cutover_command", g.CutoverCommand},
+		{"general.resharding_foreign_keys", g.ReshardingForeignKeys},
 		{"admin.name", cfg.Admin.Name},
 		{"admin.user", cfg.Admin.User},
 		{"admin.password", mask(cfg.Admin.Password)},

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 
 	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/preflight"
 	"github.com/reshard/reshard/sync/schema"
 	"github.com/reshard/reshard/sync/task"
 )
@@ -32,6 +33,10 @@ func (e *Executor) reshardSlot(r Route) string {
 // (the slot holds the WAL meanwhile), then stream.
 func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 	slot := e.reshardSlot(c.Route)
+	notices, err := e.preflight(ctx, c.Route, preflight.Request{Command: preflight.Reshard, Slot: slot})
+	if err != nil {
+		return nil, err
+	}
 	t := e.Tasks.Start("reshard", c.Source, c.Destination, c.Publication, task.StateSchemaPre,
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
 			t.SetResume(slot, "RESHARD "+c.Route.String())
@@ -67,5 +72,5 @@ func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
 			}
 			return task.Outcome{Stopped: fmt.Sprintf("stopped; RESHARD %s (or REPLICATE %s %s) continues", c.Route.String(), c.Route.String(), slot)}, nil
 		})
-	return &Result{Columns: taskIDColumns, Tag: "RESHARD", Rows: [][]any{{t.ID}}}, nil
+	return &Result{Columns: taskIDColumns, Tag: "RESHARD", Rows: [][]any{{t.ID}}, Notices: notices}, nil
 }

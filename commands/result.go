@@ -34,6 +34,9 @@ type Result struct {
 	Columns []Column
 	Rows    [][]any
 	Tag     string
+	// Notices are sent before the rows as NOTICE messages: findings that
+	// did not stop the command (preflight warnings).
+	Notices []string
 }
 
 func cols(spec ...any) []Column {

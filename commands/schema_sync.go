@@ -74,6 +74,10 @@ func (e *Executor) schemaSync(ctx context.Context, c SchemaSync) (*Result, error
 		if len(sh.MissingRoles) > 0 {
 			notes = append(notes, "roles missing here, their GRANT/OWNER skipped: "+strings.Join(sh.MissingRoles, ", "))
 		}
+		for _, f := range sh.ForeignKeys {
+			notes = append(notes, f.String())
+		}
+		notes = append(notes, sh.NotPermitted...)
 		for _, se := range sh.Errors {
 			notes = append(notes, fmt.Sprintf("ERROR %s (SQLSTATE %s) in: %s", se.Message, se.Code, se.SQL))
 		}

@@ -175,8 +175,10 @@ func TestPasswordsNeverShown(t *testing.T) {
 	for _, dst := range []string{"dst_badpw", "dst_down"} {
 		run("SCHEMA_SYNC PRE src " + dst + " all_tables")
 		run("VERIFY src " + dst + " all_tables")
-		id := run("RESHARD src " + dst + " all_tables")[0][0]
-		e.waitTask(t, ctx, run, id, "failed")
+		// Preflight refuses at once: an ErrorResponse, no task.
+		if rows := run("RESHARD src " + dst + " all_tables"); len(rows) != 0 {
+			t.Fatalf("RESHARD onto %s answered %v; want its preflight refusal", dst, rows)
+		}
 	}
 	showAll()
 	// A RESHARD that streams, then VERIFY.

@@ -180,6 +180,11 @@ func (s *Server) run(ctx context.Context, w wire.DataWriter, cmd commands.Comman
 		s.log.Debug("command failed", "command", cmd.String(), "error", err)
 		return toWireError(err)
 	}
+	for _, n := range res.Notices {
+		if err := sendNotice(ctx, n); err != nil {
+			return fmt.Errorf("%s: write notice: %w", cmd.Keyword(), err)
+		}
+	}
 	for _, row := range res.Rows {
 		if err := w.Row(row); err != nil {
 			return fmt.Errorf("%s: write row: %w", cmd.Keyword(), err)

@@ -110,7 +110,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, dst := j.Source, j.Destination
+	src := j.Source
 	run := &copyRun{job: j, req: &req, log: log, format: format, srcDSN: j.SourceDSN, dstDSN: j.DestinationDSN}
 	res := &Result{Slot: req.Slot}
 	if res.Slot == "" {
@@ -143,56 +143,13 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	res.Resumed = len(saved) > 0
 
 	// Preflight.
-	var problems []string
-	for i, sh := range src.Shards {
-		p, err := sourceChecks(ctx, srcConns[i], "source "+sh.Primary.String(), j.Publication, 1)
-		if err != nil {
-			return nil, err
-		}
-		problems = append(problems, p...)
-		var exists bool
-		if err := srcConns[i].QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, res.Slots[i]).Scan(&exists); err != nil {
-			return nil, err
-		}
-		switch {
-		case exists && !res.Resumed:
-			problems = append(problems, fmt.Sprintf("replication slot %q already exists on %s but no copy state records it: to stream from it use REPLICATE; to start over drop it (SELECT pg_drop_replication_slot('%s'))", res.Slots[i], sh.Primary, res.Slots[i]))
-		case !exists && res.Resumed:
-			problems = append(problems, fmt.Sprintf("the copy with slot %q cannot resume: the slot is gone from %s (start over: DELETE FROM reshard.copy_units WHERE slot = '%s' and empty the destination tables)", res.Slots[i], sh.Primary, res.Slot))
-		}
+	mode := CheckFresh
+	if res.Resumed {
+		mode = CheckResume
 	}
-	if len(problems) > 0 {
-		return nil, job.Refused("55000", "cannot copy", problems)
-	}
-	names, err := publicationTables(ctx, srcConns[0], j.Publication)
+	tables, problems, err := Check(ctx, j, srcConns, dstConns, CheckRequest{Slot: res.Slot, Mode: mode, SyncOnly: req.SyncOnly})
 	if err != nil {
 		return nil, err
-	}
-	var tables []*Table
-	var noIdentity []string
-	for _, n := range names {
-		t, err := describeTable(ctx, srcConns[0], n[0], n[1])
-		if err != nil {
-			return nil, err
-		}
-		if err := route(t, dst); err != nil {
-			problems = append(problems, err.Error())
-			continue
-		}
-		if !t.HasIdentity {
-			noIdentity = append(noIdentity, t.String())
-		}
-		tables = append(tables, t)
-	}
-	if len(noIdentity) > 0 && !req.SyncOnly {
-		problems = append(problems, fmt.Sprintf("tables without a primary key or replica identity (their updates and deletes cannot be streamed): %s; add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL", joinList(noIdentity)))
-	}
-	for i, sh := range dst.Shards {
-		p, err := destinationChecks(ctx, dstConns[i], fmt.Sprintf("destination %s", sh.Primary), tables, !res.Resumed)
-		if err != nil {
-			return nil, err
-		}
-		problems = append(problems, p...)
 	}
 	if len(problems) > 0 {
 		return nil, job.Refused("55000", "cannot copy", problems)
@@ -478,6 +435,25 @@ func (r *copyRun) copyWithRetry(ctx context.Context, w *worker, u *unit, item *p
 			committed = true
 		}
 		w.close() // a failed COPY leaves connections in unknown states
+		if ctx.Err() == nil && r.format == sharding.FormatBinary && !u.text && unreadableValue(err) && (!committed || clearable) {
+			// One value its type cannot read back from binary: this unit
+			// goes again in text, the rest stays binary.
+			if committed {
+				if cerr := w.clearUnit(ctx, u); cerr != nil {
+					reg.FinishCopy(item, cerr)
+					return fmt.Errorf("copy %s: clear it to copy it again in text: %w", u, cerr)
+				}
+			}
+			u.text = true
+			where := ""
+			if u.predicate != "" {
+				where = " WHERE " + u.predicate
+			}
+			item.SetSQL(fmt.Sprintf("-- binary COPY failed on a value its type cannot read back (%v): copied in text\n%s", err, u.table.copyOutSQL(where, sharding.FormatText)))
+			r.log.Warn("binary COPY failed on a value its type cannot read back: copying the unit again in text format", "unit", u.String(), "error", err)
+			attempt--
+			continue
+		}
 		if !retryable(err) || attempt >= maxAttempts || ctx.Err() != nil {
 			reg.FinishCopy(item, err)
 			return fmt.Errorf("copy %s: %w", u, err)

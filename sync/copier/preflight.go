@@ -3,14 +3,122 @@ package copier
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/sync/job"
 )
 
-// sourceChecks verifies one source shard primary: logical WAL, a free slot
-// and WAL sender, and the publication. It returns problems, not errors.
-func sourceChecks(ctx context.Context, conn *pgx.Conn, where, publication string, slotsNeeded int) ([]string, error) {
+// CheckMode says what a command needs of the slot and the destination.
+type CheckMode int
+
+// The modes.
+const (
+	// CheckFresh: a new copy. No slot of that name on the source; every
+	// table on the destination, compatible and empty.
+	CheckFresh CheckMode = iota
+	// CheckResume: the copy the state on destination shard 0 records
+	// continues. Its slot is on the source; every table on the destination.
+	CheckResume
+	// CheckSchemaFirst: RESHARD's first run, which creates the schema
+	// itself. No slot; a destination table is absent, or present,
+	// compatible and empty (an earlier SCHEMA_SYNC PRE made it).
+	CheckSchemaFirst
+	// CheckStream: REPLICATE. The slot is on the source; every table on
+	// the destination, compatible.
+	CheckStream
+)
+
+// CheckRequest is what Check verifies.
+type CheckRequest struct {
+	// Slot is the slot's base name (see SlotNames).
+	Slot string
+	Mode CheckMode
+	// SyncOnly skips the primary-key check (no streaming follows).
+	SyncOnly bool
+}
+
+// Resumable tells whether the copy state on destination shard 0 (conn)
+// records a copy with the slot: running the copy again resumes it.
+func Resumable(ctx context.Context, conn *pgx.Conn, slot string) (bool, error) {
+	saved, err := loadState(ctx, conn, slot)
+	return len(saved) > 0, err
+}
+
+// Check is the copy's preflight: every source shard (logical WAL, free
+// slots and senders, the publication, the slot as the mode needs it), the
+// publication's tables (routable; a primary key or replica identity unless
+// SyncOnly) and every destination shard (the tables as the mode needs
+// them). It changes nothing, and returns the tables with every problem
+// found, each naming what to fix.
+func Check(ctx context.Context, j *job.Job, src, dst job.Conns, req CheckRequest) ([]*Table, []string, error) {
+	var problems []string
+	slots := SlotNames(req.Slot, len(j.Source.Shards))
+	needed := 1 // a fresh copy's slot, or a resumed one's temporary slot
+	if req.Mode == CheckStream {
+		needed = 0
+	}
+	for i, sh := range j.Source.Shards {
+		p, err := CheckSource(ctx, src[i], "source "+sh.Primary.String(), j.Publication, needed)
+		if err != nil {
+			return nil, nil, err
+		}
+		problems = append(problems, p...)
+		var exists bool
+		if err := src[i].QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slots[i]).Scan(&exists); err != nil {
+			return nil, nil, fmt.Errorf("look up slot %s on %s: %w", slots[i], sh.Primary, err)
+		}
+		switch {
+		case exists && (req.Mode == CheckFresh || req.Mode == CheckSchemaFirst):
+			problems = append(problems, fmt.Sprintf("replication slot %q already exists on %s but no copy state records it: to stream from it use REPLICATE; to start over drop it (SELECT pg_drop_replication_slot('%s'))", slots[i], sh.Primary, slots[i]))
+		case !exists && req.Mode == CheckResume:
+			problems = append(problems, fmt.Sprintf("the copy with slot %q cannot resume: the slot is gone from %s (start over: DELETE FROM reshard.copy_units WHERE slot = '%s' and empty the destination tables)", slots[i], sh.Primary, req.Slot))
+		case !exists && req.Mode == CheckStream:
+			problems = append(problems, fmt.Sprintf("replication slot %q does not exist on %s: REPLICATE streams from a slot a copy created (COPY_DATA or RESHARD)", slots[i], sh.Primary))
+		}
+	}
+	tables, err := publishedTables(ctx, src[0], j.Publication)
+	if err != nil {
+		return nil, nil, err
+	}
+	var routed, noIdentity []string
+	out := tables[:0]
+	for _, t := range tables {
+		if err := route(t, j.Destination); err != nil {
+			routed = append(routed, err.Error())
+			continue
+		}
+		if !t.HasIdentity {
+			noIdentity = append(noIdentity, t.String())
+		}
+		out = append(out, t)
+	}
+	tables = out
+	problems = append(problems, routed...)
+	if len(noIdentity) > 0 && !req.SyncOnly {
+		problems = append(problems, fmt.Sprintf("tables without a primary key or replica identity (their updates and deletes cannot be streamed): %s; add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL", joinList(noIdentity)))
+	}
+	want := wantEmpty
+	switch req.Mode {
+	case CheckResume, CheckStream:
+		want = wantPresent
+	case CheckSchemaFirst:
+		want = wantAbsentOrEmpty
+	}
+	for i, sh := range j.Destination.Shards {
+		p, err := destinationChecks(ctx, dst[i], fmt.Sprintf("destination %s", sh.Primary), tables, want)
+		if err != nil {
+			return nil, nil, err
+		}
+		problems = append(problems, p...)
+	}
+	return tables, problems, nil
+}
+
+// CheckSource verifies one source shard primary: logical WAL, slotsNeeded
+// free replication slots and a free WAL sender, and the publication. It
+// returns problems, not errors.
+func CheckSource(ctx context.Context, conn *pgx.Conn, where, publication string, slotsNeeded int) ([]string, error) {
 	var problems []string
 	var walLevel string
 	var maxSlots, usedSlots, maxSenders, usedSenders int
@@ -40,18 +148,28 @@ func sourceChecks(ctx context.Context, conn *pgx.Conn, where, publication string
 	return problems, nil
 }
 
-// destinationChecks verifies every table exists on a destination shard with
-// compatible columns, and (for a fresh copy) is empty. It fills the tables'
-// destination types and widening.
-func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables []*Table, mustBeEmpty bool) ([]string, error) {
-	var problems, notEmpty []string
+// want is what destinationChecks needs of each table.
+type want int
+
+const (
+	wantEmpty         want = iota // present, compatible, empty
+	wantPresent                   // present, compatible
+	wantAbsentOrEmpty             // absent, or present, compatible and empty
+)
+
+// destinationChecks verifies the tables on one destination shard as w
+// needs them. It fills the tables' destination types and widening.
+func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables []*Table, w want) ([]string, error) {
+	var problems, notEmpty, missing []string
 	for _, t := range tables {
 		cols, err := tableColumns(ctx, conn, t.Qualified())
 		if err != nil {
 			return nil, err
 		}
 		if len(cols) == 0 {
-			problems = append(problems, fmt.Sprintf("table %s is missing on %s: run SCHEMA_SYNC PRE first", t, where))
+			if w != wantAbsentOrEmpty {
+				missing = append(missing, t.String())
+			}
 			continue
 		}
 		dst := map[string]columnInfo{}
@@ -76,7 +194,7 @@ func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables
 				problems = append(problems, fmt.Sprintf("%s.%s is %s on the source but %s on %s", t, c.Name, c.Type, d.typ, where))
 			}
 		}
-		if mustBeEmpty {
+		if w != wantPresent {
 			var any bool
 			if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+t.From()+")").Scan(&any); err != nil {
 				return nil, fmt.Errorf("check %s on %s: %w", t, where, err)
@@ -86,8 +204,11 @@ func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables
 			}
 		}
 	}
+	if len(missing) > 0 {
+		problems = append(problems, fmt.Sprintf("tables missing on %s: %s (run SCHEMA_SYNC PRE first)", where, joinList(missing)))
+	}
 	if len(notEmpty) > 0 {
-		problems = append(problems, fmt.Sprintf("tables not empty on %s: %s (a fresh copy needs empty tables: TRUNCATE them, or resume the copy that filled them with its slot name)", where, strings.Join(notEmpty, ", ")))
+		problems = append(problems, fmt.Sprintf("tables not empty on %s: %s (a fresh copy needs empty tables: TRUNCATE them, or resume the copy that filled them with its slot name)", where, joinList(notEmpty)))
 	}
 	return problems, nil
 }

@@ -66,6 +66,9 @@ type unit struct {
 	lo, hi        *int64 // primary-key range [lo, hi) of a pk_range unit; nil is open
 	estimateBytes int64
 	done          bool
+	// text: the unit is copied in text format, the copy's format being
+	// binary: its binary COPY failed on a value its type cannot read back.
+	text bool
 }
 
 func (u *unit) String() string {

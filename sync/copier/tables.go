@@ -302,6 +302,20 @@ func RouteColumns(schema, name string, columns []string, dst *catalog.Cluster) (
 // Tables describes the publication's tables (as the source shard behind
 // conn has them) and routes each by the destination's sharding rules.
 func Tables(ctx context.Context, conn *pgx.Conn, publication string, dst *catalog.Cluster) ([]*Table, error) {
+	out, err := publishedTables(ctx, conn, publication)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range out {
+		if err := route(t, dst); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// publishedTables describes the publication's tables, unrouted.
+func publishedTables(ctx context.Context, conn *pgx.Conn, publication string) ([]*Table, error) {
 	names, err := publicationTables(ctx, conn, publication)
 	if err != nil {
 		return nil, err
@@ -312,10 +326,46 @@ func Tables(ctx context.Context, conn *pgx.Conn, publication string, dst *catalo
 		if err != nil {
 			return nil, err
 		}
-		if err := route(t, dst); err != nil {
-			return nil, err
-		}
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// Covered returns the relations whose rows the publication carries:
+// each published table with every table of its partition tree (a root
+// published through itself covers its partitions; published partitions
+// cover their parents), as schema.name.
+func Covered(ctx context.Context, conn *pgx.Conn, publication string) (map[string]bool, error) {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT n.nspname || '.' || c.relname
+		FROM pg_publication_tables pt
+		JOIN pg_class p ON p.oid = to_regclass(quote_ident(pt.schemaname) || '.' || quote_ident(pt.tablename)),
+		LATERAL (SELECT p.oid UNION SELECT relid FROM pg_partition_tree(p.oid) UNION SELECT relid FROM pg_partition_ancestors(p.oid)) t(oid)
+		JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE pt.pubname = $1`, publication)
+	if err != nil {
+		return nil, fmt.Errorf("tables of publication %q: %w", publication, err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out[n] = true
+	}
+	return out, rows.Err()
+}
+
+// Describe reads a source table's copy-relevant facts and routes it by the
+// destination's sharding rules.
+func Describe(ctx context.Context, conn *pgx.Conn, schema, name string, dst *catalog.Cluster) (*Table, error) {
+	t, err := describeTable(ctx, conn, schema, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := route(t, dst); err != nil {
+		return nil, err
+	}
+	return t, nil
 }

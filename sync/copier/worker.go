@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -136,6 +137,9 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 	}
 	t := u.table
 	format := w.run.format
+	if u.text {
+		format = sharding.FormatText
+	}
 	fmtName := format.String()
 	where := ""
 	if u.predicate != "" {
@@ -265,6 +269,19 @@ func (w *worker) clearUnit(ctx context.Context, u *unit) error {
 		}
 	}
 	return nil
+}
+
+// unreadableValue tells that a destination refused a value of a binary
+// COPY while reading it back: a type whose binary output its own binary
+// input rejects (PostgreSQL's empty tsquery: "malformed tsquery: operand
+// not found", XX000), or any data exception (class 22) raised inside
+// COPY. Copying the unit again in text works for those.
+func unreadableValue(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || !strings.HasPrefix(pe.Where, "COPY ") {
+		return false
+	}
+	return strings.HasPrefix(pe.Code, "22") || pe.Code == "XX000"
 }
 
 // retryable tells transient failures (lost connections, a server shutting

@@ -88,6 +88,14 @@ func (r *Registry) AddCopies(units ...*TableCopy) {
 	}
 }
 
+// SetSQL replaces the unit's SQL as SHOW TABLE_COPIES shows it (a unit
+// copied again another way says so).
+func (c *TableCopy) SetSQL(sql string) {
+	c.mu.Lock()
+	c.SQL = sql
+	c.mu.Unlock()
+}
+
 // StartCopy marks a unit running.
 func (r *Registry) StartCopy(u *TableCopy) {
 	u.mu.Lock()

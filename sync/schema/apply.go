@@ -13,8 +13,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
 )
 
@@ -30,6 +32,9 @@ type Target struct {
 	ConnString string
 	// User is the login role, for progress display.
 	User string
+	// Dump reaches the shard with pg_dump (to tell, on a rerun, which
+	// statements are already applied).
+	Dump DumpSource
 }
 
 // ShardResult is what one phase did on one shard.
@@ -46,6 +51,42 @@ type ShardResult struct {
 	// MissingRoles are roles named by GRANT/OWNER statements that do not
 	// exist on the shard; those statements are reported, not fatal.
 	MissingRoles []string
+	// ForeignKeys are the foreign keys whose rows on this shard do not all
+	// find their referenced row (keys that cross shards): left NOT VALID,
+	// or not created on a partitioned table, and reported, not fatal.
+	ForeignKeys []ForeignKeyFinding
+	// NotPermitted are statements the shard's schema admin may not run,
+	// with the privilege missing: a publication FOR ALL TABLES (superuser
+	// only; POST_CUTOVER creates what reverse replication needs FOR TABLE),
+	// an OWNER TO or GRANT naming a role it is not a member of. Reported,
+	// not fatal.
+	NotPermitted []string
+}
+
+// ForeignKeyFinding is a foreign key that does not hold on one shard.
+type ForeignKeyFinding struct {
+	// Name and Table (schema.table) name the foreign key.
+	Name, Table string
+	Shard       int
+	// Orphans is the number of rows on the shard without their referenced
+	// row there (-1 when counting them failed).
+	Orphans int64
+	// NotCreated tells that the key is not on the shard at all:
+	// PostgreSQL 15 cannot add a NOT VALID foreign key to a partitioned
+	// table. Otherwise it is there, NOT VALID.
+	NotCreated bool
+}
+
+func (f ForeignKeyFinding) String() string {
+	state := "left NOT VALID"
+	if f.NotCreated {
+		state = "not created (a partitioned table cannot hold it NOT VALID)"
+	}
+	rows := fmt.Sprintf("%d rows", f.Orphans)
+	if f.Orphans < 0 {
+		rows = "rows"
+	}
+	return fmt.Sprintf("foreign key %s on %s %s on shard %d: %s without their referenced row on that shard", f.Name, f.Table, state, f.Shard, rows)
 }
 
 // StatementError is a statement that failed on a shard.
@@ -92,6 +133,69 @@ type shardWork struct {
 	target *Target
 	stmts  []*Statement
 	items  []*progress.SchemaStatement
+	// present, on a shard that already held objects (a rerun), is the set
+	// of statements its own schema dump contains (whitespace-normalised):
+	// those are already applied and are not run again.
+	present map[string]bool
+}
+
+// findPresent marks the works of shards that already hold objects of
+// their own as reruns: each such shard is dumped (schema only, the same
+// pg_dump) and the statements its dump contains are already present.
+// Statements with an existence check are checked before they run, too.
+// A fresh shard costs one query.
+func (a *applier) findPresent(ctx context.Context, works []*shardWork, conns job.Conns) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for i, w := range works {
+		g.Go(func() error {
+			var used bool
+			err := conns[i].QueryRow(gctx, `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+				WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'reshard') AND n.nspname NOT LIKE 'pg\_temp%')`).Scan(&used)
+			if err != nil {
+				return fmt.Errorf("%s shard %d: look for existing objects: %w", w.target.Database, w.target.Shard, err)
+			}
+			if !used {
+				return nil
+			}
+			dump, err := Dump(gctx, w.target.Dump)
+			if err != nil {
+				return job.Wrap("XX000", err, "%s shard %d: dump its schema to tell what is already applied: %v", w.target.Database, w.target.Shard, err)
+			}
+			stmts, err := splitDump(dump)
+			if err != nil {
+				return fmt.Errorf("%s shard %d: %w", w.target.Database, w.target.Shard, err)
+			}
+			w.present = make(map[string]bool, len(stmts))
+			for _, ps := range stmts {
+				w.present[normalizeSQL(ps.sql)] = true
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// normalizeSQL is sql with runs of white space made one space and no
+// trailing semicolon, to compare statements.
+func normalizeSQL(sql string) string {
+	return strings.TrimSuffix(strings.Join(strings.Fields(sql), " "), ";")
+}
+
+// alreadyPresent tells, on a rerun, whether a statement's effect is on the
+// shard before it runs: its text is in the shard's own dump, or its
+// existence check says so.
+func alreadyPresent(ctx context.Context, conn *pgx.Conn, w *shardWork, st *Statement) (bool, error) {
+	if w.present[normalizeSQL(st.SQL)] {
+		return true, nil
+	}
+	if st.Exists == nil {
+		return false, nil
+	}
+	var present bool
+	if err := conn.QueryRow(ctx, st.Exists.SQL, st.Exists.Args...).Scan(&present); err != nil {
+		return false, fmt.Errorf("check whether %q is applied: %w", abbreviate(st.SQL), err)
+	}
+	return present, nil
 }
 
 func (a *applier) register(phase Phase, targets []*Target, stmts func(t *Target) []*Statement) []*shardWork {
@@ -179,7 +283,33 @@ func (a *applier) applyShard(ctx context.Context, phase Phase, w *shardWork) (*S
 	exec := func(conn *pgx.Conn, i int) error {
 		st, item := w.stmts[i], w.items[i]
 		a.reg.Start(item)
-		skipped, err := execStatement(ctx, conn, st)
+		var skipped bool
+		var err error
+		if w.present != nil {
+			skipped, err = alreadyPresent(ctx, conn, w, st)
+		}
+		if !skipped && err == nil {
+			skipped, err = execStatement(ctx, conn, st)
+		}
+		var pe *pgconn.PgError
+		if err != nil {
+			errors.As(err, &pe)
+		}
+		if pe != nil && st.fk != nil && pe.Code == "23503" && ctx.Err() == nil {
+			// Rows whose referenced row is on another shard: the key
+			// crosses shards. Report it with its rows; it stays NOT VALID.
+			f := ForeignKeyFinding{Name: st.fk.name, Table: st.fk.table.String(), Shard: w.target.Shard, Orphans: -1, NotCreated: st.Kind == "foreign key"}
+			if cerr := conn.QueryRow(ctx, st.fk.orphansSQL()).Scan(&f.Orphans); cerr != nil {
+				a.log.Warn("count rows breaking a foreign key", "foreign_key", f.Name, "shard", f.Shard, "error", cerr)
+			}
+			a.log.Warn("foreign key does not hold on a shard", "database", w.target.Database, "shard", f.Shard, "foreign_key", f.Name,
+				"table", f.Table, "rows_without_reference", f.Orphans, "not_created", f.NotCreated)
+			mu.Lock()
+			defer mu.Unlock()
+			res.ForeignKeys = append(res.ForeignKeys, f)
+			a.reg.Finish(item, progress.StateSkipped, err)
+			return nil
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		if err == nil {
@@ -196,8 +326,17 @@ func (a *applier) applyShard(ctx context.Context, phase Phase, w *shardWork) (*S
 			a.reg.Finish(item, progress.StateFailed, ctx.Err())
 			return ctx.Err()
 		}
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && st.roleStatement && pe.Code == "42704" {
+		if pe != nil && notPermitted(st, pe) {
+			note := fmt.Sprintf("not permitted to %s: %s (SQLSTATE %s)", abbreviate(st.SQL), pe.Message, pe.Code)
+			if st.Kind == "publication" && pe.Code == "42501" {
+				note = fmt.Sprintf("publication not created: %s (the schema admin %s lacks that privilege on shard %d); SCHEMA_SYNC POST_CUTOVER creates what reverse replication needs FOR TABLE", pe.Message, w.target.User, w.target.Shard)
+			}
+			res.NotPermitted = append(res.NotPermitted, note)
+			a.reg.Finish(item, progress.StateSkipped, err)
+			a.log.Warn("statement not permitted on a shard", "database", w.target.Database, "shard", w.target.Shard, "sqlstate", pe.Code, "error", pe.Message, "sql", abbreviate(st.SQL))
+			return nil
+		}
+		if pe != nil && st.roleStatement && pe.Code == "42704" {
 			if m := missingRole.FindStringSubmatch(pe.Message); m != nil {
 				roles[m[1]] = true
 				res.Skipped++
@@ -245,7 +384,7 @@ func (a *applier) applyShard(ctx context.Context, phase Phase, w *shardWork) (*S
 				if e > hi {
 					e = hi
 				}
-				if e-b > 1 {
+				if e-b > 1 && w.present == nil {
 					for i := b; i < e; i++ {
 						a.reg.Start(w.items[i])
 					}
@@ -335,6 +474,21 @@ feed:
 		return ctx.Err()
 	}
 	return first
+}
+
+// notPermitted tells the statements whose failure for lack of a privilege
+// is reported rather than fatal: publications (FOR ALL TABLES needs a
+// superuser; an ALTER PUBLICATION after such a refusal finds none), and
+// OWNER TO / GRANT for roles the schema admin may not act as.
+func notPermitted(st *Statement, pe *pgconn.PgError) bool {
+	switch {
+	case st.Kind == "publication":
+		return pe.Code == "42501" || (pe.Code == "42704" && strings.Contains(pe.Message, "publication"))
+	case st.roleStatement:
+		// ALTER PUBLICATION ... OWNER TO after the publication was refused.
+		return pe.Code == "42501" || (pe.Code == "42704" && strings.HasPrefix(pe.Message, "publication "))
+	}
+	return false
 }
 
 // execStatement runs one statement; skipped reports that it was already

@@ -63,6 +63,37 @@ type Statement struct {
 	// roleStatement marks GRANT/REVOKE/OWNER statements: a missing role is
 	// reported, not fatal.
 	roleStatement bool
+	// fk is the foreign key a "foreign key" or "validate foreign key"
+	// statement adds or validates: rows without their referenced row on a
+	// shard (a key that crosses shards) are counted and reported, and the
+	// key left NOT VALID, rather than stopping the phase.
+	fk *fkCheck
+}
+
+// fkCheck describes a foreign key, to count the rows that break it.
+type fkCheck struct {
+	name          string
+	table, ref    qname
+	partitioned   bool // the referencing table is partitioned
+	cols, refCols []string
+}
+
+// orphansSQL counts the referencing rows whose key is complete (no NULL:
+// MATCH SIMPLE exempts those) and has no referenced row.
+func (f *fkCheck) orphansSQL() string {
+	from := "ONLY " + quoteQualified(f.table.schema, f.table.name)
+	if f.partitioned {
+		from = quoteQualified(f.table.schema, f.table.name)
+	}
+	var notNull, match []string
+	for i, c := range f.cols {
+		notNull = append(notNull, "x."+quoteIdent(c)+" IS NOT NULL")
+		if i < len(f.refCols) {
+			match = append(match, "r."+quoteIdent(f.refCols[i])+" = x."+quoteIdent(c))
+		}
+	}
+	return fmt.Sprintf("SELECT count(*) FROM %s x WHERE %s AND NOT EXISTS (SELECT 1 FROM %s r WHERE %s)",
+		from, strings.Join(notNull, " AND "), quoteQualified(f.ref.schema, f.ref.name), strings.Join(match, " AND "))
 }
 
 // Plan is the source schema split into phases.
@@ -492,13 +523,33 @@ func uniqueAsIndex(c *pg_query.Constraint, schema, table, sql string, info *sche
 // key that is NOT VALID on the source stays so. PostgreSQL 15 cannot add a
 // NOT VALID key to a partitioned table; those are added as they are.
 func foreignKeyNotValid(c *pg_query.Constraint, schema, table, sql string, info *schemaInfo) []*Statement {
-	if c.SkipValidation || info.partitioned[qname{schema, table}] {
-		return []*Statement{{SQL: sql, Kind: "foreign key", Phase: PhasePost, Stage: StageConstraints, Schema: schema, Table: table}}
+	t := qname{schema, table}
+	fk := &fkCheck{name: c.Conname, table: t, ref: qnameOf(c.Pktable), partitioned: info.partitioned[t]}
+	for _, n := range c.FkAttrs {
+		fk.cols = append(fk.cols, n.GetString_().GetSval())
+	}
+	for _, n := range c.PkAttrs {
+		fk.refCols = append(fk.refCols, n.GetString_().GetSval())
+	}
+	if len(fk.refCols) == 0 {
+		if fk.refCols = info.pks[fk.ref]; len(fk.refCols) == 0 {
+			fk.refCols = info.pks[info.root(fk.ref)]
+		}
+	}
+	if c.SkipValidation || fk.partitioned {
+		// Added as it is: NOT VALID on the source stays so; on a
+		// partitioned table it is added valid, and may fail like a
+		// validation.
+		return []*Statement{{SQL: sql, Kind: "foreign key", Phase: PhasePost, Stage: StageConstraints, Schema: schema, Table: table, fk: fk}}
 	}
 	rel := quoteQualified(schema, table)
 	return []*Statement{
-		{SQL: strings.TrimRight(strings.TrimSpace(sql), ";") + " NOT VALID", Kind: "foreign key", Phase: PhasePost, Stage: StageConstraints, Schema: schema, Table: table},
-		{SQL: fmt.Sprintf("ALTER TABLE ONLY %s VALIDATE CONSTRAINT %s", rel, quoteIdent(c.Conname)), Kind: "validate foreign key", Phase: PhasePost, Stage: StageValidate, Schema: schema, Table: table},
+		{SQL: strings.TrimRight(strings.TrimSpace(sql), ";") + " NOT VALID", Kind: "foreign key", Phase: PhasePost, Stage: StageConstraints, Schema: schema, Table: table, fk: fk},
+		{SQL: fmt.Sprintf("ALTER TABLE ONLY %s VALIDATE CONSTRAINT %s", rel, quoteIdent(c.Conname)), Kind: "validate foreign key", Phase: PhasePost, Stage: StageValidate, Schema: schema, Table: table, fk: fk,
+			Exists: &Check{
+				SQL:  `SELECT COALESCE((SELECT convalidated FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2)), false)`,
+				Args: []any{c.Conname, rel},
+			}},
 	}
 }
 

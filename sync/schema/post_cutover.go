@@ -15,9 +15,9 @@ import (
 // and published by the shards (a primary key or replica identity). Findings
 // that do not stop reverse replication are returned as warnings.
 func postCutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, publication string) ([]*Statement, []string, error) {
-	var all, ins, upd, del, trunc bool
-	err := src.QueryRow(ctx, `SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1`, publication).
-		Scan(&all, &ins, &upd, &del, &trunc)
+	var all, ins, upd, del, trunc, viaRoot bool
+	err := src.QueryRow(ctx, `SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication WHERE pubname = $1`, publication).
+		Scan(&all, &ins, &upd, &del, &trunc, &viaRoot)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read publication %q on the source: %w", publication, err)
 	}
@@ -34,8 +34,15 @@ func postCutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, pu
 			ops = append(ops, o.name)
 		}
 	}
+	// FOR ALL TABLES needs a superuser; the shards' schema admin may
+	// only be the owner of the tables it created: then the publication
+	// lists them.
+	var super bool
+	if err := ep.shards[0].QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil {
+		return nil, nil, fmt.Errorf("role of the schema admin on the shards: %w", err)
+	}
 	var create string
-	if all {
+	if all && super {
 		create = fmt.Sprintf("CREATE PUBLICATION %s FOR ALL TABLES", quoteIdent(publication))
 	} else if len(tables) > 0 {
 		quoted := make([]string, len(tables))
@@ -46,7 +53,11 @@ func postCutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, pu
 	} else {
 		create = fmt.Sprintf("CREATE PUBLICATION %s", quoteIdent(publication))
 	}
-	create += fmt.Sprintf(" WITH (publish = '%s')", strings.Join(ops, ", "))
+	create += fmt.Sprintf(" WITH (publish = '%s'", strings.Join(ops, ", "))
+	if viaRoot {
+		create += ", publish_via_partition_root = true"
+	}
+	create += ")"
 	stmts := []*Statement{{
 		SQL: create, Kind: "publication", Phase: PhasePostCutover,
 		Exists: &Check{SQL: "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", Args: []any{publication}},

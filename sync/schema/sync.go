@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	pg_query "github.com/pganalyze/pg_query_go/v5"
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sync/job"
@@ -44,8 +45,12 @@ type Result struct {
 	// Widened lists the integer columns made bigint, with their reasons
 	// (PRE, also in a dry run).
 	Widened []Widening
-	// Warnings are non-fatal findings (missing roles, ...).
+	// Warnings are non-fatal findings (missing roles, foreign keys that do
+	// not hold on a shard, ...).
 	Warnings []string
+	// ForeignKeys are the foreign keys that do not hold on some shard
+	// (POST), every shard's.
+	ForeignKeys []ForeignKeyFinding
 	// Elapsed is the phase's wall time.
 	Elapsed time.Duration
 }
@@ -65,7 +70,9 @@ func endpointsOf(j *job.Job) *endpoints {
 	ep := &endpoints{src: j.Source, dst: j.Destination, srcNode: j.Source.Shards[0].Primary}
 	for k, sh := range j.Destination.Shards {
 		ep.targets = append(ep.targets, &Target{Database: j.Destination.Name, Shard: sh.Number, Node: sh.Primary,
-			ConnString: j.DestinationDSN[k], User: j.Destination.Admin.LoginUser()})
+			ConnString: j.DestinationDSN[k], User: nodeUser(sh.Primary, j.Destination.Admin),
+			Dump: DumpSource{PgDump: j.Catalog.Config.Replication.PgDumpPath, Host: sh.Primary.Host, Port: sh.Primary.Port, Database: sh.Primary.Database,
+				User: nodeUser(sh.Primary, j.Destination.Admin), Password: nodePassword(sh.Primary, j.Destination.Admin)}})
 	}
 	return ep
 }
@@ -135,6 +142,13 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 			res.Widened = plan.Widened
 		}
 		stmts := plan.Statements(req.Phase)
+		if req.Phase == PhasePost {
+			var dropped int
+			stmts, dropped = foreignKeysAs(stmts, j.Catalog.Config.General.ReshardingForeignKeys)
+			if dropped > 0 {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("%d foreign keys not created on the shards ([general] resharding_foreign_keys = skip)", dropped))
+			}
+		}
 		if req.DryRun {
 			for _, t := range ep.targets {
 				res.DryRun = append(res.DryRun, ShardSQL{Shard: t.Shard, SQL: sqlOf(stmts)})
@@ -143,6 +157,15 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 			return res, nil
 		}
 		works = a.register(req.Phase, ep.targets, func(*Target) []*Statement { return stmts })
+		// A shard that already holds objects gets its statements checked
+		// against its own schema first: what is there is "already
+		// present", not run again and counted as applied.
+		if err := a.findPresent(ctx, works, ep.shards); err != nil {
+			for _, w := range works {
+				a.reg.RemoveSchema(w.items)
+			}
+			return nil, err
+		}
 	case PhaseCutover:
 		perShard, err := cutoverStatements(ctx, srcConn, ep, log)
 		if err != nil {
@@ -181,6 +204,12 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		if r != nil && len(r.MissingRoles) > 0 {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("shard %d: roles missing on the destination (their GRANT/OWNER statements were skipped): %s", r.Shard, strings.Join(r.MissingRoles, ", ")))
 		}
+		if r != nil {
+			for _, f := range r.ForeignKeys {
+				res.ForeignKeys = append(res.ForeignKeys, f)
+				res.Warnings = append(res.Warnings, f.String())
+			}
+		}
 	}
 	if err != nil {
 		var se *StatementError
@@ -201,6 +230,63 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	}
 	log.Info("schema sync done", "phase", req.Phase, "elapsed", res.Elapsed.Round(time.Millisecond), "summary", summarize(results))
 	return res, nil
+}
+
+// foreignKeysAs applies [general] resharding_foreign_keys to POST's
+// statements: "validate" keeps them all; "not_valid" drops the VALIDATE
+// statements (a key on a partitioned table, which PostgreSQL 15 cannot add
+// NOT VALID, is still added, and reported if it does not hold); "skip"
+// drops every foreign key, and the comments on them. It returns the
+// statements kept and how many foreign keys were dropped.
+func foreignKeysAs(stmts []*Statement, mode string) ([]*Statement, int) {
+	if mode != "not_valid" && mode != "skip" {
+		return stmts, 0
+	}
+	skipped := map[string]bool{} // schema.table.constraint
+	dropped := 0
+	var out []*Statement
+	for _, st := range stmts {
+		switch {
+		case st.Kind == "validate foreign key":
+			continue
+		case mode == "skip" && st.Kind == "foreign key":
+			dropped++
+			if st.fk != nil {
+				skipped[st.fk.table.String()+"."+st.fk.name] = true
+			}
+			continue
+		case st.Kind == "comment" && len(skipped) > 0:
+			if on := commentedConstraint(st.SQL); on != "" && skipped[on] {
+				continue
+			}
+		}
+		out = append(out, st)
+	}
+	return out, dropped
+}
+
+// commentedConstraint returns schema.table.constraint of a COMMENT ON
+// CONSTRAINT statement, or "".
+func commentedConstraint(sql string) string {
+	tree, err := pg_query.Parse(sql)
+	if err != nil || len(tree.Stmts) != 1 {
+		return ""
+	}
+	c := tree.Stmts[0].Stmt.GetCommentStmt()
+	if c == nil || c.Objtype != pg_query.ObjectType_OBJECT_TABCONSTRAINT {
+		return ""
+	}
+	var parts []string
+	for _, n := range c.Object.GetList().GetItems() {
+		parts = append(parts, n.GetString_().GetSval())
+	}
+	switch len(parts) {
+	case 2:
+		return "public." + parts[0] + "." + parts[1]
+	case 3:
+		return strings.Join(parts, ".")
+	}
+	return ""
 }
 
 func sqlOf(stmts []*Statement) []string {

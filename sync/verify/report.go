@@ -101,6 +101,9 @@ type tableState struct {
 	// (after a cutover), so the destination is the reference: missing
 	// counts rows on the destination and not on the source.
 	reverse bool
+	// notPublished: the shards have the table, the publication does not
+	// carry it (its differences mean rows left behind).
+	notPublished bool
 }
 
 // chunkDone adds a compared range's sums: source rows, each destination
@@ -182,6 +185,11 @@ func (s *tableState) finish(log hclog.Logger) progress.VerifyRow {
 	s.row.Status = StatusMatch
 	if s.row.Missing+s.row.Extra+s.row.Different+s.row.Misplaced > 0 {
 		s.row.Status = StatusMismatch
+		if s.notPublished {
+			s.row.Status = StatusNotPublished
+			log.Warn("a table on the shards is not in the publication: its rows are not copied or streamed, and a cutover leaves them behind",
+				"table", s.t.String(), "source_rows", s.row.SourceRows, "destination_rows", s.row.DestinationRows)
+		}
 	}
 	return s.row
 }

@@ -96,6 +96,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	started := time.Now()
 	// The tables are listed while the sessions on every server open.
 	var described []*copier.Table
+	var published int
 	var src, dst []*server
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -107,6 +108,15 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		if described, err = copier.Tables(gctx, conn, j.Publication, j.Destination); err != nil {
 			return job.Wrap(codeOf(err, "XX000"), err, "list the tables of publication %q: %v", j.Publication, err)
 		}
+		// The tables the shards have that the publication does not carry
+		// are compared too: rows nothing will bring over are a failure, not
+		// an omission.
+		published = len(described)
+		extra, err := unpublished(gctx, j, conn, log)
+		if err != nil {
+			return job.Wrap(codeOf(err, "XX000"), err, "list the tables the publication does not carry: %v", err)
+		}
+		described = append(described, extra...)
 		return nil
 	})
 	g.Go(func() (err error) {
@@ -128,7 +138,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	for i, t := range described {
 		states[i] = &tableState{row: progress.VerifyRow{Task: j.Task, Schema: t.Schema, Table: t.Name, Status: StatusRunning,
 			Source: j.Source.Name, Destination: j.Destination.Name, Publication: j.Publication,
-			ShardRows: make([]int64, len(j.DestinationDSN)), Started: started}, started: started, reverse: req.Reverse}
+			ShardRows: make([]int64, len(j.DestinationDSN)), Started: started}, started: started, reverse: req.Reverse, notPublished: i >= published}
 		j.Registry.SetVerify(states[i].row)
 	}
 	fail := func(err error) (*Result, error) {
@@ -289,7 +299,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	}
 	for _, s := range states {
 		switch r := s.snapshot(); {
-		case r.Status == StatusMismatch:
+		case r.Status == StatusMismatch || r.Status == StatusNotPublished:
 			res.Mismatched++
 		case r.Status != StatusMatch:
 			res.Failed++
