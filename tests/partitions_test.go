@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,24 @@ func TestReshardPartitionTrees(t *testing.T) {
 			// Small split threshold: payment is copied as several ranges
 			// (ctid ranges over the whole tree when published via its root).
 			e := newCopyEnv(t, name, 1, 2, "resharding_split_threshold = 32768")
+			// Rules naming the roots only: a partition follows the rule of
+			// the table above it, in the copy and in the stream.
+			cfg, err := os.ReadFile(e.cfgPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rules strings.Builder
+			for _, root := range []string{"customer", "payment", "rental", "visit"} {
+				fmt.Fprintf(&rules, "[[sharded_tables]]\ndatabase = \"dst\"\nname = %q\ncolumn = \"customer_id\"\n\n", root)
+			}
+			generic := "[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = \"customer_id\"\n"
+			if !strings.Contains(string(cfg), generic) {
+				t.Fatal("the copy env's config changed: update this test")
+			}
+			if err := os.WriteFile(e.cfgPath, []byte(strings.Replace(string(cfg), generic, rules.String(), 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			e.load(t)
 			src := e.src[0]
 			src.exec(t, partitionSchema)
 			src.exec(t, fmt.Sprintf(`CREATE PUBLICATION all_tables FOR ALL TABLES WITH (publish_via_partition_root = %v)`, viaRoot))

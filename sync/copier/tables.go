@@ -137,6 +137,22 @@ func tableColumns(ctx context.Context, conn *pgx.Conn, qualified string) ([]colu
 	return out, rows.Err()
 }
 
+// ancestorsSQL lists the partitioned tables above the relation $1
+// (schema.name, nearest first).
+const ancestorsSQL = `ARRAY(SELECT an.nspname || '.' || ar.relname FROM pg_partition_ancestors(c.oid) WITH ORDINALITY a(relid, ord)
+			JOIN pg_class ar ON ar.oid = a.relid JOIN pg_namespace an ON an.oid = ar.relnamespace WHERE a.relid <> c.oid ORDER BY a.ord)`
+
+// Ancestors returns the partitioned tables above a partition (schema.name,
+// nearest first), as the database behind conn has them; none for a table
+// that is no partition.
+func Ancestors(ctx context.Context, conn *pgx.Conn, qualified string) ([]string, error) {
+	var out []string
+	if err := conn.QueryRow(ctx, `SELECT `+ancestorsSQL+` FROM pg_class c WHERE c.oid = to_regclass($1)`, qualified).Scan(&out); err != nil {
+		return nil, fmt.Errorf("partitions above %s: %w", qualified, err)
+	}
+	return out, nil
+}
+
 // treeSize is the SQL size of the table c (pg_class): of its leaves for a
 // partitioned table.
 const treeSize = `CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_relation_size(p.relid)), 0) FROM pg_partition_tree(c.oid) p WHERE p.isleaf)::bigint
@@ -183,9 +199,7 @@ func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*T
 	var replident string
 	var identIndex bool
 	err = conn.QueryRow(ctx, `SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident),
-		c.relkind = 'p', `+treeSize+`,
-		ARRAY(SELECT an.nspname || '.' || ar.relname FROM pg_partition_ancestors(c.oid) WITH ORDINALITY a(relid, ord)
-			JOIN pg_class ar ON ar.oid = a.relid JOIN pg_namespace an ON an.oid = ar.relnamespace WHERE a.relid <> c.oid ORDER BY a.ord)
+		c.relkind = 'p', `+treeSize+`, `+ancestorsSQL+`
 		FROM pg_class c WHERE c.oid = to_regclass($1)`, q).Scan(&replident, &identIndex, &t.Partitioned, &t.SizeBytes, &t.Ancestors)
 	if err != nil {
 		return nil, fmt.Errorf("describe %s: %w", t, err)
@@ -284,9 +298,11 @@ func route(t *Table, dst *catalog.Cluster) error {
 // RouteColumns returns the router of a table given its (non-generated)
 // column names in source order, as the destination cluster's sharding rules
 // place it, and the sharding column's position (-1 for an omni table). The
-// stream uses it for the relations pgoutput describes.
-func RouteColumns(schema, name string, columns []string, dst *catalog.Cluster) (*sharding.Router, int, error) {
-	t := &Table{Schema: schema, Name: name}
+// stream uses it for the relations pgoutput describes. ancestors are the
+// partitioned tables above a partition (schema.name, see Ancestors): a rule
+// naming one of them applies to the partition.
+func RouteColumns(schema, name string, ancestors, columns []string, dst *catalog.Cluster) (*sharding.Router, int, error) {
+	t := &Table{Schema: schema, Name: name, Ancestors: ancestors}
 	for _, c := range columns {
 		t.Columns = append(t.Columns, Column{Name: c})
 	}

@@ -256,7 +256,10 @@ func crossShard(fk foreignKey, from, to *copier.Table) string {
 			return ""
 		}
 	}
-	return fmt.Sprintf("%s is sharded by %s and %s by %s, which the key does not carry", from, from.ShardColumn, to, to.ShardColumn)
+	if from.ShardColumn == to.ShardColumn {
+		return fmt.Sprintf("both are sharded by %s, which the foreign key does not carry: a row and the row it references can hash to different shards", from.ShardColumn)
+	}
+	return fmt.Sprintf("%s is sharded by %s and %s by %s, which the foreign key does not pair", from, from.ShardColumn, to, to.ShardColumn)
 }
 
 // family groups sharding types that hash alike (every integer width hashes

@@ -169,7 +169,12 @@ func (s shaper) prepare(ctx context.Context, r *relation) error {
 	for _, c := range r.columns {
 		r.types = append(r.types, types[c])
 	}
-	router, col, err := copier.RouteColumns(r.schema, r.name, r.columns, s.dst)
+	// A partition follows the rules naming the tables above it.
+	ancestors, err := copier.Ancestors(ctx, s.conn, r.qualified)
+	if err != nil {
+		return err
+	}
+	router, col, err := copier.RouteColumns(r.schema, r.name, ancestors, r.columns, s.dst)
 	if err != nil {
 		return err
 	}
@@ -179,7 +184,7 @@ func (s shaper) prepare(ctx context.Context, r *relation) error {
 		// Reverse replication: whether the source shards (the new shards)
 		// each hold part of the table or a whole copy follows the forward
 		// rules, not the destination's.
-		_, fcol, err := copier.RouteColumns(r.schema, r.name, r.columns, s.sourceRules)
+		_, fcol, err := copier.RouteColumns(r.schema, r.name, ancestors, r.columns, s.sourceRules)
 		if err != nil {
 			return err
 		}
