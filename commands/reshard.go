@@ -5,19 +5,17 @@ import (
 	"fmt"
 	"hash/fnv"
 
-	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/migrate"
 	"github.com/reshard/reshard/sync/preflight"
-	"github.com/reshard/reshard/sync/schema"
-	"github.com/reshard/reshard/sync/task"
 )
 
-// reshardSlot is the slot RESHARD uses for a route: the same name every
+// ReshardSlot is the slot RESHARD uses for a route: the same name every
 // time, so that running RESHARD again resumes (a finished copy is not
 // copied again, POST skips what exists, the stream continues). Slot and
 // replication-origin names are global to a PostgreSQL server, so the name
 // also covers where the clusters' first shards live: two migrations with
 // the same cluster names against other databases do not collide.
-func (e *Executor) reshardSlot(r Route) string {
+func (e *Executor) ReshardSlot(r Route) string {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%s\x00%s\x00%s", r.Source, r.Destination, r.Publication)
 	for _, name := range []string{r.Source, r.Destination} {
@@ -29,48 +27,32 @@ func (e *Executor) reshardSlot(r Route) string {
 	return fmt.Sprintf("reshard_%016x", h.Sum64())
 }
 
-// reshard runs RESHARD as a task: SCHEMA_SYNC PRE, copy, SCHEMA_SYNC POST
-// (the slot holds the WAL meanwhile), then stream.
+// reshard runs RESHARD as a migration task: SCHEMA_SYNC PRE, copy,
+// SCHEMA_SYNC POST (the slot holds the WAL meanwhile), then stream until
+// CUTOVER. Run again for a migration that was stopped, failed or
+// interrupted, it continues that one, with its id, from where it was.
 func (e *Executor) reshard(ctx context.Context, c Reshard) (*Result, error) {
-	slot := e.reshardSlot(c.Route)
-	notices, err := e.preflight(ctx, c.Route, preflight.Request{Command: preflight.Reshard, Slot: slot})
-	if err != nil {
-		return nil, err
+	spec := migrate.Spec{Kind: migrate.KindReshard, Source: c.Source, Destination: c.Destination,
+		Publication: c.Publication, Slot: e.ReshardSlot(c.Route), Resume: "RESHARD " + c.Route.String()}
+	return e.startMigration(ctx, c.Route, spec, preflight.Request{Command: preflight.Reshard, Slot: spec.Slot}, "RESHARD")
+}
+
+// startMigration starts a migration task, after its preflight. A migration
+// this process knows (stopped, failed, interrupted) is continued from where
+// it was, with its id: its preflight passed when it started, and what it
+// created since (its slot, its copy) is its own.
+func (e *Executor) startMigration(ctx context.Context, r Route, spec migrate.Spec, pre preflight.Request, tag string) (*Result, error) {
+	var notices []string
+	if !e.Engine.Knows(spec) {
+		n, err := e.preflight(ctx, r, pre)
+		if err != nil {
+			return nil, err
+		}
+		notices = n
 	}
-	t := e.Tasks.Start("reshard", c.Source, c.Destination, c.Publication, task.StateSchemaPre,
-		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
-			t.SetResume(slot, "RESHARD "+c.Route.String())
-			defer func() { go func() { <-t.Done(); e.Registry.RemoveCopies(t.ID) }() }()
-			j, err := e.newJob(c.Route, t.ID)
-			if err != nil {
-				return task.Outcome{}, err
-			}
-			phase := func(p schema.Phase) error {
-				if _, err := schema.Run(ctx, j, schema.Request{Phase: p}); err != nil {
-					return fmt.Errorf("SCHEMA_SYNC %s: %w", p, err)
-				}
-				return nil
-			}
-			if err := phase(schema.PhasePre); err != nil {
-				return task.Outcome{}, err
-			}
-			t.SetState(task.StateCopying)
-			if _, err := copier.Run(ctx, j, copier.Request{Slot: slot}); err != nil {
-				return task.Outcome{}, fmt.Errorf("copy: %w", err)
-			}
-			t.SetState(task.StateSchemaPost)
-			if err := phase(schema.PhasePost); err != nil {
-				return task.Outcome{}, err
-			}
-			t.SetState(task.StateStreaming)
-			finished, err := e.runStream(ctx, t, j, slot, true)
-			if err != nil {
-				return task.Outcome{}, err
-			}
-			if finished {
-				return task.Outcome{}, nil
-			}
-			return task.Outcome{Stopped: fmt.Sprintf("stopped; RESHARD %s (or REPLICATE %s %s) continues", c.Route.String(), c.Route.String(), slot)}, nil
-		})
-	return &Result{Columns: taskIDColumns, Tag: "RESHARD", Rows: [][]any{{t.ID}}, Notices: notices}, nil
+	t, _, err := e.Engine.Start(spec)
+	if err != nil {
+		return nil, engineError(err)
+	}
+	return &Result{Columns: taskIDColumns, Tag: tag, Rows: [][]any{{t.ID}}, Notices: notices}, nil
 }

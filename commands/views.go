@@ -17,7 +17,8 @@ var (
 	replicationSlotsColumns = cols(
 		"host", TypeText, "port", TypeInt8, "database_name", TypeText, "name", TypeText,
 		"lsn", TypeText, "lag", TypeText, "lag_bytes", TypeInt8, "copy_data", TypeBool,
-		"last_transaction", TypeTimestamptz, "last_transaction_ms", TypeInt8)
+		"last_transaction", TypeTimestamptz, "last_transaction_ms", TypeInt8,
+		"retained_wal", TypeText, "retained_wal_bytes", TypeInt8, "active", TypeBool)
 	tasksColumns = cols(
 		"id", TypeText, "kind", TypeText, "source", TypeText, "destination", TypeText,
 		"publication", TypeText, "state", TypeText, "started_at", TypeTimestamptz,

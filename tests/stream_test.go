@@ -220,7 +220,7 @@ func TestStreamAfterCopy(t *testing.T) {
 			if _, err := e.exec.Execute(ctx, commands.StopTask{Task: taskID}); err != nil {
 				t.Fatal(err)
 			}
-			if state, msg := e.taskState(t); state != "stopped" || !strings.Contains(msg, "REPLICATE") {
+			if state, msg := e.taskState(t); state != "stopped" || !strings.Contains(msg, fmt.Sprintf("COPY_DATA src dst all_tables st%d_slot continues it", shards)) {
 				t.Fatalf("after STOP_TASK: %s %s", state, msg)
 			}
 		})

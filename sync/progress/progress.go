@@ -57,6 +57,8 @@ type Registry struct {
 	copies []*TableCopy
 	slots  []*Slot
 	verify []VerifyRow
+	// inactive are reshard's slots no stream reads (SetInactiveSlots).
+	inactive []InactiveSlot
 
 	// Cumulative counts, for metrics: they outlive the rows above.
 	retired    map[tableKey]CopyTotal

@@ -25,6 +25,10 @@ type Request struct {
 	// Parallel bounds concurrent index builds (and FK validations) per
 	// shard; 0 means [general] resharding_parallel_copies.
 	Parallel int
+	// ReadOnlyOff makes the phase's sessions writable on shards that
+	// reshard made read-only for the application (CUTOVER after a
+	// rollback). Without it such a shard refuses the phase (25006).
+	ReadOnlyOff bool
 }
 
 // ShardSQL is the SQL a phase runs on one shard (dry run).
@@ -167,7 +171,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 			return nil, err
 		}
 	case PhaseCutover:
-		perShard, err := cutoverStatements(ctx, srcConn, ep, log)
+		perShard, err := cutoverStatements(ctx, srcConn, ep, j.Publication, log)
 		if err != nil {
 			return nil, err
 		}
@@ -195,6 +199,9 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		works = a.register(req.Phase, ep.targets, func(*Target) []*Statement { return stmts })
 	default:
 		return nil, job.Errorf("22023", "unknown schema sync phase %q", req.Phase)
+	}
+	if req.ReadOnlyOff {
+		a.preamble = append(a.preamble, "SET default_transaction_read_only = off")
 	}
 	log.Info("schema sync", "phase", req.Phase, "source", j.Source.Name, "destination", j.Destination.Name, "shards", len(ep.targets), "statements_per_shard", len(works[0].stmts))
 	results, err := a.run(ctx, req.Phase, works)
