@@ -53,6 +53,9 @@ func (e *copyEnv) taskState(t *testing.T) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(res.Rows) == 0 {
+		return "", ""
+	}
 	last := res.Rows[len(res.Rows)-1]
 	return last[5].(string), last[8].(string)
 }

@@ -48,7 +48,10 @@ type received struct {
 // dialReceiver opens a replication connection to node. Cancelling ctx
 // later interrupts a pending receive.
 func dialReceiver(ctx context.Context, cat *catalog.Catalog, node *catalog.Node, slot string) (*receiver, error) {
-	dsn, err := cat.ConnString(node, map[string]string{"replication": "database"})
+	// The source writes values in text forms that any server reads back
+	// the same (as PostgreSQL's own subscriber asks).
+	dsn, err := cat.ConnString(node, map[string]string{"replication": "database",
+		"DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3"})
 	if err != nil {
 		return nil, err
 	}

@@ -33,15 +33,26 @@ func row(vals ...string) []value {
 	return out
 }
 
-// routeAll routes changes as one run and returns each shard's statements.
-func routeAll(t *testing.T, r *relation, changes []*change) [][]op {
+// routeRun routes changes as one run.
+func routeRun(t *testing.T, changes []*change) routedRun {
 	t.Helper()
-	rt := &router{shards: 2, sourceShards: 1, origins: make([]pglogrepl.LSN, 2)}
-	ops, _, _, err := rt.routeRun([]*txn{{commitLSN: 100, changes: changes}})
+	rt := &router{shards: 2, sourceShards: 1, origins: make([]pglogrepl.LSN, 2), slot: "s"}
+	r, err := rt.routeRun([]*txn{{commitLSN: 100, changes: changes}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ops
+	return r
+}
+
+// routeAll routes changes as one run of one part and returns each shard's
+// statements.
+func routeAll(t *testing.T, r *relation, changes []*change) [][]op {
+	t.Helper()
+	run := routeRun(t, changes)
+	if len(run.parts) != 1 {
+		t.Fatalf("%d parts, want 1", len(run.parts))
+	}
+	return run.parts[0]
 }
 
 // Plain UPDATEs (no old tuple) of a table whose replica identity carries
@@ -63,8 +74,8 @@ func TestRouteMergesPlainUpdates(t *testing.T) {
 			t.Errorf("shard %d: %d statements for ~150 rows: updates were not merged", k, len(shard))
 		}
 		for _, o := range shard {
-			if o.mustHit != nil {
-				t.Errorf("shard %d: %s must hit a row, but the key carries the sharding column", k, o.sql)
+			if o.arrive != nil || o.probe {
+				t.Errorf("shard %d: %s is a move, but the key carries the sharding column", k, o.sql)
 			}
 			if !strings.HasPrefix(o.sql, "UPDATE") {
 				t.Errorf("shard %d: unexpected statement %s", k, o.sql)
@@ -79,25 +90,104 @@ func TestRouteMergesPlainUpdates(t *testing.T) {
 }
 
 // When the replica identity does not carry the sharding column, a change
-// of it is invisible: every UPDATE must find its row, so none is merged.
-func TestRouteChecksUpdatesWithoutShardInIdentity(t *testing.T) {
+// of it is invisible: every UPDATE goes where its new row belongs, ready to
+// receive the row if it is not there, and every other shard takes the row
+// off if it has it (a probe). None is merged.
+func TestRouteUpdatesWithoutShardInIdentity(t *testing.T) {
 	r := accounts(t, 1) // identity: owner
 	var changes []*change
 	for i := 0; i < 10; i++ {
 		changes = append(changes, &change{kind: opUpdate, rel: r, newRow: row(strconv.Itoa(i), strconv.Itoa(i), "5")})
 	}
-	ops := routeAll(t, r, changes)
-	n := 0
-	for _, shard := range ops {
+	run := routeRun(t, changes)
+	if len(run.parts) != 1 || run.board == nil {
+		t.Fatalf("%d parts (board %v), want 1 part with a board", len(run.parts), run.board != nil)
+	}
+	updates, probes := map[int]int{}, map[int]int{}
+	for k, shard := range run.parts[0] {
 		for _, o := range shard {
-			n++
-			if o.mustHit == nil {
-				t.Errorf("%s: not checked for a moved row", o.sql)
+			switch {
+			case o.probe:
+				probes[o.pos.seq] = k
+				if !strings.HasPrefix(o.sql, "WITH d AS (DELETE FROM") {
+					t.Errorf("probe %s", o.sql)
+				}
+			case o.arrive != nil:
+				updates[o.pos.seq] = k
+			default:
+				t.Errorf("shard %d: %s can miss a moved row", k, o.sql)
 			}
 		}
 	}
-	if n != 10 {
-		t.Errorf("%d statements, want 10 (one checked UPDATE per change)", n)
+	if len(updates) != 10 || len(probes) != 10 {
+		t.Fatalf("%d updates and %d probes, want 10 of each", len(updates), len(probes))
+	}
+	for seq, k := range updates {
+		if probes[seq] == k {
+			t.Errorf("change %d: updated and probed on the same shard %d", seq, k)
+		}
+	}
+	if run.changes[0]+run.changes[1] != 10 {
+		t.Errorf("row changes %v, want 10 in all (probes are not changes)", run.changes)
+	}
+}
+
+// A batch is cut where a shard would touch a row still arriving there:
+// a move then an update of the row, a move and a move back, a move then a
+// delete, many moves of one row. Other rows' changes do not cut it.
+func TestRouteCutsAtRowsStillArriving(t *testing.T) {
+	r := accounts(t, 1) // identity: owner; sharded by aid
+	// aid 1 lives on shard 0 and aid 2 on shard 1 (bigint, 2 shards)...
+	sh := func(aid string) int {
+		k, err := r.shardOf(row(aid, "x", "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	a, b := "1", "2"
+	for i := 3; sh(a) == sh(b); i++ {
+		b = strconv.Itoa(i)
+	}
+	upd := func(aid, owner, bal string) *change {
+		return &change{kind: opUpdate, rel: r, newRow: row(aid, owner, bal)}
+	}
+	del := func(owner string) *change {
+		return &change{kind: opDelete, rel: r, oldIsKey: true, oldRow: []value{{null: true}, {data: []byte(owner)}, {null: true}}}
+	}
+	for _, c := range []struct {
+		name    string
+		changes []*change
+		parts   int
+	}{
+		{"distinct rows", []*change{upd(a, "o1", "1"), upd(b, "o2", "1"), upd(a, "o3", "1")}, 1},
+		{"a row updated twice where it is", []*change{upd(a, "o1", "1"), upd(a, "o1", "2")}, 1},
+		{"move then update", []*change{upd(b, "o1", "1"), upd(b, "o1", "2"), upd(a, "o2", "1")}, 1},
+		{"move and move back", []*change{upd(b, "o1", "1"), upd(a, "o1", "2")}, 2},
+		{"move then delete", []*change{upd(b, "o1", "1"), del("o1")}, 2},
+		{"many moves of one row", []*change{upd(b, "o1", "1"), upd(a, "o1", "2"), upd(b, "o1", "3"), upd(a, "o1", "4")}, 4},
+	} {
+		run := routeRun(t, c.changes)
+		if len(run.parts) != c.parts {
+			t.Errorf("%s: %d parts, want %d", c.name, len(run.parts), c.parts)
+		}
+		// Every statement is in exactly one part, in source order per shard.
+		n := 0
+		for k := 0; k < 2; k++ {
+			var last position
+			for i, part := range run.parts {
+				for _, o := range part[k] {
+					if i > 0 && last.after(o.pos) {
+						t.Errorf("%s: shard %d out of order", c.name, k)
+					}
+					last = o.pos
+					n++
+				}
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s: no statements", c.name)
+		}
 	}
 }
 

@@ -69,6 +69,9 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		setupCtx, cancel := context.WithTimeout(ctx, cfg.timeout())
 		err := a.connect(setupCtx)
 		if err == nil {
+			err = a.setupMovedRows(setupCtx)
+		}
+		if err == nil {
 			appliers[k], origins[k] = a, a.applied
 			if monitors[k], err = pgx.Connect(setupCtx, dsn); err != nil {
 				err = fmt.Errorf("connect to destination shard %d: %w", k, err)
@@ -105,8 +108,9 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 	defer stopLag()
 	go lagPoller{dsn: srcDSN, slot: cfg.slot, status: cfg.status}.run(lagCtx)
 
-	rt := &router{shards: shards, sourceShard: cfg.sourceShard, sourceShards: cfg.sourceShards, origins: origins, marks: marks}
-	mv := &mover{appliers: appliers, router: rt, pos: pos, status: cfg.status, timeout: cfg.timeout()}
+	rt := &router{shards: shards, sourceShard: cfg.sourceShard, sourceShards: cfg.sourceShards, origins: origins, marks: marks, slot: cfg.slot}
+	mv := newMover(cfg.slot, origins, cfg.dstDSN, cfg.timeout())
+	defer mv.close()
 
 	// Batches are routed by their own goroutine, in order, while the next
 	// ones are received and decoded; each shard's worker applies its part.
@@ -116,9 +120,9 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 	applyDone := make(chan struct{})
 	go func() {
 		defer close(applyDone)
-		w := startWorkers(applyCtx, appliers, pos, cfg.status)
+		w := startWorkers(applyCtx, appliers, mv, pos, cfg.status)
 		defer w.stop()
-		d := &dispatcher{router: rt, mover: mv, workers: w, budget: cfg.budget, partChanges: cfg.batchChanges}
+		d := &dispatcher{router: rt, workers: w, budget: cfg.budget, partChanges: cfg.batchChanges}
 		var err error
 		for err == nil {
 			select {
@@ -152,6 +156,7 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		pendingCount int
 		pendingSince time.Time
 		lastStatus   time.Time
+		statuses     int
 	)
 	send := func(batch []*txn) error {
 		select {
@@ -184,10 +189,16 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 			if err := flush(); err != nil {
 				return err
 			}
-			if err := confirm(ctx, rcv, pos, appliers, monitors, asm.idle(), cfg); err != nil {
+			flushed, err := confirm(ctx, rcv, pos, appliers, monitors, asm.idle(), cfg)
+			if err != nil {
 				return err
 			}
 			lastStatus = time.Now()
+			if statuses++; statuses%10 == 0 {
+				if err := cleanMoved(ctx, monitors, flushed, cfg); err != nil {
+					return err
+				}
+			}
 		}
 		// Wake up when something is due: the pending batch's deadline, or
 		// the next status message.
@@ -258,21 +269,36 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 }
 
 // confirm sends the source the position every shard has durably applied
-// (positions decides it from the shards' flushed origins).
-func confirm(ctx context.Context, rcv *receiver, pos *positions, appliers []*applier, monitors []*pgx.Conn, idle bool, cfg sessionConfig) error {
+// (positions decides it from the shards' flushed origins), and returns
+// those.
+func confirm(ctx context.Context, rcv *receiver, pos *positions, appliers []*applier, monitors []*pgx.Conn, idle bool, cfg sessionConfig) ([]pglogrepl.LSN, error) {
 	flushed := make([]pglogrepl.LSN, len(appliers))
 	for k, a := range appliers {
 		qctx, cancel := context.WithTimeout(ctx, cfg.timeout())
 		f, err := a.flushed(qctx, monitors[k])
 		cancel()
 		if err != nil {
-			return fmt.Errorf("destination shard %d: read its flushed position: %w", k, err)
+			return nil, fmt.Errorf("destination shard %d: read its flushed position: %w", k, err)
 		}
 		flushed[k] = f
 	}
 	lsn := pos.confirmable(flushed, idle)
 	cfg.status.Confirmed(lsn)
-	return rcv.sendStatus(ctx, lsn)
+	return flushed, rcv.sendStatus(ctx, lsn)
+}
+
+// cleanMoved removes the records of moved rows that the shards they moved
+// to have flushed.
+func cleanMoved(ctx context.Context, monitors []*pgx.Conn, flushed []pglogrepl.LSN, cfg sessionConfig) error {
+	for k, m := range monitors {
+		qctx, cancel := context.WithTimeout(ctx, cfg.timeout())
+		err := cleanMovedRows(qctx, m, cfg.slot, flushed)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("destination shard %d: remove the records of moved rows: %w", k, err)
+		}
+	}
+	return nil
 }
 
 func originPositions(origins []pglogrepl.LSN) string {
