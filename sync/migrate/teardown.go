@@ -246,6 +246,12 @@ func dropState(ctx context.Context, conn *pgx.Conn, st State) (bool, error) {
 			if _, err := conn.Exec(ctx, `DELETE FROM reshard.copy_units WHERE slot = $1`, st.Slot); err != nil {
 				return false, err
 			}
+		case "moved_rows":
+			// The streams' records of rows that moved between shards, kept
+			// per slot (every slot of the migration is named after st.Slot).
+			if _, err := conn.Exec(ctx, `DELETE FROM reshard.moved_rows WHERE slot = $1 OR left(slot, length($1) + 1) = $1 || '_'`, st.Slot); err != nil {
+				return false, err
+			}
 		}
 		if err := conn.QueryRow(ctx, "SELECT count(*) FROM reshard."+pgx.Identifier{t}.Sanitize()).Scan(&n); err != nil {
 			return false, err

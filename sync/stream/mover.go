@@ -371,15 +371,3 @@ func cleanMovedRows(ctx context.Context, conn *pgx.Conn, slot string, flushed []
 	_, err := conn.Exec(ctx, `DELETE FROM reshard.moved_rows WHERE slot = $1 AND lsn <= ($2::pg_lsn[])[target + 1]`, slot, "{"+strings.Join(lsns, ",")+"}")
 	return err
 }
-
-// DropMovedRowsSQL removes what the stream keeps on a database it applies
-// to (the records of moved rows, on every destination shard, and on the
-// old database once it has been the destination of reverse replication),
-// and the reshard schema if nothing else is left in it. Run it when a
-// migration is finished for good and no stream of it will run again.
-const DropMovedRowsSQL = `DROP TABLE IF EXISTS reshard.moved_rows;
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'reshard') THEN
-    DROP SCHEMA IF EXISTS reshard;
-  END IF;
-END $$`
