@@ -128,7 +128,7 @@ func (e *Executor) showTableCopies() [][]any {
 		}
 		rows = append(rows, []any{c.Schema, c.Table, status, c.Rows, humanCount(c.Rows), c.Bytes, humanBytes(c.Bytes),
 			rate, humanBytes(rate) + "/s", c.Elapsed.Round(time.Millisecond).String(), c.Elapsed.Milliseconds(), sql,
-			c.EstimateBytes, percent, eta})
+			c.EstimateBytes, percent, eta, c.Node, c.Format})
 	}
 	return rows
 }

@@ -13,7 +13,7 @@ var (
 		"rows_human", TypeText, "bytes", TypeInt8, "bytes_human", TypeText,
 		"bytes_per_sec", TypeInt8, "bytes_per_sec_human", TypeText, "elapsed", TypeText,
 		"elapsed_ms", TypeInt8, "sql", TypeText, "total_bytes_estimate", TypeInt8,
-		"percent", TypeFloat8, "eta", TypeText)
+		"percent", TypeFloat8, "eta", TypeText, "source_node", TypeText, "format", TypeText)
 	replicationSlotsColumns = cols(
 		"host", TypeText, "port", TypeInt8, "database_name", TypeText, "name", TypeText,
 		"lsn", TypeText, "lag", TypeText, "lag_bytes", TypeInt8, "copy_data", TypeBool,

@@ -62,6 +62,12 @@ func (e *copyEnv) taskState(t *testing.T) (string, string) {
 
 // writer runs a mixed write load on the source until stopped.
 func writer(t *testing.T, n node, stop <-chan struct{}, wg *sync.WaitGroup) {
+	writerFrom(t, n, 500000, 0, stop, wg)
+}
+
+// writerFrom is writer inserting rows with ids above next, pausing pause
+// after each statement.
+func writerFrom(t *testing.T, n node, next int, pause time.Duration, stop <-chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	ctx := context.Background()
 	conn, err := n.inst.Connect(ctx, n.db)
@@ -71,12 +77,11 @@ func writer(t *testing.T, n node, stop <-chan struct{}, wg *sync.WaitGroup) {
 	}
 	defer conn.Close(ctx)
 	r := rand.New(rand.NewSource(1))
-	next := 500000
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
 			return
-		default:
+		case <-time.After(pause):
 		}
 		next++
 		var sql string

@@ -17,15 +17,16 @@ import (
 	"github.com/reshard/reshard/sync/progress"
 )
 
-// worker copies units from one source shard: one source connection inside
-// a REPEATABLE READ transaction on the exported snapshot, and one
-// connection per destination shard.
+// worker copies units from one source shard: one source connection (to
+// the shard's primary or one of its replicas: node) inside a REPEATABLE
+// READ transaction on the node's exported snapshot, and one connection per
+// destination shard.
 type worker struct {
-	run      *copyRun
-	shard    int // source shard
-	snapshot string
-	src      *pgx.Conn
-	dst      []*pgx.Conn
+	run   *copyRun
+	shard int // source shard
+	node  *copyNode
+	src   *pgx.Conn
+	dst   []*pgx.Conn
 }
 
 func (w *worker) close() {
@@ -46,17 +47,17 @@ func (w *worker) openSource(ctx context.Context) error {
 	if w.src != nil {
 		return nil
 	}
-	conn, err := pgx.Connect(ctx, w.run.srcDSN[w.shard])
+	conn, err := pgx.Connect(ctx, w.node.dsn)
 	if err != nil {
-		return fmt.Errorf("connect to source shard %d: %w", w.shard, err)
+		return fmt.Errorf("connect to source shard %d %s: %w", w.shard, w.node.label(), err)
 	}
 	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		conn.Close(context.Background())
 		return err
 	}
-	if _, err := conn.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", w.snapshot)); err != nil {
+	if _, err := conn.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", w.node.slot.snapshot)); err != nil {
 		conn.Close(context.Background())
-		return fmt.Errorf("import snapshot %s on source shard %d: %w", w.snapshot, w.shard, err)
+		return fmt.Errorf("import snapshot %s on source shard %d %s: %w", w.node.slot.snapshot, w.shard, w.node.label(), err)
 	}
 	w.src = conn
 	return nil
@@ -185,7 +186,7 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 	cw.sp = sp
 	_, srcErr := w.src.PgConn().CopyTo(ctx, cw, srcSQL)
 	if srcErr != nil {
-		srcErr = fmt.Errorf("source shard %d: %w", w.shard, srcErr)
+		srcErr = fmt.Errorf("source shard %d %s: %w", w.shard, w.node.label(), srcErr)
 	} else if srcErr = sp.Close(); srcErr != nil {
 		srcErr = fmt.Errorf("route rows of %s: %w", t, srcErr)
 	}

@@ -51,6 +51,10 @@ type change struct {
 	truncated      []*relation
 	cascade        bool
 	restartSeqs    bool
+	// keep: for a truncated relation whose copy was taken partly after
+	// the TRUNCATE (see copyMarks.truncateCovered), the rows that must survive it: the
+	// condition selecting the key ranges copied after it.
+	keep map[*relation]string
 }
 
 // txn is one committed source transaction.

@@ -242,8 +242,85 @@ func TestCoveredByCopyBoundary(t *testing.T) {
 		t.Error("a transaction committed before the watermark was not taken as copied")
 	}
 	lo, hi := int64(10000), int64(20000)
-	marks[r.String()] = []watermark{{lo: &lo, hi: &hi, lsn: 0x5000}, {lo: &hi, lsn: 0x6000}}
+	marks[r.String()] = []watermark{{lo: &lo, hi: &hi, column: "aid", lsn: 0x5000}, {lo: &hi, column: "aid", lsn: 0x6000}}
 	if marks.covered(c, 0x5000) || !marks.covered(c, 0x4fff) {
 		t.Error("key ranges: the boundary is wrong")
+	}
+}
+
+// Primary-key ranges copied at different snapshots (ranges read from two
+// replicas) are told apart by the range column, whatever the replica
+// identity: under REPLICA IDENTITY FULL every column is a key column.
+func TestCoveredByCopyRangesAtTwoSnapshots(t *testing.T) {
+	r := accounts(t, 0, 1, 2)
+	r.identity = 'f'
+	mid := int64(1000)
+	marks := copyMarks{r.String(): {
+		{hi: &mid, column: "aid", lsn: 0x7000},
+		{lo: &mid, column: "aid", lsn: 0x5000},
+	}}
+	low := &change{kind: opInsert, rel: r, newRow: row("5", "1", "10")}
+	high := &change{kind: opUpdate, rel: r, newRow: row("5000", "2", "10"), oldRow: row("5000", "1", "10")}
+	del := &change{kind: opDelete, rel: r, oldRow: row("999", "1", "10")}
+	for _, tc := range []struct {
+		c    *change
+		lsn  pglogrepl.LSN
+		want bool
+	}{
+		{low, 0x6000, true}, {low, 0x7000, false}, // range [, 1000) copied at 0x7000
+		{high, 0x4fff, true}, {high, 0x6000, false}, // range [1000, ) copied at 0x5000
+		{del, 0x6fff, true}, {del, 0x7001, false}, // a delete: found by its old row
+	} {
+		if got := marks.covered(tc.c, tc.lsn); got != tc.want {
+			t.Errorf("%v %v at %s: covered = %v, want %v", tc.c.newRow, tc.c.oldRow, tc.lsn, got, tc.want)
+		}
+	}
+	// One snapshot for every unit: no lookup (ctid ranges have no column).
+	marks[r.String()] = []watermark{{lsn: 0x5000}, {lsn: 0x5000}}
+	if !marks.covered(low, 0x4fff) || marks.covered(low, 0x5000) {
+		t.Error("units at one snapshot: the boundary is wrong")
+	}
+}
+
+// A TRUNCATE is skipped for a table copied entirely after it, kept for
+// one copied before it, and becomes a DELETE of the ranges copied before
+// it for one copied partly after it.
+func TestTruncateCoveredByCopy(t *testing.T) {
+	a := accounts(t, 0)
+	b := &relation{id: 8, schema: "public", name: "other", qualified: `"public"."other"`, columns: []string{"id"}, shardCol: -1}
+	c := &relation{id: 9, schema: "public", name: "third", qualified: `"public"."third"`, columns: []string{"id"}, shardCol: -1}
+	mid := int64(1000)
+	marks := copyMarks{
+		a.String(): {{hi: &mid, column: "aid", lsn: 0x7000}, {lo: &mid, column: "aid", lsn: 0x5000}},
+		b.String(): {{lsn: 0x7000}},
+	}
+	tr := &change{kind: opTruncate, truncated: []*relation{a, b, c}}
+	if marks.covered(tr, 0x6000) {
+		t.Fatal("a TRUNCATE with tables to apply it to was skipped")
+	}
+	if len(tr.truncated) != 2 || tr.truncated[0] != a || tr.truncated[1] != c {
+		t.Fatalf("truncated after the rule: %v, want accounts (partly) and third", tr.truncated)
+	}
+	if got, want := tr.keep[a], `("aid" < 1000)`; got != want {
+		t.Fatalf("accounts keeps %q, want %q", got, want)
+	}
+	ops := [][]op{nil, nil}
+	rt := &router{shards: 2, sourceShards: 1, origins: make([]pglogrepl.LSN, 2)}
+	if err := rt.route(tr, func(k int, o op) { ops[k] = append(ops[k], o) }); err != nil {
+		t.Fatal(err)
+	}
+	for k := range ops {
+		var sqls []string
+		for _, o := range ops[k] {
+			sqls = append(sqls, o.sql)
+		}
+		want := `DELETE FROM "public"."accounts" WHERE NOT (("aid" < 1000))|TRUNCATE "public"."third"`
+		if got := strings.Join(sqls, "|"); got != want {
+			t.Errorf("shard %d: %s, want %s", k, got, want)
+		}
+	}
+	all := &change{kind: opTruncate, truncated: []*relation{b}}
+	if !marks.covered(all, 0x6fff) {
+		t.Error("a TRUNCATE of a table copied entirely after it was applied")
 	}
 }

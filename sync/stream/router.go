@@ -2,6 +2,7 @@ package stream
 
 import (
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -120,6 +121,11 @@ func (rt *router) route(c *change, pos position, emit func(shard int, o op)) err
 			}
 			if !r.sameOnEverySource && several {
 				return job.Errorf("0A000", "TRUNCATE of %s on source shard %d: the destination shards also hold the other source shards' rows of it, so it cannot be applied as is; stop writes to it, or delete the rows instead of truncating", r, rt.sourceShard)
+			}
+			if keep, ok := c.keep[r]; ok {
+				// copied partly after the TRUNCATE (copyMarks.truncateCovered)
+				every(op{sql: fmt.Sprintf("DELETE FROM %s WHERE NOT (%s)", r.qualified, keep)})
+				continue
 			}
 			names = append(names, r.qualified)
 		}
