@@ -99,10 +99,11 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		return err
 	}
 	pos := newPositions(confirmed, origins)
-	if err := rcv.start(ctx, cfg.publication); err != nil {
+	options, err := rcv.start(ctx, cfg.publication, srcDSN)
+	if err != nil {
 		return err
 	}
-	cfg.log.Info("streaming", "from", confirmed, "shard_origins", originPositions(origins))
+	cfg.log.Info("streaming", "from", confirmed, "shard_origins", originPositions(origins), "options", strings.Join(options, ", "))
 	cfg.status.SetError("")
 	lagCtx, stopLag := context.WithCancel(ctx)
 	defer stopLag()
