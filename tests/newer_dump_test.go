@@ -13,16 +13,22 @@ import (
 )
 
 // fakePgDump writes an executable that answers --version as pg_dump of
-// version says and prints dump otherwise: the plain output of a pg_dump
-// this machine does not have (Debian ships 15), for SCHEMA_SYNC to read
-// through [replication] pg_dump_path.
-func fakePgDump(t *testing.T, version, dump string) string {
+// version says, prints dump when asked for database db (the source), and
+// an empty dump for any other (the shards, which schema sync dumps to see
+// what they hold): the plain output of a pg_dump this machine does not
+// have (Debian ships 15), for SCHEMA_SYNC to read through [replication]
+// pg_dump_path.
+func fakePgDump(t *testing.T, version, db, dump string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "dump.sql"), []byte(dump), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	script := fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo 'pg_dump (PostgreSQL) %s'; exit 0; fi\ncat %q\n", version, filepath.Join(dir, "dump.sql"))
+	script := fmt.Sprintf(`#!/bin/sh
+if [ "$1" = "--version" ]; then echo 'pg_dump (PostgreSQL) %s'; exit 0; fi
+for a in "$@"; do if [ "$a" = %q ]; then cat %q; exit 0; fi; done
+echo '-- PostgreSQL database dump'
+`, version, db, filepath.Join(dir, "dump.sql"))
 	path := filepath.Join(dir, "pg_dump")
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -69,7 +75,7 @@ func TestSchemaSyncNewerPgDump(t *testing.T) {
 		c := startVersion(t, 17, 2, nil)
 		e := newCopyEnvOn(t, "nd17", c.Instances[0], c.Instances[1:], 1, 2, "")
 		e.src[0].exec(t, `CREATE PUBLICATION all_tables FOR ALL TABLES`)
-		e.usePgDump(t, fakePgDump(t, "17.10", dump))
+		e.usePgDump(t, fakePgDump(t, "17.10", e.src[0].db, dump))
 		sync(t, e, commands.PhasePre, commands.PhasePost)
 		for k, d := range e.dst {
 			d.exec(t, `INSERT INTO docs (customer_id, body) VALUES (1, '{"title": "t", "items": [{"sku": "a", "qty": 2, "parts": ["p1", "p2"]}]}');
@@ -95,7 +101,7 @@ func TestSchemaSyncNewerPgDump(t *testing.T) {
 			dump[strings.Index(dump, "--\n-- Name: docs docs_pkey; Type: CONSTRAINT"):]
 		e := newCopyEnv(t, "nd15", 1, 2, "")
 		e.src[0].exec(t, `CREATE PUBLICATION all_tables FOR ALL TABLES`)
-		e.usePgDump(t, fakePgDump(t, "17.10", head+tail))
+		e.usePgDump(t, fakePgDump(t, "17.10", e.src[0].db, head+tail))
 		sync(t, e, commands.PhasePre, commands.PhasePost)
 		for k, d := range e.dst {
 			if got := d.one(t, `SELECT count(*) FROM pg_tables WHERE tablename IN ('docs', 'stock')`); got != "2" {
