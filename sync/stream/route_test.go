@@ -306,7 +306,7 @@ func TestTruncateCoveredByCopy(t *testing.T) {
 	}
 	ops := [][]op{nil, nil}
 	rt := &router{shards: 2, sourceShards: 1, origins: make([]pglogrepl.LSN, 2)}
-	if err := rt.route(tr, func(k int, o op) { ops[k] = append(ops[k], o) }); err != nil {
+	if err := rt.route(tr, position{lsn: 0x6000}, func(k int, o op) { ops[k] = append(ops[k], o) }); err != nil {
 		t.Fatal(err)
 	}
 	for k := range ops {
