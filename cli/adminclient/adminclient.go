@@ -159,23 +159,20 @@ func (m *mirror) poll(ctx context.Context, conn *pgx.Conn) {
 	}
 	type row struct {
 		host, db, name, lsn string
-		port, lag, retained int64
+		port, lag           int64
 		copyData            bool
 		last                *time.Time
 	}
 	var got []row
 	for rows.Next() {
 		var r row
-		var lag, retained string
+		var lag string
 		var lastMS *int64
-		var active bool
-		if err := rows.Scan(&r.host, &r.port, &r.db, &r.name, &r.lsn, &lag, &r.lag, &r.copyData, &r.last, &lastMS, &retained, &r.retained, &active); err != nil {
+		if err := rows.Scan(&r.host, &r.port, &r.db, &r.name, &r.lsn, &lag, &r.lag, &r.copyData, &r.last, &lastMS); err != nil {
 			rows.Close()
 			return
 		}
-		if active { // the streams, not the slots nothing reads
-			got = append(got, r)
-		}
+		got = append(got, r)
 	}
 	rows.Close()
 	if rows.Err() != nil {
@@ -192,7 +189,6 @@ func (m *mirror) poll(ctx context.Context, conn *pgx.Conn) {
 			m.reg.AddSlot(s)
 		}
 		s.Lag(r.lag)
-		s.Retained(r.retained)
 		if lsn, err := pglogrepl.ParseLSN(r.lsn); err == nil {
 			s.Confirmed(lsn)
 		}

@@ -170,12 +170,7 @@ func printDryRun(w io.Writer, cmd commands.SchemaSync, res *commands.Result) {
 			shard = s
 			fmt.Fprintf(w, "\n-- SCHEMA_SYNC %s: %s shard %d\n", cmd.Phase, cmd.Destination, shard)
 		}
-		sql := row[2].(string)
-		if strings.HasPrefix(sql, "--") {
-			fmt.Fprintf(w, "%s\n", sql) // a note (a widened column), not a statement
-			continue
-		}
-		fmt.Fprintf(w, "%s;\n", sql)
+		fmt.Fprintf(w, "%s;\n", row[2])
 	}
 	if len(res.Rows) == 0 {
 		fmt.Fprintf(w, "-- SCHEMA_SYNC %s: nothing to run\n", cmd.Phase)
