@@ -43,8 +43,13 @@ func sh(b *testing.B, script string) time.Duration {
 // copyDataSet starts 3 instances; the first holds database "app" with the
 // copy tables of rows rows each, published as all_tables.
 func copyDataSet(b *testing.B, ctx context.Context, rows int) *pgtest.Cluster {
+	return copyDataSetOn(b, ctx, rows, 0)
+}
+
+// copyDataSetOn is copyDataSet on PostgreSQL major version (0: the default).
+func copyDataSetOn(b *testing.B, ctx context.Context, rows, version int) *pgtest.Cluster {
 	b.Helper()
-	cl, err := pgtest.Start(ctx, 3, pgtest.Options{Settings: map[string]string{"max_wal_size": "4GB", "checkpoint_timeout": "30min"}})
+	cl, err := pgtest.Start(ctx, 3, pgtest.Options{Version: version, Settings: map[string]string{"max_wal_size": "4GB", "checkpoint_timeout": "30min"}})
 	if err != nil {
 		b.Fatal(err)
 	}

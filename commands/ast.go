@@ -82,6 +82,13 @@ type Cutover struct{ Task string }
 // StopTask is STOP_TASK <task>.
 type StopTask struct{ Task string }
 
+// AbortTask is ABORT_TASK <task> [WITH DATA]: end a migration for good and
+// remove what it created (WITH DATA: also the rows copied to the shards).
+type AbortTask struct {
+	Task     string
+	WithData bool
+}
+
 // Show is SHOW <name>: a reshard view (SHOW TASKS) or a server setting probe
 // (SHOW server_version) that drivers send.
 type Show struct {
@@ -131,6 +138,9 @@ func (Cutover) Keyword() string { return "CUTOVER" }
 func (StopTask) Keyword() string { return "STOP_TASK" }
 
 // Keyword implements Command.
+func (AbortTask) Keyword() string { return "ABORT_TASK" }
+
+// Keyword implements Command.
 func (Show) Keyword() string { return "SHOW" }
 
 // Keyword implements Command.
@@ -155,6 +165,12 @@ func (c Reshard) String() string   { return "RESHARD " + c.Route.String() }
 func (c Verify) String() string    { return "VERIFY " + c.Route.String() }
 func (c Cutover) String() string   { return "CUTOVER " + quoteIdent(c.Task) }
 func (c StopTask) String() string  { return "STOP_TASK " + quoteIdent(c.Task) }
+func (c AbortTask) String() string {
+	if c.WithData {
+		return "ABORT_TASK " + quoteIdent(c.Task) + " WITH DATA"
+	}
+	return "ABORT_TASK " + quoteIdent(c.Task)
+}
 func (c Show) String() string {
 	if q := quoteIdent(c.Name); q == c.Name {
 		return "SHOW " + strings.ToUpper(c.Name)

@@ -8,26 +8,16 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/sync/copier"
-	"github.com/reshard/reshard/sync/ddl"
+	"github.com/reshard/reshard/sync/migrate"
 	"github.com/reshard/reshard/sync/preflight"
 	"github.com/reshard/reshard/sync/progress"
 	"github.com/reshard/reshard/sync/stream"
-	"github.com/reshard/reshard/sync/task"
 )
 
 // copyDataResultColumns answer a foreground copy (CLI data-sync --sync-only).
 var copyDataResultColumns = cols(
 	"slot", TypeText, "consistent_lsn", TypeText, "resumed", TypeBool, "tables", TypeInt8,
 	"units_copied", TypeInt8, "units_already_done", TypeInt8, "rows", TypeInt8, "bytes", TypeInt8, "elapsed_ms", TypeInt8)
-
-// streamRequest is the stream of a slot (copied: created by a copy).
-func streamRequest(slot string, copied bool) stream.Request {
-	return stream.Request{Slot: slot, CopyData: copied}
-}
-
-func stoppedMessage(r Route, slot string) string {
-	return fmt.Sprintf("stopped; the slot %s keeps the changes since: REPLICATE %s %s continues", slot, r.String(), slot)
-}
 
 func lsnList(res *copier.Result) string {
 	parts := make([]string, len(res.ConsistentLSN))
@@ -40,68 +30,45 @@ func lsnList(res *copier.Result) string {
 // copyData runs COPY_DATA. From the admin server it is a background task
 // answering its id at once; from the CLI (Foreground) it runs to the end.
 func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
-	notices, err := e.preflight(ctx, c.Route, preflight.Request{Command: preflight.CopyData, Slot: c.Slot, SyncOnly: c.SyncOnly})
-	if err != nil {
-		return nil, err
-	}
 	if c.Foreground {
+		// (Its notices are logged.)
+		if _, err := e.preflight(ctx, c.Route, preflight.Request{Command: preflight.CopyData, Slot: c.Slot, SyncOnly: c.SyncOnly}); err != nil {
+			return nil, err
+		}
 		j, err := e.newJob(c.Route, "cli")
 		if err != nil {
 			return nil, engineError(err)
 		}
-		if !c.SyncOnly {
-			if err := ddl.Prepare(ctx, j); err != nil {
-				return nil, engineError(err)
-			}
+		if c.Slot == "" {
+			c.Slot = copier.NewSlotName() // named now: an interruption names it
 		}
 		res, err := copier.Run(ctx, j, copier.Request{Slot: c.Slot, SyncOnly: c.SyncOnly})
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, e.interrupted(j, "copy", c.Slot)
+			}
 			return nil, engineError(err)
 		}
+		out := &Result{Columns: copyDataResultColumns, Tag: "COPY_DATA", Rows: [][]any{{
+			res.Slot, lsnList(res), res.Resumed, int64(res.Tables), int64(res.Units), int64(res.UnitsSkipped),
+			res.Rows, res.Bytes, res.Elapsed.Milliseconds()}}}
 		if !c.SyncOnly {
 			e.Logger.Info("copy done, streaming changes (Ctrl-C stops; the slot keeps them)", "slot", res.Slot)
-			if err := stream.Run(ctx, j, streamRequest(res.Slot, true)); err != nil {
+			if err := stream.Run(ctx, j, stream.Request{Slot: res.Slot, CopyData: true}); err != nil {
 				return nil, engineError(err)
 			}
+			if ctx.Err() != nil {
+				return out, e.interrupted(j, "stream", res.Slot)
+			}
 		}
-		return &Result{Columns: copyDataResultColumns, Tag: "COPY_DATA", Rows: [][]any{{
-			res.Slot, lsnList(res), res.Resumed, int64(res.Tables), int64(res.Units), int64(res.UnitsSkipped),
-			res.Rows, res.Bytes, res.Elapsed.Milliseconds()}}}, nil
+		return out, nil
 	}
 	if c.Slot == "" {
 		c.Slot = copier.NewSlotName()
 	}
-	t := e.Tasks.Start("copy_data", c.Source, c.Destination, c.Publication, task.StateCopying,
-		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
-			t.SetResume(c.Slot, fmt.Sprintf("COPY_DATA %s %s", c.Route.String(), c.Slot))
-			defer func() {
-				// Finished tables stay listed until the task ends.
-				go func() { <-t.Done(); e.Registry.RemoveCopies(t.ID) }()
-			}()
-			j, err := e.newJob(c.Route, t.ID)
-			if err != nil {
-				return task.Outcome{}, err
-			}
-			if !c.SyncOnly {
-				if err := ddl.Prepare(ctx, j); err != nil {
-					return task.Outcome{}, err
-				}
-			}
-			res, err := copier.Run(ctx, j, copier.Request{Slot: c.Slot, SyncOnly: c.SyncOnly})
-			if err != nil {
-				return task.Outcome{}, err
-			}
-			t.SetState(task.StateStreaming)
-			finished, err := e.runStream(ctx, t, j, res.Slot, true)
-			if err != nil {
-				return task.Outcome{}, err
-			}
-			if finished {
-				return task.Outcome{}, nil
-			}
-			return task.Outcome{Stopped: stoppedMessage(c.Route, res.Slot)}, nil
-		})
-	return &Result{Columns: taskIDColumns, Tag: "COPY_DATA", Rows: [][]any{{t.ID}}, Notices: notices}, nil
+	spec := migrate.Spec{Kind: migrate.KindCopyData, Source: c.Source, Destination: c.Destination,
+		Publication: c.Publication, Slot: c.Slot, Resume: fmt.Sprintf("COPY_DATA %s %s", c.Route.String(), quoteIdent(c.Slot))}
+	return e.startMigration(ctx, c.Route, spec, preflight.Request{Command: preflight.CopyData, Slot: c.Slot, SyncOnly: c.SyncOnly}, "COPY_DATA")
 }
 
 func humanCount(n int64) string {
@@ -161,7 +128,7 @@ func (e *Executor) showTableCopies() [][]any {
 		}
 		rows = append(rows, []any{c.Schema, c.Table, status, c.Rows, humanCount(c.Rows), c.Bytes, humanBytes(c.Bytes),
 			rate, humanBytes(rate) + "/s", c.Elapsed.Round(time.Millisecond).String(), c.Elapsed.Milliseconds(), sql,
-			c.EstimateBytes, percent, eta})
+			c.EstimateBytes, percent, eta, c.Node, c.Format})
 	}
 	return rows
 }
@@ -169,57 +136,42 @@ func (e *Executor) showTableCopies() [][]any {
 func (e *Executor) showTasks() [][]any {
 	var rows [][]any
 	for _, t := range e.Tasks.List() {
+		msg := t.Error
+		for _, s := range e.Engine.InactiveSlots(t.ID) {
+			note := fmt.Sprintf("slot %s on %s:%d/%s is inactive and retains %s of WAL", s.Name, s.Host, s.Port, s.Database, humanBytes(s.RetainedBytes))
+			if msg == "" {
+				msg = note
+			} else {
+				msg += "; " + note
+			}
+		}
 		rows = append(rows, []any{t.ID, t.Kind, t.Source, t.Destination, t.Publication, t.State, t.StartedAt,
-			t.Elapsed.Round(time.Millisecond).String(), t.Error})
+			t.Elapsed.Round(time.Millisecond).String(), msg})
 	}
 	return rows
 }
 
-func (e *Executor) stopTask(ctx context.Context, c StopTask) (*Result, error) {
-	if _, ok := e.Tasks.Get(c.Task); !ok {
-		return nil, Errorf(CodeUndefinedObject, "task %q does not exist", abbreviate(c.Task)).WithHint("SHOW TASKS lists the tasks")
-	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := e.Tasks.Stop(sctx, c.Task); err != nil {
-		return nil, Errorf(CodeObjectInUse, "task %s did not stop within 30s: %v", c.Task, err)
-	}
-	return &Result{Tag: "STOP_TASK"}, nil
-}
-
 // replicate runs REPLICATE: stream only, from an existing slot.
 func (e *Executor) replicate(ctx context.Context, c Replicate) (*Result, error) {
-	notices, err := e.preflight(ctx, c.Route, preflight.Request{Command: preflight.Replicate, Slot: c.Slot})
-	if err != nil {
-		return nil, err
-	}
 	if c.Foreground {
+		if _, err := e.preflight(ctx, c.Route, preflight.Request{Command: preflight.Replicate, Slot: c.Slot}); err != nil {
+			return nil, err
+		}
 		j, err := e.newJob(c.Route, "cli")
 		if err != nil {
 			return nil, engineError(err)
 		}
-		if err := stream.Run(ctx, j, streamRequest(c.Slot, false)); err != nil {
+		if err := stream.Run(ctx, j, stream.Request{Slot: c.Slot}); err != nil {
 			return nil, engineError(err)
+		}
+		if ctx.Err() != nil {
+			return &Result{Tag: "REPLICATE"}, e.interrupted(j, "stream", c.Slot)
 		}
 		return &Result{Tag: "REPLICATE"}, nil
 	}
-	t := e.Tasks.Start("replicate", c.Source, c.Destination, c.Publication, task.StateStreaming,
-		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
-			t.SetResume(c.Slot, fmt.Sprintf("REPLICATE %s %s", c.Route.String(), c.Slot))
-			j, err := e.newJob(c.Route, t.ID)
-			if err != nil {
-				return task.Outcome{}, err
-			}
-			finished, err := e.runStream(ctx, t, j, c.Slot, false)
-			if err != nil {
-				return task.Outcome{}, err
-			}
-			if finished {
-				return task.Outcome{}, nil
-			}
-			return task.Outcome{Stopped: stoppedMessage(c.Route, c.Slot)}, nil
-		})
-	return &Result{Columns: taskIDColumns, Tag: "REPLICATE", Rows: [][]any{{t.ID}}, Notices: notices}, nil
+	spec := migrate.Spec{Kind: migrate.KindReplicate, Source: c.Source, Destination: c.Destination,
+		Publication: c.Publication, Slot: c.Slot, Resume: fmt.Sprintf("REPLICATE %s %s", c.Route.String(), quoteIdent(c.Slot))}
+	return e.startMigration(ctx, c.Route, spec, preflight.Request{Command: preflight.Replicate, Slot: c.Slot}, "REPLICATE")
 }
 
 func (e *Executor) showReplicationSlots() [][]any {
@@ -232,26 +184,12 @@ func (e *Executor) showReplicationSlots() [][]any {
 			lastMS = time.Since(s.LastTransaction).Milliseconds()
 		}
 		rows = append(rows, []any{s.Host, int64(s.Port), s.Database, s.Name, s.Confirmed.String(), humanBytes(s.LagBytes), s.LagBytes,
-			s.CopyData, last, lastMS})
+			s.CopyData, last, lastMS, humanBytes(s.RetainedBytes), s.RetainedBytes, true})
 	}
-	return rows
-}
-
-// showDDL lists the statements the source's event triggers captured
-// ([general] resharding_ddl = "replicate") as the streams saw them, and
-// where each has been applied.
-func (e *Executor) showDDL() [][]any {
-	var rows [][]any
-	for _, d := range e.Registry.DDL() {
-		var captured, applied any
-		if !d.CapturedAt.IsZero() {
-			captured = d.CapturedAt
-		}
-		if !d.AppliedAt.IsZero() {
-			applied = d.AppliedAt
-		}
-		rows = append(rows, []any{d.Task, d.Slot, int64(d.SourceShard), d.ID, captured, d.Tag, d.Statement, d.State,
-			progress.ShardList(d.Applied), progress.ShardList(d.Pending), applied, d.SQL, d.Note, d.Error})
+	// reshard's slots that no stream reads: they hold WAL on their server.
+	for _, s := range e.Registry.InactiveSlots() {
+		rows = append(rows, []any{s.Host, int64(s.Port), s.Database, s.Name, s.Confirmed, humanBytes(s.LagBytes), s.LagBytes,
+			false, nil, nil, humanBytes(s.RetainedBytes), s.RetainedBytes, false})
 	}
 	return rows
 }

@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/migrate"
 	"github.com/reshard/reshard/sync/progress"
 	"github.com/reshard/reshard/sync/task"
 )
@@ -32,10 +32,8 @@ type Executor struct {
 	Registry *progress.Registry
 	// Tasks are the background tasks.
 	Tasks *task.Manager
-	// controls reach streaming tasks (CUTOVER).
-	controls controls
-	// persistMu orders task-state writes.
-	persistMu sync.Mutex
+	// Engine runs the migrations (RESHARD, COPY_DATA, REPLICATE tasks).
+	Engine *migrate.Engine
 }
 
 // NewExecutor returns an executor for the catalog.
@@ -44,9 +42,18 @@ func NewExecutor(cat *catalog.Catalog, logger hclog.Logger) *Executor {
 		logger = hclog.NewNullLogger()
 	}
 	e := &Executor{Catalog: cat, Logger: logger.Named("commands"), Registry: progress.NewRegistry(), Tasks: task.NewManager()}
-	e.Tasks.OnChange = e.persistTask
+	e.Engine = migrate.New(cat, e.Registry, e.Tasks, e.Logger)
 	return e
 }
+
+// RecoverTasks continues the migrations an earlier run of reshard left
+// running, with their ids, and lists those that were stopped or had
+// failed (read from every cluster's shard 0).
+func (e *Executor) RecoverTasks(ctx context.Context) { e.Engine.Recover(ctx) }
+
+// WatchSlots keeps the list of reshard's inactive replication slots up to
+// date until ctx ends (SHOW REPLICATION_SLOTS, SHOW TASKS, metrics).
+func (e *Executor) WatchSlots(ctx context.Context) { e.Engine.Watch(ctx, migrate.WatchInterval) }
 
 // Columns returns the columns cmd's result will have, before running it, so
 // that the extended protocol can describe a statement. A command whose
@@ -80,6 +87,10 @@ func (e *Executor) Columns(cmd Command) ([]Column, error) {
 		return taskIDColumns, nil
 	case Cutover:
 		return cutoverColumns, nil
+	case StopTask:
+		return stopTaskColumns, nil
+	case AbortTask:
+		return abortTaskColumns, nil
 	case DescribeColumns:
 		return c.columns(), nil
 	case Select:
@@ -160,15 +171,12 @@ func (e *Executor) Execute(ctx context.Context, cmd Command) (*Result, error) {
 		return e.verify(ctx, c)
 	case StopTask:
 		return e.stopTask(ctx, c)
+	case AbortTask:
+		return e.abortTask(ctx, c)
 	case Cutover:
 		return e.cutoverTask(ctx, c)
 	}
 	return nil, Errorf(CodeInternalError, "no executor for %T", cmd)
-}
-
-func notYet(c Command) *Error {
-	return Errorf(CodeFeatureNotSupported, "%s is not implemented yet", c.Keyword()).
-		WithDetail("the command parsed as: %s", c.String())
 }
 
 // checkSlot verifies that slot is a name PostgreSQL accepts for a
@@ -249,8 +257,6 @@ func (e *Executor) show(ctx context.Context, c Show) (*Result, error) {
 		res.Rows = e.showReplicationSlots()
 	case "verify":
 		res.Rows = e.showVerify()
-	case "ddl":
-		res.Rows = e.showDDL()
 	case "application_name":
 		res.Rows = [][]any{{e.session(ctx).ApplicationName}}
 	default:
@@ -294,7 +300,6 @@ func (e *Executor) config() [][]any {
 		{"general.port", strconv.Itoa(g.Port)},
 		{"general.resharding_copy_format", g.ReshardingCopyFormat},
 		{"general.resharding_parallel_copies", strconv.Itoa(g.ReshardingParallelCopies)},
-		{"general.resharding_ddl", g.ReshardingDDL},
 		{"general.openmetrics_port", strconv.Itoa(g.OpenMetricsPort)},
 		{"general.tls_certificate", g.TLSCertificate},
 		{"general.tls_private_key", g.TLSPrivateKey},

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	pg_query "github.com/pganalyze/pg_query_go/v5"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
 // MaxQueryBytes bounds the size of one admin query.
@@ -25,7 +25,8 @@ var forms = map[string]string{
 	"VERIFY":      "VERIFY <source> <destination> <publication>",
 	"CUTOVER":     "CUTOVER <task id>",
 	"STOP_TASK":   "STOP_TASK <task id>",
-	"SHOW":        "SHOW SCHEMA_SYNC|TABLE_COPIES|REPLICATION_SLOTS|TASKS|VERIFY|DDL|DATABASES|CONFIG|VERSION",
+	"ABORT_TASK":  "ABORT_TASK <task id> [WITH DATA]",
+	"SHOW":        "SHOW SCHEMA_SYNC|TABLE_COPIES|REPLICATION_SLOTS|TASKS|VERIFY|DATABASES|CONFIG|VERSION",
 }
 
 // Form returns the expected form of the command with the given keyword.
@@ -242,6 +243,20 @@ func parseStatement(toks []token, text string) (Command, error) {
 			return Reshard{r}, nil
 		}
 		return Verify{Route: r}, nil
+	case "ABORT_TASK":
+		if len(toks) >= 4 && toks[2].kind == tokWord && toks[2].value == "with" && toks[3].kind == tokWord && toks[3].value == "data" {
+			c, err := parseStatement(toks[:2], text)
+			if err != nil {
+				return nil, err
+			}
+			if len(toks) > 4 {
+				return nil, syntaxErr(kw, toks[4], "syntax error at or near %q: ABORT_TASK ends after WITH DATA", abbreviate(toks[4].raw))
+			}
+			a := c.(AbortTask)
+			a.WithData = true
+			return a, nil
+		}
+		fallthrough
 	case "CUTOVER", "STOP_TASK":
 		if len(toks) < 2 {
 			return nil, syntaxErr(kw, first, "%s is missing the task id", kw)
@@ -253,8 +268,11 @@ func parseStatement(toks []token, text string) (Command, error) {
 		if t.kind != tokNumber && t.kind != tokWord && t.kind != tokQuoted {
 			return nil, syntaxErr(kw, t, "syntax error at or near %q: expected a task id", abbreviate(t.raw))
 		}
-		if kw == "CUTOVER" {
+		switch kw {
+		case "CUTOVER":
 			return Cutover{Task: t.value}, nil
+		case "ABORT_TASK":
+			return AbortTask{Task: t.value}, nil
 		}
 		return StopTask{Task: t.value}, nil
 	case "SHOW":

@@ -26,6 +26,8 @@ func TestParseValid(t *testing.T) {
 		{"CUTOVER 7", []Command{Cutover{"7"}}},
 		{"STOP_TASK 12;", []Command{StopTask{"12"}}},
 		{"stop_task abc", []Command{StopTask{"abc"}}},
+		{"ABORT_TASK 3", []Command{AbortTask{Task: "3"}}},
+		{"abort_task 3 with data;", []Command{AbortTask{Task: "3", WithData: true}}},
 		{"SHOW TABLE_COPIES", []Command{Show{"table_copies"}}},
 		{"show version; SHOW DATABASES;", []Command{Show{"version"}, Show{"databases"}}},
 		{"-- comment only", []Command{Empty{}}},
@@ -59,6 +61,8 @@ func TestParseRoundTrip(t *testing.T) {
 		`REPLICATE a b c d`,
 		`RESHARD "select" b c`,
 		`CUTOVER "Task 1"`,
+		`ABORT_TASK 4 WITH DATA`,
+		`ABORT_TASK "x y"`,
 	} {
 		cmds, err := Parse(in)
 		if err != nil {
@@ -103,6 +107,10 @@ func TestParseErrors(t *testing.T) {
 		{"CUTOVER 'x'", "42601", "expected a task id", ""},
 		{"STOP_TASK", "42601", "missing the task id", "STOP_TASK"},
 		{"STOP_TASK 1.5", "42601", `expected a task id`, ""},
+		{"ABORT_TASK", "42601", "missing the task id", "ABORT_TASK <task id> [WITH DATA]"},
+		{"ABORT_TASK 1 WITH", "42601", `at or near "WITH"`, "[WITH DATA]"},
+		{"ABORT_TASK 1 WITH ROWS", "42601", `at or near "WITH"`, ""},
+		{"ABORT_TASK 1 WITH DATA NOW", "42601", `at or near "NOW"`, ""},
 		{"SHOW", "42601", "missing what to show", "SHOW SCHEMA_SYNC"},
 		{"SHOW TASKS extra", "42601", `at or near "extra"`, ""},
 		{"SHOW 'tasks'", "42601", "expected a view or setting name", ""},

@@ -12,26 +12,13 @@ import (
 	"github.com/reshard/reshard/sync/verify"
 )
 
-// verifyStreams finds what feeds route r's destination: the task that
-// streams it (its id, "" when none does), whether its streams run in
-// reverse (after a cutover: the shards back into the old database), and
+// verifyStreams finds what feeds route r's destination: the migration
+// task that streams it (its id, "" when none does), whether its streams run
+// in reverse (after a cutover: the shards back into the old database), and
 // the Holder that holds them at VERIFY's consistent point (nil when the
 // stream cannot be held).
 func (e *Executor) verifyStreams(r Route) (id string, reverse bool, holder verify.Holder) {
-	for _, t := range e.Tasks.List() {
-		if t.Source != r.Source || t.Destination != r.Destination || t.Publication != r.Publication {
-			continue
-		}
-		if t.State != task.StateStreaming && t.State != task.StateReverseStreaming {
-			continue
-		}
-		ctl, ok := e.controls.get(t.ID)
-		if !ok {
-			continue
-		}
-		return t.ID, t.State == task.StateReverseStreaming, ctl.holder()
-	}
-	return "", false, nil
+	return e.Engine.Streams(r.Source, r.Destination, r.Publication)
 }
 
 // verifyRequest is the VERIFY of route r, at a consistent point of the
@@ -68,7 +55,7 @@ func (e *Executor) verify(ctx context.Context, c Verify) (*Result, error) {
 				WithHint("SHOW VERIFY shows its progress; STOP_TASK %s stops it", t.ID)
 		}
 	}
-	t := e.Tasks.Start("verify", c.Source, c.Destination, c.Publication, "verifying",
+	t, err := e.Tasks.Start(task.Spec{Kind: "verify", Source: c.Source, Destination: c.Destination, Publication: c.Publication, State: "verifying"},
 		func(ctx context.Context, t *task.Task) (task.Outcome, error) {
 			j, err := e.newJob(c.Route, t.ID)
 			if err != nil {
@@ -84,6 +71,9 @@ func (e *Executor) verify(ctx context.Context, c Verify) (*Result, error) {
 			}
 			return task.Outcome{}, nil
 		})
+	if err != nil {
+		return nil, engineError(err)
+	}
 	return &Result{Columns: taskIDColumns, Tag: "VERIFY", Rows: [][]any{{t.ID}}}, nil
 }
 

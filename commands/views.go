@@ -13,11 +13,12 @@ var (
 		"rows_human", TypeText, "bytes", TypeInt8, "bytes_human", TypeText,
 		"bytes_per_sec", TypeInt8, "bytes_per_sec_human", TypeText, "elapsed", TypeText,
 		"elapsed_ms", TypeInt8, "sql", TypeText, "total_bytes_estimate", TypeInt8,
-		"percent", TypeFloat8, "eta", TypeText)
+		"percent", TypeFloat8, "eta", TypeText, "source_node", TypeText, "format", TypeText)
 	replicationSlotsColumns = cols(
 		"host", TypeText, "port", TypeInt8, "database_name", TypeText, "name", TypeText,
 		"lsn", TypeText, "lag", TypeText, "lag_bytes", TypeInt8, "copy_data", TypeBool,
-		"last_transaction", TypeTimestamptz, "last_transaction_ms", TypeInt8)
+		"last_transaction", TypeTimestamptz, "last_transaction_ms", TypeInt8,
+		"retained_wal", TypeText, "retained_wal_bytes", TypeInt8, "active", TypeBool)
 	tasksColumns = cols(
 		"id", TypeText, "kind", TypeText, "source", TypeText, "destination", TypeText,
 		"publication", TypeText, "state", TypeText, "started_at", TypeTimestamptz,
@@ -28,11 +29,6 @@ var (
 		"extra", TypeInt8, "different", TypeInt8, "misplaced", TypeInt8, "rows_compared", TypeInt8,
 		"percent", TypeFloat8, "eta", TypeText, "elapsed_ms", TypeInt8, "shard_rows", TypeText,
 		"consistent_lsn", TypeText, "hold_ms", TypeInt8)
-	ddlColumns = cols(
-		"task", TypeText, "slot", TypeText, "source_shard", TypeInt8, "id", TypeInt8,
-		"captured_at", TypeTimestamptz, "command_tag", TypeText, "statement", TypeText,
-		"state", TypeText, "applied_shards", TypeText, "pending_shards", TypeText,
-		"applied_at", TypeTimestamptz, "applied_sql", TypeText, "note", TypeText, "error", TypeText)
 	databasesColumns = cols(
 		"name", TypeText, "host", TypeText, "port", TypeInt8, "database_name", TypeText,
 		"role", TypeText, "shard", TypeInt8, "resharding_only", TypeBool)
@@ -55,7 +51,6 @@ var views = map[string][]Column{
 	"replication_slots": replicationSlotsColumns,
 	"tasks":             tasksColumns,
 	"verify":            verifyColumns,
-	"ddl":               ddlColumns,
 	"databases":         databasesColumns,
 	"config":            configColumns,
 	"version":           versionColumns,

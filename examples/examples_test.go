@@ -353,7 +353,7 @@ func TestPrometheusRules(t *testing.T) {
 		}
 	}
 	// What issue 20 asks the rules to watch.
-	for _, a := range []string{"ReshardSlotRetainingWAL", "ReshardReplicationLagNotFalling", "ReshardTaskFailed",
+	for _, a := range []string{"ReshardSlotRetainingWAL", "ReshardInactiveSlot", "ReshardReplicationLagNotFalling", "ReshardTaskFailed",
 		"ReshardTaskStopped", "ReshardCopyStalled", "ReshardVerifyMismatch"} {
 		if !alerts[a] {
 			t.Errorf("no alert %s", a)

@@ -50,6 +50,8 @@ var families = []Family{
 	{"reshard_replication_confirmed_lsn", "gauge", "Position (LSN, as a number) confirmed to the source: everything before it is applied on the destination.", slotLabels},
 	{"reshard_replication_last_transaction_timestamp_seconds", "gauge", "Commit time of the last source transaction the stream received (Unix seconds).", slotLabels},
 	{"reshard_replication_statements_applied_total", "counter", "Statements run on the destination by the stream, after merging row changes into multi-row statements.", slotLabels},
+	{"reshard_inactive_slots", "gauge", "Replication slots of reshard's that no stream reads: each retains WAL on its server until it is used again or dropped.", nil},
+	{"reshard_inactive_slot_retained_wal_bytes", "gauge", "Bytes of WAL an inactive slot of reshard's retains on its server (pg_current_wal_lsn() - restart_lsn).", slotLabels},
 	{"reshard_replication_changes_applied_total", "counter", "Row changes (inserts, updates, deletes, truncates) the stream applied, per destination shard.", []string{"task", "slot", "shard"}},
 	{"reshard_tasks", "gauge", "Tasks of this process, by kind and state.", []string{"kind", "state"}},
 	{"reshard_task_state", "gauge", "1 for each task in its current state.", []string{"task", "kind", "source", "destination", "state"}},
@@ -154,6 +156,11 @@ func (c *Collector) collectCopies(ch chan<- prometheus.Metric) {
 }
 
 func (c *Collector) collectSlots(ch chan<- prometheus.Metric) {
+	inactive := c.reg.InactiveSlots()
+	ch <- c.metric("reshard_inactive_slots", float64(len(inactive)))
+	for _, s := range inactive {
+		ch <- c.metric("reshard_inactive_slot_retained_wal_bytes", float64(s.RetainedBytes), s.Task, s.Name)
+	}
 	for _, s := range c.reg.Slots() {
 		ch <- c.metric("reshard_replication_lag_bytes", float64(s.LagBytes), s.Task, s.Name)
 		ch <- c.metric("reshard_replication_slot_retained_wal_bytes", float64(s.RetainedBytes), s.Task, s.Name)

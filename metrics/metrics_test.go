@@ -29,11 +29,11 @@ func populated(t *testing.T) (*progress.Registry, *task.Manager) {
 	tasks := task.NewManager()
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	tk := tasks.Start("reshard", "src", "dst", "pub", task.StateCopying, func(ctx context.Context, t *task.Task) (task.Outcome, error) {
+	tk, _ := tasks.Start(task.Spec{Kind: "reshard", Source: "src", Destination: "dst", Publication: "pub", State: task.StateCopying}, func(ctx context.Context, t *task.Task) (task.Outcome, error) {
 		<-release
 		return task.Outcome{}, nil
 	})
-	failed := tasks.Start("copy_data", "src", "dst", "pub", task.StateCopying, func(ctx context.Context, t *task.Task) (task.Outcome, error) {
+	failed, _ := tasks.Start(task.Spec{Kind: "copy_data", Source: "src", Destination: "dst", Publication: "pub", State: task.StateCopying}, func(ctx context.Context, t *task.Task) (task.Outcome, error) {
 		return task.Outcome{}, errors.New("boom")
 	})
 	<-failed.Done()
@@ -50,6 +50,7 @@ func populated(t *testing.T) (*progress.Registry, *task.Manager) {
 	s.Applied(2)
 	s.AppliedChanges([]int{3, 1})
 	s.Interrupted(&pgconn.PgError{Code: "57P01"})
+	reg.SetInactiveSlots([]progress.InactiveSlot{{Task: failed.ID, Host: "10.0.0.1", Port: 5432, Database: "app", Name: "reshard_2", RetainedBytes: 3 << 20}})
 	st := &progress.SchemaStatement{Database: "dst", Shard: 1, Phase: "PRE"}
 	reg.AddSchema(st)
 	reg.Finish(st, progress.StateDone, nil)

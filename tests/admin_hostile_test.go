@@ -78,7 +78,14 @@ func TestAdminHostileInput(t *testing.T) {
 		// Statements appended.
 		{"COPY_DATA " + route + "; DROP TABLE x", "42601", `unknown admin command "DROP"`},
 		{"COPY_DATA " + route + " my_slot; DROP TABLE x; --", "42601", `"DROP"`},
-		{"RESHARD " + route + "; SELECT pg_sleep(1)", "42601", `"SELECT"`},
+		{"RESHARD " + route + "; SELECT pg_sleep(1)", "42883", "function pg_sleep(integer) is not supported"},
+		{"SELECT 1; DROP TABLE x", "42601", `unknown admin command "DROP"`},
+		// SELECTs reach no PostgreSQL: catalogs reshard does not model are
+		// refused, never read from a server.
+		{"SELECT slot_name FROM pg_replication_slots", "0A000", "pg_catalog.pg_replication_slots"},
+		{"SELECT usename, passwd FROM pg_catalog.pg_shadow", "0A000", "pg_catalog.pg_shadow"},
+		{"SELECT current_setting('admin.password')", "42704", `unrecognized configuration parameter "admin.password"`},
+		{"SELECT lo_import('/etc/passwd')", "42883", "lo_import(text)"},
 		{"RESHARD " + route + " -- fine\n; DROP TABLE x", "42601", `"DROP"`},
 		{"COPY_DATA " + route + "; COPY_DATA " + route + " s extra", "42601", `"extra"`},
 		{"COPY_DATA " + route + " \"s\"; DROP TABLE x", "42601", `"DROP"`},

@@ -489,7 +489,7 @@ func TestAdminMalformed(t *testing.T) {
 		{"SHOW", "42601", "missing what to show"},
 		{"SHOW TASKS please", "42601", `"please"`},
 		{"SHOW nonsense_view", "42704", `"nonsense_view"`},
-		{"SELECT 1", "42601", `unknown admin command "SELECT"`},
+		{"SELECT * FROM t", "42P01", `relation "t" does not exist`},
 		{"INSERT INTO t VALUES (1)", "42601", `unknown admin command "INSERT"`},
 		{"COPYDATA prod prod_sharded pub", "42601", "COPYDATA"},
 		{"'SHOW' TASKS", "42601", "starts with a keyword"},

@@ -58,6 +58,8 @@ type copyEnv struct {
 	usersPath string
 	// publication is the route's publication: all_tables unless set.
 	publication string
+	// logs, when set, receives the executor's log at level info (load).
+	logs *testkit.Buffer
 }
 
 // newCopyEnv creates nSrc source databases and nDst destination databases
@@ -73,23 +75,36 @@ func newCopyEnv(t *testing.T, name string, nSrc, nDst int, general string) *copy
 func newCopyEnvOn(t *testing.T, name string, src *pgtest.Instance, dst []*pgtest.Instance, nSrc, nDst int, general string) *copyEnv {
 	t.Helper()
 	ctx := context.Background()
-	e := &copyEnv{}
-	var b strings.Builder
-	fmt.Fprintf(&b, "[general]\nhost = \"127.0.0.1\"\nport = %d\nresharding_parallel_copies = 4\n%s\n\n[admin]\npassword = %q\n\n", freePort(t), general, adminPassword)
+	var srcs, dsts []node
 	for i := 0; i < nSrc; i++ {
 		n := node{src, fmt.Sprintf("%s_src%d", name, i)}
 		if err := n.inst.CreateDatabase(ctx, n.db); err != nil {
 			t.Fatal(err)
 		}
-		e.src = append(e.src, n)
-		fmt.Fprintf(&b, "[[databases]]\nname = \"src\"\nhost = \"127.0.0.1\"\nport = %d\ndatabase_name = %q\nshard = %d\n\n", n.inst.Port, n.db, i)
+		srcs = append(srcs, n)
 	}
 	for i := 0; i < nDst; i++ {
 		n := node{dst[i%len(dst)], fmt.Sprintf("%s_dst%d", name, i)}
 		if err := n.inst.CreateDatabase(ctx, n.db); err != nil {
 			t.Fatal(err)
 		}
-		e.dst = append(e.dst, n)
+		dsts = append(dsts, n)
+	}
+	return newEnvFrom(t, srcs, dsts, general)
+}
+
+// newEnvFrom makes an env of existing databases: the source shards (in
+// shard order) and the destination shards, and its config: customers
+// sharded by id, every table with customer_id sharded by it, the rest omni.
+func newEnvFrom(t *testing.T, srcs, dsts []node, general string) *copyEnv {
+	t.Helper()
+	e := &copyEnv{src: srcs, dst: dsts}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[general]\nhost = \"127.0.0.1\"\nport = %d\nresharding_parallel_copies = 4\n%s\n\n[admin]\npassword = %q\n\n", freePort(t), general, adminPassword)
+	for i, n := range srcs {
+		fmt.Fprintf(&b, "[[databases]]\nname = \"src\"\nhost = \"127.0.0.1\"\nport = %d\ndatabase_name = %q\nshard = %d\n\n", n.inst.Port, n.db, i)
+	}
+	for i, n := range dsts {
 		fmt.Fprintf(&b, "[[databases]]\nname = \"dst\"\nhost = \"127.0.0.1\"\nport = %d\ndatabase_name = %q\nshard = %d\n\n", n.inst.Port, n.db, i)
 	}
 	b.WriteString("[[sharded_tables]]\ndatabase = \"dst\"\nname = \"customers\"\ncolumn = \"id\"\n\n[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = \"customer_id\"\n")
@@ -116,6 +131,10 @@ func (e *copyEnv) load(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.cat = cat
+	if e.logs != nil {
+		e.exec = commands.NewExecutor(cat, hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: e.logs}))
+		return
+	}
 	e.exec = commands.NewExecutor(cat, hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr}))
 }
 

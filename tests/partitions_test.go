@@ -95,6 +95,10 @@ func misplaced(t *testing.T, d node, rel, key string, n, k int) int64 {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	// (A temporary table, also on a shard a rollback made read-only.)
+	if _, err := conn.Exec(ctx, `SET default_transaction_read_only = off`); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE hp (k bigint) PARTITION BY HASH (k)`); err != nil {
 		t.Fatal(err)
 	}

@@ -1,118 +1,201 @@
 package tests
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/reshard/reshard/sync/cutover"
 )
 
-// TestTasksSurviveRestart: after reshard dies (SIGKILL) and starts again,
-// SHOW TASKS lists the interrupted work as stopped, with the command that
-// continues it; running that command continues it.
-func TestTasksSurviveRestart(t *testing.T) {
-	bin := buildReshard(t)
-	e := newCopyEnv(t, "restart", 1, 2, "")
-	src := e.src[0]
-	src.exec(t, copySchema)
-	loadData(t, src, 0, 1, 500)
-	serve := func() (*exec.Cmd, *bytes.Buffer) {
-		cmd := exec.Command(bin, "--config", e.cfgPath, "--users", e.usersPath, "serve")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &out
+// TestRestartInEveryState runs one RESHARD through a real `reshard serve`
+// and restarts serve in every state of a migration — copying, streaming,
+// mid-cutover before and after its commit point, reverse_streaming,
+// mid-rollback before and after its commit point, after a rollback — once
+// with SIGTERM and once with SIGKILL. After each restart the task keeps its
+// id and continues by itself; writes made on the side that takes them
+// reach the other, and the two sides are compared exactly (counts, row
+// hashes, every row, placement); no slot is left inactive on any server.
+func TestRestartInEveryState(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(strings.ToLower(strings.TrimPrefix(sig.String(), "SIG")), func(t *testing.T) {
+			name := fmt.Sprintf("rs%d", int(sig))
+			e := newCopyEnv(t, name, 1, 2, "cutover_timeout = 30000")
+			e.src[0].exec(t, copySchema)
+			loadData(t, e.src[0], 0, 1, 6000)
+			e.src[0].exec(t, `SELECT setval('customers_id_seq', 6000); SELECT setval('orders_id_seq', 18000)`)
+			restartScenario(t, newServeEnv(t, e), sig)
+		})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	dsn := fmt.Sprintf("postgres://admin:%s@127.0.0.1:%d/admin?sslmode=disable", adminPassword, e.cat.Config.General.Port)
-	dial := func() *pgx.Conn {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			c, err := pgx.Connect(ctx, dsn)
-			if err == nil {
-				return c
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("admin server: %v", err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	tasks := func(c *pgx.Conn) [][]string {
-		rows, err := c.Query(ctx, "SHOW TASKS")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var out [][]string
-		for rows.Next() {
-			vals, err := rows.Values()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var f []string
-			for _, v := range vals {
-				f = append(f, fmt.Sprint(v))
-			}
-			out = append(out, f)
-		}
-		return out
-	}
-	first, firstOut := serve()
-	c := dial()
-	var id string
-	if err := c.QueryRow(ctx, "RESHARD src dst all_tables").Scan(&id); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(time.Minute); ; {
-		if ts := tasks(c); len(ts) == 1 && ts[0][5] == "streaming" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never streaming: %v\n%s", tasks(c), firstOut.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond) // the state reaches the destination
-	c.Close(ctx)
-	first.Process.Signal(syscall.SIGKILL)
-	first.Wait()
+}
 
-	second, secondOut := serve()
-	defer func() { second.Process.Signal(syscall.SIGTERM); second.Wait() }()
-	c = dial()
-	defer c.Close(ctx)
-	ts := tasks(c)
-	if len(ts) != 1 || ts[0][1] != "reshard" || ts[0][5] != "stopped" || !strings.Contains(ts[0][8], "interrupted in state streaming") || !strings.Contains(ts[0][8], "RESHARD src dst all_tables continues it") {
-		t.Fatalf("after a restart SHOW TASKS lists %v\n%s", ts, secondOut.String())
+func restartScenario(t *testing.T, s *serveEnv, sig syscall.Signal) {
+	src := s.src[0]
+	logf := func(format string, args ...any) {
+		t.Logf("%s: "+format, append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 	}
-	// The command it names continues the work.
-	if err := c.QueryRow(ctx, "RESHARD src dst all_tables").Scan(&id); err != nil {
-		t.Fatal(err)
+	// continued checks what every restart must give: the same task, in
+	// state want by itself, both sides equal, no inactive slot.
+	continued := func(what, want string) {
+		t.Helper()
+		s.waitState(t, want, 2*time.Minute)
+		s.waitSame(t, 2*time.Minute)
+		slots := s.waitNoInactiveSlot(t, time.Minute)
+		logf("after a restart %s: task %s %s, sides equal, slots %v", what, s.id, want, slots)
 	}
-	src.exec(t, `UPDATE countries SET name = name || '!'`)
+	writeSource := func(tag string) {
+		src.exec(t, fmt.Sprintf(`INSERT INTO customers (name, region) SELECT '%[1]s' || g, 'eu' FROM generate_series(1, 40) g;
+			UPDATE orders SET total = total + 1, note = '%[1]s' WHERE id %% 11 = 0;
+			DELETE FROM notes WHERE customer_id = (SELECT min(customer_id) FROM notes);
+			UPDATE countries SET name = name || '.' WHERE code = 'NL'`, tag))
+	}
+	writeShards := func(tag string) {
+		for k, d := range s.dst {
+			d.exec(t, fmt.Sprintf(`INSERT INTO customers (name, region) SELECT '%[1]s-%[2]d-' || g, 'us' FROM generate_series(1, 40) g;
+				UPDATE orders SET note = '%[1]s' WHERE id %% 13 = %[2]d`, tag, k))
+		}
+	}
+
+	// The copy is slowed down on the shards so that a restart lands in it.
+	for _, d := range s.dst {
+		d.exec(t, `CREATE FUNCTION slow_copy() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN IF NEW.id % 2 = 0 THEN PERFORM pg_sleep(0.001); END IF; RETURN NEW; END $$`)
+	}
+	s.start(t, "")
+	// PRE first (RESHARD's own PRE then finds everything there), so that
+	// the trigger is in place before the copy starts.
+	s.run(t, "SCHEMA_SYNC PRE src dst all_tables")
+	for _, d := range s.dst {
+		d.exec(t, `CREATE TRIGGER slow_copy BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION slow_copy();
+			ALTER TABLE orders ENABLE ALWAYS TRIGGER slow_copy`)
+	}
+	s.id = s.run(t, "RESHARD src dst all_tables")[0][0]
+	s.waitState(t, "copying", time.Minute)
 	for deadline := time.Now().Add(time.Minute); ; {
-		ok := true
-		for _, d := range e.dst {
-			if d.one(t, `SELECT count(*) FROM countries WHERE name LIKE '%!'`) != "3" {
-				ok = false
+		copying := false
+		for _, r := range s.run(t, "SHOW TABLE_COPIES") {
+			if r[1] == "orders" && r[2] == "copying" && r[3] != "0" {
+				copying = true
 			}
 		}
-		if ok {
+		if copying {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the continued RESHARD does not stream: %v\n%s", tasks(c), secondOut.String())
+			t.Fatalf("the copy copies no orders: %v", s.run(t, "SHOW TABLE_COPIES"))
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if state, _ := s.task(t); state != "copying" {
+		t.Fatalf("the copy ended before the restart (%s): make it slower", state)
+	}
+	s.restart(t, sig, "")
+	if st, _ := s.task(t); st == "stopped" || st == "failed" {
+		t.Fatalf("after a restart in copying the task is %s", st)
+	}
+	s.waitState(t, "streaming", 3*time.Minute)
+	for _, d := range s.dst {
+		d.exec(t, `DROP TRIGGER slow_copy ON orders`)
+	}
+	continued("in copying", "streaming")
+
+	// Streaming.
+	writeSource("s1")
+	s.restart(t, sig, cutover.StepReverseSlots)
+	writeSource("s2")
+	continued("while streaming", "streaming")
+
+	// Mid-cutover, before its commit point: undone, the source keeps the
+	// writes, the reverse slots are gone.
+	pending := s.cutoverAsync(t)
+	s.waitStep(t, cutover.StepReverseSlots)
+	s.restart(t, sig, cutover.StepSourceClosed)
+	<-pending
+	writeSource("c1")
+	continued("mid-cutover before the source was closed", "streaming")
+	if _, msg := s.task(t); sig == syscall.SIGKILL && !strings.Contains(msg, "undone") {
+		t.Fatalf("SHOW TASKS does not say the interrupted cutover was undone: %q", msg)
+	}
+
+	// Mid-cutover, past its commit point: completed.
+	pending = s.cutoverAsync(t)
+	s.waitStep(t, cutover.StepSourceClosed)
+	s.restart(t, sig, "")
+	<-pending
+	s.waitState(t, "reverse_streaming", 2*time.Minute)
+	if err := src.inst.Exec(t.Context(), src.db, `INSERT INTO countries VALUES ('QQ', 'on the old database')`); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("the old database takes writes after the cutover: %v", err)
+	}
+	writeShards("r1")
+	continued("mid-cutover after the source was closed", "reverse_streaming")
+
+	// Reverse streaming.
+	s.restart(t, sig, cutover.RollbackForwardSlots)
+	writeShards("r2")
+	continued("while reverse streaming", "reverse_streaming")
+
+	// Mid-rollback, before its commit point: undone, the shards keep the
+	// writes.
+	pending = s.cutoverAsync(t)
+	s.waitStep(t, cutover.RollbackForwardSlots)
+	s.restart(t, sig, cutover.RollbackShardsClosed)
+	<-pending
+	writeShards("r3")
+	continued("mid-rollback before the shards were closed", "reverse_streaming")
+
+	// Mid-rollback, past its commit point: completed.
+	pending = s.cutoverAsync(t)
+	s.waitStep(t, cutover.RollbackShardsClosed)
+	s.restart(t, sig, "")
+	<-pending
+	s.waitState(t, "streaming", 2*time.Minute)
+	if err := s.dst[1].inst.Exec(t.Context(), s.dst[1].db, `INSERT INTO countries VALUES ('QQ', 'on a shard')`); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("a shard takes writes after the rollback: %v", err)
+	}
+	writeSource("f1")
+	continued("mid-rollback after the shards were closed", "streaming")
+
+	// After a rollback: the second round's forward stream.
+	s.restart(t, sig, "")
+	writeSource("f2")
+	continued("after a rollback", "streaming")
+
+	// A cutover after all that works, and the migration finishes cleanly.
+	if state := s.cutover(t); state != "reverse_streaming" {
+		t.Fatalf("CUTOVER answered %s", state)
+	}
+	writeShards("r4")
+	s.waitSame(t, 2*time.Minute)
+	rows := s.run(t, "STOP_TASK "+s.id)
+	if len(rows) != 1 || rows[0][1] != "done" {
+		t.Fatalf("STOP_TASK after the cutover answered %v", rows)
+	}
+	if left := s.slots(t); len(left) != 0 {
+		t.Fatalf("slots left after the migration finished: %v", left)
+	}
+	for _, n := range s.nodes() {
+		if c := n.one(t, `SELECT count(*) FROM pg_namespace WHERE nspname = 'reshard'`); c != "0" {
+			t.Fatalf("%s keeps reshard's state", n.db)
+		}
+	}
+	checkNoOrigins(t, s.copyEnv, s.reshardSlotStem(t))
+}
+
+// reshardSlotStem is the slot name RESHARD uses for the env's route.
+func (e *copyEnv) reshardSlotStem(t *testing.T) string {
+	t.Helper()
+	return e.exec.ReshardSlot(e.route())
+}
+
+// checkNoOrigins fails if a replication origin named after stem is left on
+// any server of the env.
+func checkNoOrigins(t *testing.T, e *copyEnv, stem string) {
+	t.Helper()
+	for _, n := range e.nodes() {
+		if c := n.one(t, fmt.Sprintf(`SELECT count(*) FROM pg_replication_origin WHERE strpos(roname, '%s') > 0`, stem)); c != "0" {
+			t.Fatalf("%s keeps %s replication origins of the migration: %v", n.db, c, query(t, n.inst, n.db, "SELECT roname FROM pg_replication_origin"))
+		}
 	}
 }

@@ -53,12 +53,21 @@ func (e *copyEnv) taskState(t *testing.T) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(res.Rows) == 0 {
+		return "", ""
+	}
 	last := res.Rows[len(res.Rows)-1]
 	return last[5].(string), last[8].(string)
 }
 
 // writer runs a mixed write load on the source until stopped.
 func writer(t *testing.T, n node, stop <-chan struct{}, wg *sync.WaitGroup) {
+	writerFrom(t, n, 500000, 0, stop, wg)
+}
+
+// writerFrom is writer inserting rows with ids above next, pausing pause
+// after each statement.
+func writerFrom(t *testing.T, n node, next int, pause time.Duration, stop <-chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	ctx := context.Background()
 	conn, err := n.inst.Connect(ctx, n.db)
@@ -68,12 +77,11 @@ func writer(t *testing.T, n node, stop <-chan struct{}, wg *sync.WaitGroup) {
 	}
 	defer conn.Close(ctx)
 	r := rand.New(rand.NewSource(1))
-	next := 500000
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
 			return
-		default:
+		case <-time.After(pause):
 		}
 		next++
 		var sql string
@@ -220,7 +228,7 @@ func TestStreamAfterCopy(t *testing.T) {
 			if _, err := e.exec.Execute(ctx, commands.StopTask{Task: taskID}); err != nil {
 				t.Fatal(err)
 			}
-			if state, msg := e.taskState(t); state != "stopped" || !strings.Contains(msg, "REPLICATE") {
+			if state, msg := e.taskState(t); state != "stopped" || !strings.Contains(msg, fmt.Sprintf("COPY_DATA src dst all_tables st%d_slot continues it", shards)) {
 				t.Fatalf("after STOP_TASK: %s %s", state, msg)
 			}
 		})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/reshard/reshard/commands"
 	"github.com/reshard/reshard/tests/pgtest"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // startVersion starts n instances of PostgreSQL major version v for one
@@ -167,6 +168,19 @@ func migrationScenario(t *testing.T, e *copyEnv, scale int) {
 	}
 	verifyMatches(t, ctx, e)
 
+	cutoverRoundTrip(t, ctx, e, id)
+	e.verifyCopy(t)
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cutoverRoundTrip runs CUTOVER on streaming task id: a shard's writes
+// reach the source; then rolls back: a source write reaches the shards
+// and the stream catches up.
+func cutoverRoundTrip(t *testing.T, ctx context.Context, e *copyEnv, id string) {
+	t.Helper()
+	src := e.src[0]
 	// CUTOVER: the shards take the writes and the source follows them.
 	cut, err := e.exec.Execute(ctx, commands.Cutover{Task: id})
 	if err != nil {
@@ -177,7 +191,11 @@ func migrationScenario(t *testing.T, e *copyEnv, scale int) {
 	}
 	// Omni rows are written on every shard (each shard's copy is its own).
 	e.dst[1].exec(t, `INSERT INTO countries VALUES ('S0', 'written on shard 0')`)
-	e.dst[0].exec(t, `INSERT INTO countries VALUES ('S0', 'written on shard 0'); INSERT INTO customers (name, region) VALUES ('on shard 0', 'eu')`)
+	// A customer whose id belongs on shard 0 (ids a shard's own sequence
+	// hands out are the cutover's matter, issue 16).
+	e.dst[0].exec(t, `INSERT INTO countries VALUES ('S0', 'written on shard 0');
+		INSERT INTO customers (id, name, region) SELECT g, 'on shard 0', 'eu' FROM generate_series(7000000, 7000100) g
+		WHERE satisfies_hash_partition('chk.hp_bigint'::regclass, 2, 0, g::bigint) LIMIT 1`)
 	waitFor(t, time.Minute, "a shard's writes reach the source", func() bool {
 		return src.one(t, `SELECT count(*) FROM countries WHERE code = 'S0'`) == "1" &&
 			src.one(t, `SELECT count(*) FROM customers WHERE name = 'on shard 0'`) == "1"
@@ -192,10 +210,6 @@ func migrationScenario(t *testing.T, e *copyEnv, scale int) {
 	}
 	src.exec(t, `INSERT INTO customers (id, name) VALUES (6000001, 'after rollback'); UPDATE orders SET customer_id = 2 WHERE id = 1001`)
 	e.waitCaughtUp(t, time.Minute)
-	e.verifyCopy(t)
-	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // verifyMatches runs VERIFY in the foreground and wants every table to
@@ -227,5 +241,45 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("%s: not within %s", what, timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSource15ToShards17 reshards a PostgreSQL 15 source onto PostgreSQL
+// 17 shards (upgrading while resharding): RESHARD's schema sync (pg_dump
+// 15 dumps the 15 source), the copy under writes that move rows, the
+// stream, VERIFY, CUTOVER and rollback, exact; the copy chose text, since
+// binary COPY is only compatible within one major version, and SHOW
+// TABLE_COPIES and the log say so.
+func TestSource15ToShards17(t *testing.T) {
+	t.Parallel()
+	c := startVersion(t, 17, 2, nil)
+	e := newCopyEnvOn(t, "x1517", cluster.Instances[0], c.Instances, 1, 2, "")
+	e.logs = &testkit.Buffer{}
+	e.load(t)
+	src := e.src[0]
+	src.exec(t, copySchema)
+	loadData(t, src, 0, 1, 3000)
+	src.exec(t, `ALTER TABLE orders REPLICA IDENTITY FULL`)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := e.exec.Execute(ctx, commands.SchemaSync{Phase: commands.PhasePre, Route: e.route()}); err != nil {
+		t.Fatalf("SCHEMA_SYNC PRE from 15 onto 17: %v", err)
+	}
+	id := copyUnderWrites(t, e, "x1517_slot", func() {})
+	_, formats := copyNodes(t, e, "orders")
+	if len(formats) != 1 || formats["text"] == 0 {
+		t.Fatalf("SHOW TABLE_COPIES formats %v, want text only", formats)
+	}
+	logs := e.logs.String()
+	for _, w := range []string{"copy format: format=text", "PostgreSQL 15 on source shard 0", "PostgreSQL 17 on destination shard 0", "destination shard 1"} {
+		if !strings.Contains(logs, w) {
+			t.Fatalf("the log lacks %q:\n%s", w, firstLines(logs, 20))
+		}
+	}
+	verifyMatches(t, ctx, e)
+	cutoverRoundTrip(t, ctx, e, id)
+	e.verifyCopy(t)
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -159,20 +159,23 @@ func (m *mirror) poll(ctx context.Context, conn *pgx.Conn) {
 	}
 	type row struct {
 		host, db, name, lsn string
-		port, lag           int64
+		port, lag, retained int64
 		copyData            bool
 		last                *time.Time
 	}
 	var got []row
 	for rows.Next() {
 		var r row
-		var lag string
+		var lag, retained string
 		var lastMS *int64
-		if err := rows.Scan(&r.host, &r.port, &r.db, &r.name, &r.lsn, &lag, &r.lag, &r.copyData, &r.last, &lastMS); err != nil {
+		var active bool
+		if err := rows.Scan(&r.host, &r.port, &r.db, &r.name, &r.lsn, &lag, &r.lag, &r.copyData, &r.last, &lastMS, &retained, &r.retained, &active); err != nil {
 			rows.Close()
 			return
 		}
-		got = append(got, r)
+		if active { // the streams, not the slots nothing reads
+			got = append(got, r)
+		}
 	}
 	rows.Close()
 	if rows.Err() != nil {
@@ -189,6 +192,7 @@ func (m *mirror) poll(ctx context.Context, conn *pgx.Conn) {
 			m.reg.AddSlot(s)
 		}
 		s.Lag(r.lag)
+		s.Retained(r.retained)
 		if lsn, err := pglogrepl.ParseLSN(r.lsn); err == nil {
 			s.Confirmed(lsn)
 		}

@@ -53,6 +53,9 @@ Commands:
                 --to-database B --publication P
   cutover       cut a task of the running admin server over: --task ID
                 [--admin-url URL]
+  abort         end a migration of the running admin server for good and
+                remove its slots, origins and state: --task ID [--with-data]
+                [--admin-url URL]
   demo          start throwaway PostgreSQL instances and a resharding demo
 
 Global flags (before or after the command):
@@ -60,7 +63,7 @@ Global flags (before or after the command):
   --users F       users.toml path (default "users.toml")
   --log-level L   trace, debug, info, warn, error (default "info")
   --log-json      log JSON lines instead of text
-  --json          schema-sync, data-sync, verify, cutover: print one JSON
+  --json          schema-sync, data-sync, verify, cutover, abort: print one JSON
                   object per event on stdout (see docs/cli.md)
 
 On a terminal, data-sync, schema-sync and verify draw live progress on
@@ -269,6 +272,7 @@ var subcommands = map[string]subcommand{
 	"data-sync":   dataSyncCmd,
 	"verify":      verifyCmd,
 	"cutover":     cutoverCmd,
+	"abort":       abortCmd,
 	"demo":        demoCmd,
 }
 
@@ -297,6 +301,10 @@ func serve(ctx context.Context, cat *catalog.Catalog, log hclog.Logger) error {
 	}
 	exec := commands.NewExecutor(cat, log)
 	exec.RecoverTasks(ctx)
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); exec.WatchSlots(wctx) }()
+	defer func() { stopWatch(); <-watched }()
 	if port := cat.Config.General.OpenMetricsPort; port != 0 {
 		ms, err := metrics.Listen(cat.Config.General.Host, port, metrics.NewRegistry(exec.Registry, exec.Tasks), log)
 		if err != nil {
@@ -316,12 +324,19 @@ func serve(ctx context.Context, cat *catalog.Catalog, log hclog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Running tasks stop cleanly with the server, as soon as it is told to
+	// stop (an admin connection may be waiting on one, such as a CUTOVER);
+	// their state is kept, so the next start continues them.
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		exec.Tasks.StopAll(sctx)
+	}()
 	err = srv.Serve(ctx)
-	// Running tasks stop cleanly with the server; their slots are kept, so
-	// the same commands resume them.
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	exec.Tasks.StopAll(sctx)
+	<-stopped
 	return err
 }
 
@@ -426,14 +441,63 @@ func dataSyncCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 		if *replicateOnly && *syncOnly {
 			return usageError("--replicate-only and --sync-only exclude each other")
 		}
+		var err error
 		if *replicateOnly {
 			if *slot == "" {
 				return usageError("--replicate-only needs --replication-slot")
 			}
-			return runCommand(ctx, e, commands.Replicate{Route: r.route(), Slot: *slot, Foreground: true}, display.PhaseStream)
+			err = runCommand(ctx, e, commands.Replicate{Route: r.route(), Slot: *slot, Foreground: true}, display.PhaseStream)
+		} else {
+			err = runCommand(ctx, e, commands.CopyData{Route: r.route(), Slot: *slot, Foreground: true, SyncOnly: *syncOnly}, display.PhasePrepare)
 		}
-		return runCommand(ctx, e, commands.CopyData{Route: r.route(), Slot: *slot, Foreground: true, SyncOnly: *syncOnly}, display.PhasePrepare)
+		var in *commands.Interrupted
+		if errors.As(err, &in) {
+			// Say how to continue: the same command with the slot.
+			args := []string{"reshard", "--config", e.config, "--users", e.users, "data-sync", "--from-database", r.from,
+				"--to-database", r.to, "--publication", r.publication, "--replication-slot", in.Slot}
+			switch {
+			case in.Phase == "stream":
+				args = append(args, "--replicate-only")
+			case *syncOnly:
+				args = append(args, "--sync-only")
+			}
+			return interruptedError{in, shellJoin(args)}
+		}
+		return err
 	}
+}
+
+// interruptedError is a data-sync a signal stopped, with the command that
+// continues it.
+type interruptedError struct {
+	*commands.Interrupted
+	continueWith string
+}
+
+func (e interruptedError) Error() string {
+	return e.Interrupted.Error() + "\ncontinue with: " + e.continueWith
+}
+
+func (e interruptedError) Unwrap() error { return e.Interrupted }
+
+// shellJoin joins args into a command line a POSIX shell reads back.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		safe := a != ""
+		for _, r := range a {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:@,+", r)) {
+				safe = false
+				break
+			}
+		}
+		if safe {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 func verifyCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
@@ -460,29 +524,46 @@ func cutoverCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
 		if err := required(fs, "task"); err != nil {
 			return err
 		}
-		// Tasks live in the `reshard serve` process: CUTOVER goes there.
-		if *url == "" {
-			cat, err := e.load()
-			if err != nil {
-				return err
-			}
-			*url = adminclient.URL(cat.Config)
+		return adminCommand(ctx, e, *url, commands.Cutover{Task: *task}, "cutover")
+	}
+}
+
+func abortCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
+	task := fs.String("task", "", "task id, as SHOW TASKS lists it (required)")
+	withData := fs.Bool("with-data", false, "also empty the publication's tables on the shards (refused after a cutover)")
+	url := fs.String("admin-url", "", "admin server URL (default: [general] host and port, [admin] user, password and name of --config)")
+	return func(ctx context.Context, e *env) error {
+		if err := required(fs, "task"); err != nil {
+			return err
 		}
-		c, err := adminclient.Dial(ctx, *url)
+		return adminCommand(ctx, e, *url, commands.AbortTask{Task: *task, WithData: *withData}, "abort")
+	}
+}
+
+// adminCommand runs cmd on the running admin server (tasks live in the
+// `reshard serve` process), with its progress shown as phase.
+func adminCommand(ctx context.Context, e *env, url string, cmd commands.Command, phase string) error {
+	if url == "" {
+		cat, err := e.load()
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		reg := progress.NewRegistry()
-		stopMirror, err := c.Mirror(ctx, reg, 500*time.Millisecond)
-		if err != nil {
-			return err
-		}
-		stopWatch := e.watch(ctx, reg, "cutover")
-		res, err := c.Run(ctx, commands.Cutover{Task: *task})
-		stopMirror()
-		stopWatch()
-		e.result = res
+		url = adminclient.URL(cat.Config)
+	}
+	c, err := adminclient.Dial(ctx, url)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
+	reg := progress.NewRegistry()
+	stopMirror, err := c.Mirror(ctx, reg, 500*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	stopWatch := e.watch(ctx, reg, phase)
+	res, err := c.Run(ctx, cmd)
+	stopMirror()
+	stopWatch()
+	e.result = res
+	return err
 }

@@ -170,7 +170,12 @@ func printDryRun(w io.Writer, cmd commands.SchemaSync, res *commands.Result) {
 			shard = s
 			fmt.Fprintf(w, "\n-- SCHEMA_SYNC %s: %s shard %d\n", cmd.Phase, cmd.Destination, shard)
 		}
-		fmt.Fprintf(w, "%s;\n", row[2])
+		sql := row[2].(string)
+		if strings.HasPrefix(sql, "--") {
+			fmt.Fprintf(w, "%s\n", sql) // a note (a widened column), not a statement
+			continue
+		}
+		fmt.Fprintf(w, "%s;\n", sql)
 	}
 	if len(res.Rows) == 0 {
 		fmt.Fprintf(w, "-- SCHEMA_SYNC %s: nothing to run\n", cmd.Phase)

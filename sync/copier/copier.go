@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,12 +36,6 @@ type Request struct {
 	SyncOnly bool
 	// SplitThreshold overrides [general] resharding_split_threshold.
 	SplitThreshold int64
-	// Slots, when set, are the fresh copy's slots, created beforehand
-	// (CreateSlots) with slot name Slot: the copy reads at their
-	// snapshots, and describes the tables as those snapshots see them
-	// (the schema the shards were given from the same snapshot), so DDL
-	// run on the source since does not stop it. The copy closes them.
-	Slots *Slots
 }
 
 // Result is what a copy did.
@@ -63,15 +58,14 @@ type Result struct {
 
 // copyRun is the state shared by a copy's workers.
 type copyRun struct {
-	job       *job.Job
-	req       *Request
-	log       hclog.Logger
-	format    sharding.Format
-	srcDSN    []string // per source shard
-	dstDSN    []string // per destination shard
-	state     *pgx.Conn
-	stateMu   sync.Mutex
-	watermark []pglogrepl.LSN // per source shard: LSN of the snapshot in use
+	job     *job.Job
+	req     *Request
+	log     hclog.Logger
+	format  sharding.Format
+	srcDSN  []string // per source shard
+	dstDSN  []string // per destination shard
+	state   *pgx.Conn
+	stateMu sync.Mutex
 }
 
 // SlotNames returns the slot of each of n source shards for slot base: base
@@ -124,11 +118,6 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	}
 	req.Slot = res.Slot
 	res.Slots = SlotNames(res.Slot, len(src.Shards))
-	for _, sh := range src.Shards {
-		if len(sh.Replicas) > 0 {
-			log.Info("source shard has replicas, but PostgreSQL 15 replicas cannot hold a logical slot: the primary does the copy", "shard", sh.Number)
-		}
-	}
 
 	// Connections used for planning and checks.
 	srcConns, err := j.ConnectSources(ctx)
@@ -153,20 +142,37 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	if res.Resumed {
 		mode = CheckResume
 	}
-	check := CheckRequest{Slot: res.Slot, Mode: mode, SyncOnly: req.SyncOnly}
-	if req.Slots != nil && !res.Resumed {
-		// The slots were made for this copy; the tables are described as
-		// their snapshot sees them (the schema the shards got from it).
-		snap, err := snapshotConn(ctx, j.SourceDSN[0], req.Slots.Snapshot(0), 0)
+	tables, problems, err := Check(ctx, j, srcConns, dstConns, CheckRequest{Slot: res.Slot, Mode: mode, SyncOnly: req.SyncOnly})
+	if err != nil {
+		return nil, err
+	}
+	// The servers' versions (for the format), and the replicas each source
+	// shard is read from, with what they lack (replicas.go).
+	var versions []serverVersion
+	srcVersions := make([]int, len(src.Shards))
+	picked := make([][]replicaProbe, len(src.Shards))
+	noReplica := make([]string, len(src.Shards))
+	for i, sh := range src.Shards {
+		v, err := readVersion(ctx, srcConns[i], fmt.Sprintf("source shard %d (%s)", sh.Number, sh.Primary.Addr()))
 		if err != nil {
 			return nil, err
 		}
-		defer snap.Close(context.Background())
-		check.SlotsMade, check.Describe = true, snap
+		versions = append(versions, v)
+		srcVersions[i] = v.version
+		if picked[i], noReplica[i], err = pickReplicas(ctx, j, i, srcConns[i]); err != nil {
+			return nil, err
+		}
+		for _, r := range picked[i] {
+			problems = append(problems, r.problems...)
+			versions = append(versions, serverVersion{where: fmt.Sprintf("source shard %d replica %s", sh.Number, r.node.Addr()), version: r.version})
+		}
 	}
-	tables, problems, err := Check(ctx, j, srcConns, dstConns, check)
-	if err != nil {
-		return nil, err
+	for i, sh := range j.Destination.Shards {
+		v, err := readVersion(ctx, dstConns[i], fmt.Sprintf("destination shard %d (%s)", sh.Number, sh.Primary.Addr()))
+		if err != nil {
+			return nil, err
+		}
+		versions = append(versions, v)
 	}
 	if len(problems) > 0 {
 		return nil, job.Refused("55000", "cannot copy", problems)
@@ -174,13 +180,24 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	if len(tables) == 0 {
 		return nil, job.Errorf("55000", "publication %q has no tables", j.Publication)
 	}
+	format, why := chooseFormat(format, versions)
+	run.format = format
+	log.Info("copy format", "format", format, "reason", why)
 
 	// Slots and snapshots: the permanent slots on a fresh copy; temporary
 	// ones (for a newer snapshot) on a resumed one.
 	slots := make([]*snapshotSlot, len(src.Shards))
+	nodes := make([][]*copyNode, len(src.Shards))
 	defer func() {
 		for _, s := range slots {
 			s.close()
+		}
+		for _, ns := range nodes {
+			for _, n := range ns {
+				if n.node.Role == "replica" {
+					n.slot.close()
+				}
+			}
 		}
 	}()
 	dropCreated := func() {
@@ -193,12 +210,6 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		}
 	}
 	for i, sh := range src.Shards {
-		if req.Slots != nil && !res.Resumed {
-			s := req.Slots.slots[i]
-			slots[i] = s
-			run.watermark = append(run.watermark, s.lsn)
-			continue
-		}
 		name, temporary := res.Slots[i], false
 		if res.Resumed {
 			name, temporary = newSlotName()+"_resume", true
@@ -209,8 +220,16 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 			return nil, job.Wrap("55000", err, "%v", err)
 		}
 		slots[i] = s
-		run.watermark = append(run.watermark, s.lsn)
 		log.Info("snapshot exported", "source_shard", sh.Number, "slot", s.name, "temporary", temporary, "lsn", s.lsn, "snapshot", s.snapshot)
+	}
+	// The nodes each source shard is read from: its replicas, each with
+	// its own snapshot taken after the primary's (see replicas.go), or the
+	// primary.
+	for i := range src.Shards {
+		if nodes[i], err = copyNodes(ctx, j, i, slots[i], srcVersions[i], picked[i], noReplica[i], log); err != nil {
+			dropCreated()
+			return nil, err
+		}
 	}
 	if !res.Resumed {
 		for _, s := range slots {
@@ -272,7 +291,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 			where = " WHERE " + u.predicate
 		}
 		item := &progress.TableCopy{Task: j.Task, Schema: u.table.Schema, Table: u.table.Name, SourceShard: u.sourceShard,
-			Unit: u.n, Units: u.of, EstimateBytes: u.estimateBytes,
+			Unit: u.n, Units: u.of, EstimateBytes: u.estimateBytes, Format: format.String(),
 			SQL: u.table.copyOutSQL(where, format)}
 		items[u] = item
 	}
@@ -282,8 +301,8 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		j.Registry.AddCopies(items[u])
 	}
 	log.Info("copy starting", "tables", len(tables), "units", len(todo), "already_done", res.UnitsSkipped, "resumed", res.Resumed,
-		"workers_per_source_shard", cfg.ReshardingParallelCopies, "format", format)
-	err = run.copyAll(ctx, todo, items, slots, cfg.ReshardingParallelCopies)
+		"workers_per_node", cfg.ReshardingParallelCopies, "nodes", nodeList(nodes), "format", format)
+	err = run.copyAll(ctx, todo, items, nodes, cfg.ReshardingParallelCopies)
 	for _, it := range j.Registry.Copies() {
 		if it.Task == j.Task && it.State == progress.CopyDone {
 			res.Rows += it.Rows
@@ -381,20 +400,15 @@ func endLeftoverCopies(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
-// copyAll runs the units with `parallel` workers per source shard, all
-// source shards at once. The first unit that fails for good stops the rest.
-func (r *copyRun) copyAll(ctx context.Context, todo []*unit, items map[*unit]*progress.TableCopy, slots []*snapshotSlot, parallel int) error {
+// copyAll runs the units with `parallel` workers per node (a source
+// shard's primary, or each of its replicas), all source shards at once.
+// The first unit that fails for good stops the rest.
+func (r *copyRun) copyAll(ctx context.Context, todo []*unit, items map[*unit]*progress.TableCopy, nodes [][]*copyNode, parallel int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	queues := make([]chan *unit, len(slots))
-	for i := range queues {
-		queues[i] = make(chan *unit, len(todo))
-	}
+	perShard := make([][]*unit, len(nodes))
 	for _, u := range todo {
-		queues[u.sourceShard] <- u
-	}
-	for _, q := range queues {
-		close(q)
+		perShard[u.sourceShard] = append(perShard[u.sourceShard], u)
 	}
 	var (
 		wg       sync.WaitGroup
@@ -409,23 +423,26 @@ func (r *copyRun) copyAll(ctx context.Context, todo []*unit, items map[*unit]*pr
 		errMu.Unlock()
 		cancel()
 	}
-	for s := range slots {
-		for k := 0; k < parallel; k++ {
-			wg.Add(1)
-			go func(s int) {
-				defer wg.Done()
-				w := &worker{run: r, shard: s, snapshot: slots[s].snapshot, dst: make([]*pgx.Conn, len(r.dstDSN))}
-				defer w.close()
-				for u := range queues[s] {
-					if ctx.Err() != nil {
-						return
+	for s := range nodes {
+		queue := newUnitQueue(perShard[s])
+		for _, n := range nodes[s] {
+			for k := 0; k < parallel; k++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					w := &worker{run: r, shard: s, node: n, dst: make([]*pgx.Conn, len(r.dstDSN))}
+					defer w.close()
+					for u := queue.next(n); u != nil; u = queue.next(n) {
+						if ctx.Err() != nil {
+							return
+						}
+						if err := r.copyWithRetry(ctx, w, u, items[u]); err != nil {
+							fail(err)
+							return
+						}
 					}
-					if err := r.copyWithRetry(ctx, w, u, items[u]); err != nil {
-						fail(err)
-						return
-					}
-				}
-			}(s)
+				}()
+			}
 		}
 	}
 	wg.Wait()
@@ -435,10 +452,22 @@ func (r *copyRun) copyAll(ctx context.Context, todo []*unit, items map[*unit]*pr
 	return ctx.Err()
 }
 
+// nodeList names the nodes of every source shard for the log.
+func nodeList(nodes [][]*copyNode) string {
+	var parts []string
+	for s, ns := range nodes {
+		for _, n := range ns {
+			parts = append(parts, fmt.Sprintf("%d:%s", s, n.label()))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 func (r *copyRun) copyWithRetry(ctx context.Context, w *worker, u *unit, item *progress.TableCopy) error {
 	reg := r.job.Registry
 	clearable := u.kind != unitCtid && (len(r.srcDSN) == 1 || u.table.Omni)
 	backoff := 500 * time.Millisecond
+	item.ReadFrom(w.node.label())
 	for attempt := 1; ; attempt++ {
 		reg.StartCopy(item)
 		item.Reset()
@@ -447,12 +476,12 @@ func (r *copyRun) copyWithRetry(ctx context.Context, w *worker, u *unit, item *p
 		if err == nil {
 			r.stateMu.Lock()
 			mctx, cancel := context.WithTimeout(ctx, r.job.Catalog.NetworkTimeout())
-			err = markDone(mctx, r.state, r.req.Slot, u, r.watermark[u.sourceShard], rows, bytes)
+			err = markDone(mctx, r.state, r.req.Slot, u, w.node.watermark(), rows, bytes)
 			cancel()
 			r.stateMu.Unlock()
 			if err == nil {
 				reg.FinishCopy(item, nil)
-				r.log.Info("copied", "unit", u.String(), "rows", rows, "bytes", bytes, "elapsed", time.Since(started).Round(time.Millisecond))
+				r.log.Info("copied", "unit", u.String(), "from", w.node.label(), "rows", rows, "bytes", bytes, "elapsed", time.Since(started).Round(time.Millisecond))
 				return nil
 			}
 			committed = true

@@ -23,10 +23,13 @@ import (
 //     shards writing into the same table) the whole table is emptied on
 //     every shard and all its units are copied again.
 //   - Units copied by a resumed run use a newer snapshot, taken with a
-//     temporary slot; their watermark is that snapshot's LSN. The stream,
-//     which starts at the permanent slot's older position, skips changes to
-//     those rows committed before the watermark (a commit record starting
-//     at or after it is not in the snapshot): the copy already has them.
+//     temporary slot; so do units read from a replica (replicas.go). Their
+//     watermark is that snapshot's LSN. The stream, which starts at the
+//     permanent slot's older position, skips changes to those rows
+//     committed before the watermark (a commit record starting at or after
+//     it is not in the snapshot): the copy already has them. A
+//     primary-key range records its column (range_column), by which the
+//     stream finds a changed row's range.
 const stateDDL = `
 CREATE SCHEMA IF NOT EXISTS reshard;
 CREATE TABLE IF NOT EXISTS reshard.copy_units (
@@ -46,8 +49,10 @@ CREATE TABLE IF NOT EXISTS reshard.copy_units (
 	rows bigint,
 	bytes bigint,
 	finished_at timestamptz,
+	range_column text,
 	PRIMARY KEY (slot, source_shard, table_schema, table_name, unit)
-)`
+);
+ALTER TABLE reshard.copy_units ADD COLUMN IF NOT EXISTS range_column text`
 
 // Unit kinds.
 const (
@@ -132,9 +137,13 @@ func loadState(ctx context.Context, conn *pgx.Conn, slot string) ([]savedUnit, e
 func saveUnits(ctx context.Context, conn *pgx.Conn, slot string, units []*unit) error {
 	batch := &pgx.Batch{}
 	for _, u := range units {
-		batch.Queue(`INSERT INTO reshard.copy_units (slot, source_shard, table_schema, table_name, unit, units, kind, predicate, lo, hi, estimate_bytes)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING`,
-			slot, u.sourceShard, u.table.Schema, u.table.Name, u.n, u.of, u.kind, u.predicate, u.lo, u.hi, u.estimateBytes)
+		var column *string
+		if u.kind == unitPK {
+			column = &u.table.PK[0]
+		}
+		batch.Queue(`INSERT INTO reshard.copy_units (slot, source_shard, table_schema, table_name, unit, units, kind, predicate, lo, hi, estimate_bytes, range_column)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`,
+			slot, u.sourceShard, u.table.Schema, u.table.Name, u.n, u.of, u.kind, u.predicate, u.lo, u.hi, u.estimateBytes, column)
 	}
 	if err := conn.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("record copy plan: %w", err)

@@ -6,13 +6,33 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 )
+
+// The steps of a rollback, in order, each reported once done.
+const (
+	RollbackWritesBlocked  = "shard_writes_blocked"
+	RollbackDrained        = "reverse_drained"
+	RollbackReverseStopped = "reverse_stopped"
+	RollbackSequences      = "source_sequences"
+	RollbackForwardSlots   = "forward_slots"
+	// RollbackShardsClosed is the commit point: the shards are read-only
+	// for the application; the rollback completes from here.
+	RollbackShardsClosed = "shards_closed"
+	RollbackSourceOpen   = "source_open"
+	RollbackFinished     = "finished"
+)
+
+var rollbackSteps = []string{RollbackWritesBlocked, RollbackDrained, RollbackReverseStopped, RollbackSequences,
+	RollbackForwardSlots, RollbackShardsClosed, RollbackSourceOpen, RollbackFinished}
+
+// RolledBack tells whether a rollback that reached step is past its commit
+// point (and must be completed, not undone).
+func RolledBack(step string) bool {
+	return stepIndex(rollbackSteps, step) >= stepIndex(rollbackSteps, RollbackShardsClosed)
+}
 
 // RollbackRequest swaps a cut-over task back: the old database becomes the
 // writable side again and the shards follow it.
@@ -23,20 +43,31 @@ type RollbackRequest struct {
 	StopReverse func() error
 	// NewSlot is the name of the forward slot to create on the source.
 	NewSlot string
+	// Step is told each step reached, as Request.Step.
+	Step func(ctx context.Context, step string) error
+}
+
+func (r *RollbackRequest) step(ctx context.Context, step string) error {
+	if r.Step == nil {
+		return nil
+	}
+	return r.Step(ctx, step)
 }
 
 // Rollback mirrors Run: writes blocked on the shards (SHARE locks within
 // cutover_timeout), the reverse stream drained and stopped, the old
-// database writable again with its sequences moved above every shard's
-// values, the shards read-only for new sessions, new forward slots created
-// on the old database. Until the reverse stream is stopped any failure
-// aborts and leaves the shards writable.
+// database's sequences moved above every shard's values, new forward slots
+// created on the old database (before any write can reach it), the shards
+// read-only for new sessions (the commit point), then the old database
+// writable again and the reverse slots dropped. Before the commit point any
+// failure aborts: UndoRollback drops the new forward slots and leaves the
+// shards writable; the caller streams in reverse again.
 func Rollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
 	log := j.Logger("rollback")
 	g := j.Catalog.Config.General
 	timeout := time.Duration(g.CutoverTimeout) * time.Millisecond
 	deadline := time.Now().Add(timeout)
-	src, dst := j.Source, j.Destination
+	dst := j.Destination
 	abort := func(format string, args ...any) error {
 		return aborted(log, "rollback", "writes on the shards unblocked, reverse replication goes on: "+format, args...)
 	}
@@ -45,16 +76,6 @@ func Rollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
 		return abort("%v", err)
 	}
 	defer shardConns.Close()
-	locks, err := j.ConnectDestinations(ctx)
-	if err != nil {
-		return abort("%v", err)
-	}
-	defer locks.Close()
-	release := func() {
-		for _, l := range locks {
-			_, _ = l.Exec(context.Background(), "ROLLBACK")
-		}
-	}
 	// The tables are the source publication's (the shards' own
 	// publication can hold more, such as reshard's state).
 	srcConn, err := j.ConnectSource(ctx, 0)
@@ -66,80 +87,106 @@ func Rollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
 	if err != nil {
 		return abort("%v", err)
 	}
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = t.Qualified()
+	b, err := blockWrites(ctx, j.ConnectDestinations, dst.Shards, tables, deadline, timeout)
+	if err != nil {
+		return abort("%v", err)
 	}
-	for k, l := range locks {
-		if err := lockTables(ctx, l, names, deadline); err != nil {
-			release()
-			return abort("could not block writes on shard %d within cutover_timeout (%s): %v", k, timeout, err)
+	defer b.release()
+	fail := func(err error) error {
+		b.release()
+		if uerr := UndoRollback(context.WithoutCancel(ctx), j, req); uerr != nil {
+			log.Error("undoing the rollback failed: run CUTOVER again, or ABORT_TASK", "error", uerr)
 		}
-	}
-	// Drain the reverse stream.
-	reverse := copier.SlotNames(req.ReverseSlot, len(dst.Shards))
-	for k, l := range locks {
-		var target string
-		if err := l.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
-			release()
-			return abort("%v", err)
-		}
-		want, _ := pglogrepl.ParseLSN(target)
-		for {
-			_, confirmed, err := lag(ctx, shardConns[k], reverse[k])
-			if err != nil {
-				release()
-				return abort("%v", err)
-			}
-			if confirmed >= want {
-				break
-			}
-			if time.Now().After(deadline) {
-				release()
-				return abort("the reverse stream did not drain within cutover_timeout (%s)", timeout)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if err := req.StopReverse(); err != nil && !errors.Is(err, context.Canceled) {
-		release()
-		return fmt.Errorf("stop the reverse stream: %w", err)
-	}
-	// The old database takes the writes again.
-	if err := openToApplication(ctx, j.ConnectSources); err != nil {
-		release()
-		return err
-	}
-	if err := schema.MoveSourceSequences(ctx, j); err != nil {
-		release()
-		return err
-	}
-	for k, sh := range dst.Shards {
-		if err := closeToApplication(ctx, shardConns[k], sh.Primary.Database, locks[k]); err != nil {
-			release()
-			return fmt.Errorf("shard %d: %w", k, err)
-		}
-		if err := dropSlot(ctx, shardConns[k], reverse[k]); err != nil {
-			log.Warn("could not drop the reverse slot: drop it by hand", "slot", reverse[k], "error", err)
-		}
-	}
-	release()
-	// New forward slots: the shards follow the old database from here.
-	for i, name := range copier.SlotNames(req.NewSlot, len(src.Shards)) {
-		node := src.Shards[i].Primary
-		dsn, err := j.Catalog.ConnString(node, map[string]string{"replication": "database"})
-		if err != nil {
+		var je *job.Error
+		if errors.As(err, &je) {
 			return err
 		}
-		rc, err := pgconn.Connect(ctx, dsn)
-		if err != nil {
-			return fmt.Errorf("replication connection to %s: %w", node, err)
+		return abort("%v", err)
+	}
+	if err := req.step(ctx, RollbackWritesBlocked); err != nil {
+		return fail(err)
+	}
+	if err := drain(ctx, b.conns, shardConns, copier.SlotNames(req.ReverseSlot, len(dst.Shards)), deadline, timeout); err != nil {
+		return fail(err)
+	}
+	if err := req.step(ctx, RollbackDrained); err != nil {
+		return fail(err)
+	}
+	if err := req.StopReverse(); err != nil && !errors.Is(err, context.Canceled) {
+		return fail(fmt.Errorf("stop the reverse stream: %w", err))
+	}
+	if err := req.step(ctx, RollbackReverseStopped); err != nil {
+		return fail(err)
+	}
+	// The old database must not hand out ids the shards already used.
+	if err := schema.MoveSourceSequences(ctx, j); err != nil {
+		return fail(err)
+	}
+	if err := req.step(ctx, RollbackSequences); err != nil {
+		return fail(err)
+	}
+	// New forward slots, before any write can reach the old database.
+	if err := createSlots(ctx, j, j.Source, req.NewSlot); err != nil {
+		return fail(err)
+	}
+	if err := req.step(ctx, RollbackForwardSlots); err != nil {
+		return fail(err)
+	}
+	// The commit point: the shards become read-only for the application.
+	for k, sh := range dst.Shards {
+		if err := closeToApplication(ctx, shardConns[k], sh.Primary.Database, b.conns[k]); err != nil {
+			return fail(fmt.Errorf("shard %d: %w", k, err))
 		}
-		_, err = pglogrepl.CreateReplicationSlot(ctx, rc, name, "pgoutput", pglogrepl.CreateReplicationSlotOptions{SnapshotAction: "NOEXPORT_SNAPSHOT"})
-		rc.Close(context.Background())
-		if err != nil {
-			return fmt.Errorf("create forward slot %s on %s: %w", name, node, err)
+	}
+	if err := req.step(ctx, RollbackShardsClosed); err != nil {
+		return fail(err)
+	}
+	b.release()
+	return CompleteRollback(context.WithoutCancel(ctx), j, req, RollbackShardsClosed)
+}
+
+// UndoRollback takes back a rollback that stopped before its commit point:
+// the new forward slots are dropped and the shards are writable (they stay
+// the application's side). The reverse slots were not touched: the reverse
+// stream continues from them.
+func UndoRollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
+	var errs []error
+	if req.NewSlot != "" {
+		if err := dropSlots(ctx, j.ConnectSources, req.NewSlot); err != nil {
+			errs = append(errs, err)
 		}
+	}
+	if err := OpenToApplication(ctx, j.ConnectDestinations); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	j.Logger("rollback").Info("rollback undone: the shards take the writes, reverse replication goes on", "reverse_slot", req.ReverseSlot)
+	return nil
+}
+
+// CompleteRollback finishes a rollback that reached its commit point: the
+// old database is writable again, the reverse slots and their origins are
+// dropped.
+func CompleteRollback(ctx context.Context, j *job.Job, req RollbackRequest, from string) error {
+	log := j.Logger("rollback")
+	if stepIndex(rollbackSteps, from) < stepIndex(rollbackSteps, RollbackSourceOpen) {
+		if err := OpenToApplication(ctx, j.ConnectSources); err != nil {
+			return err
+		}
+		if err := req.step(ctx, RollbackSourceOpen); err != nil {
+			log.Warn("could not record the rollback step", "step", RollbackSourceOpen, "error", err)
+		}
+	}
+	if err := dropSlots(ctx, j.ConnectDestinations, req.ReverseSlot); err != nil {
+		return err
+	}
+	if err := dropOrigins(ctx, j.ConnectSources, req.ReverseSlot, len(j.Destination.Shards)); err != nil {
+		return err
+	}
+	if err := req.step(ctx, RollbackFinished); err != nil {
+		log.Warn("could not record the rollback step", "step", RollbackFinished, "error", err)
 	}
 	log.Info("rolled back: the old database is the writable side again; the shards follow it", "slot", req.NewSlot)
 	return nil

@@ -16,7 +16,6 @@ import (
 
 	"github.com/reshard/reshard/sharding"
 	"github.com/reshard/reshard/sync/copier"
-	"github.com/reshard/reshard/sync/ddl"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 )
@@ -93,19 +92,6 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Report, error) {
 	tables, problems, err := copier.Check(ctx, j, src, dst, copier.CheckRequest{Slot: slot, Mode: mode, SyncOnly: req.SyncOnly})
 	if err != nil {
 		return nil, err
-	}
-	if ddl.Enabled(j) && req.Command != Replicate {
-		// [general] resharding_ddl = "replicate": the event triggers need
-		// a superuser on every source shard.
-		for i, sh := range j.Source.Shards {
-			p, err := ddl.Problem(ctx, src[i], "source "+sh.Primary.String(), j.Publication)
-			if err != nil {
-				return nil, err
-			}
-			if p != "" {
-				problems = append(problems, p)
-			}
-		}
 	}
 	if req.Command == Reshard {
 		p, err := pgDumpProblem(ctx, j, src[0])
@@ -326,7 +312,9 @@ type unpublished struct {
 }
 
 func unpublishedTables(ctx context.Context, conn *pgx.Conn, covered map[string]bool) ([]unpublished, error) {
-	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname, c.relkind::text, c.relpersistence::text, c.relispartition
+	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname, c.relkind::text, c.relpersistence::text, c.relispartition,
+			coalesce((SELECT pn.nspname || '.' || p.relname FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
+				JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE i.inhrelid = c.oid AND c.relispartition), '')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind IN ('r', 'p', 'm', 'f') AND c.relpersistence <> 't'
 		  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'reshard') AND n.nspname NOT LIKE 'pg\_%'
@@ -338,13 +326,13 @@ func unpublishedTables(ctx context.Context, conn *pgx.Conn, covered map[string]b
 	defer rows.Close()
 	var out []unpublished
 	for rows.Next() {
-		var name, kind, persistence string
+		var name, kind, persistence, parent string
 		var partition bool
-		if err := rows.Scan(&name, &kind, &persistence, &partition); err != nil {
+		if err := rows.Scan(&name, &kind, &persistence, &partition, &parent); err != nil {
 			return nil, err
 		}
-		if covered[name] {
-			continue
+		if covered[name] || (parent != "" && !covered[parent]) {
+			continue // a partition of an uncovered tree is named with its root
 		}
 		u := unpublished{name: name, kind: "table", why: "not in the publication",
 			effect: "schema sync creates it on the shards, empty; its rows are not copied or streamed, and VERIFY lists it as not published"}

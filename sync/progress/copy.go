@@ -31,6 +31,8 @@ type TableCopy struct {
 	SQL string
 	// EstimateBytes is the expected size (from pg_relation_size).
 	EstimateBytes int64
+	// Format is the COPY format, "binary" or "text".
+	Format string
 
 	rows, bytes atomic.Int64
 	mu          sync.Mutex
@@ -38,9 +40,18 @@ type TableCopy struct {
 	// scratch had copied: still copied, for the cumulative totals.
 	discardedRows, discardedBytes int64
 	state                         string
+	node                          string
 	started                       time.Time
 	finished                      time.Time
 	err                           string
+}
+
+// ReadFrom records the server the unit is read from ("primary
+// 10.0.0.1:5432", "replica 10.0.0.2:5432"), once a worker has taken it.
+func (c *TableCopy) ReadFrom(node string) {
+	c.mu.Lock()
+	c.node = node
+	c.mu.Unlock()
 }
 
 // Add counts rows and bytes copied.
@@ -69,11 +80,14 @@ type CopyRow struct {
 	Task, Schema, Table, SQL string
 	SourceShard, Unit, Units int
 	State                    string
-	Rows, Bytes              int64
-	EstimateBytes            int64
-	StartedAt                time.Time
-	Elapsed                  time.Duration
-	Error                    string
+	// Node is the server the unit is read from ("" until a worker takes
+	// it); Format the COPY format.
+	Node, Format  string
+	Rows, Bytes   int64
+	EstimateBytes int64
+	StartedAt     time.Time
+	Elapsed       time.Duration
+	Error         string
 }
 
 // AddCopies registers pending copy units.
@@ -196,7 +210,7 @@ func (r *Registry) Copies() []CopyRow {
 		u.mu.Lock()
 		row := CopyRow{Task: u.Task, Schema: u.Schema, Table: u.Table, SQL: u.SQL, SourceShard: u.SourceShard,
 			Unit: u.Unit, Units: u.Units, State: u.state, Rows: u.rows.Load(), Bytes: u.bytes.Load(),
-			EstimateBytes: u.EstimateBytes, StartedAt: u.started, Error: u.err}
+			EstimateBytes: u.EstimateBytes, StartedAt: u.started, Error: u.err, Node: u.node, Format: u.Format}
 		switch {
 		case u.started.IsZero():
 		case u.finished.IsZero():

@@ -57,10 +57,8 @@ type Registry struct {
 	copies []*TableCopy
 	slots  []*Slot
 	verify []VerifyRow
-	// ddl holds the statements the streams' DDL stages saw, by slot and
-	// source id (SHOW DDL).
-	ddl    map[ddlKey]*ddlEntry
-	ddlSeq int64
+	// inactive are reshard's slots no stream reads (SetInactiveSlots).
+	inactive []InactiveSlot
 
 	// Cumulative counts, for metrics: they outlive the rows above.
 	retired    map[tableKey]CopyTotal

@@ -259,6 +259,13 @@ func (a *applier) conn(ctx context.Context, t *Target) (*pgx.Conn, error) {
 	}
 	for _, sql := range a.preamble {
 		if _, err := conn.PgConn().Exec(ctx, sql).ReadAll(); err != nil {
+			// A setting the shard's server does not have (pg_dump 17 and
+			// later write SET transaction_timeout = 0, which PostgreSQL 16
+			// and older do not know) is a session default it lacks anyway.
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "42704" && strings.HasPrefix(strings.ToUpper(sql), "SET ") {
+				continue
+			}
 			conn.Close(context.Background())
 			return nil, fmt.Errorf("%s shard %d: session setting %q: %w", t.Database, t.Shard, sql, err)
 		}

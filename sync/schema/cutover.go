@@ -66,7 +66,10 @@ func seqPosition(ctx context.Context, conn *pgx.Conn, s sequenceInfo) (last int6
 // offset k with INCREMENT BY N, so no two shards can ever hand out the same
 // value. Sequences already interleaved that way above the data are left
 // alone, which makes the phase idempotent.
-func cutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, log hclog.Logger) (map[int][]*Statement, error) {
+//
+// Then, for every hash-sharded table whose key takes its values from a
+// sequence, shard-local ids (see local_ids.go).
+func cutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, publication string, log hclog.Logger) (map[int][]*Statement, error) {
 	n := int64(len(ep.targets))
 	conns := ep.shards
 	rows, err := conns[0].Query(ctx, listSequences)
@@ -147,18 +150,24 @@ func cutoverStatements(ctx context.Context, src *pgx.Conn, ep *endpoints, log hc
 			}
 		}
 		base = ((base + n - 1) / n) * n
-		for i, t := range ep.targets {
+		for _, t := range ep.targets {
 			start := base + int64(t.Shard)
 			if start > s.max {
 				return nil, job.Errorf("22003", "sequence %s: interleaved start %d on shard %d exceeds its MAXVALUE %d", s.name, start, t.Shard, s.max).
 					WithHint("widen the sequence (ALTER SEQUENCE ... AS bigint) or raise its MAXVALUE")
 			}
-			_ = i
 			out[t.Shard] = append(out[t.Shard], &Statement{
 				SQL:  fmt.Sprintf("ALTER SEQUENCE %s INCREMENT BY %d RESTART WITH %d", s.name, n, start),
 				Kind: "sequence", Phase: PhaseCutover, Table: s.name,
 			})
 		}
+	}
+	keys, err := sequenceKeys(ctx, src, conns[0], publication, ep.dst, log)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range ep.targets {
+		out[t.Shard] = append(out[t.Shard], localIDStatements(keys, int(n), t.Shard)...)
 	}
 	return out, nil
 }

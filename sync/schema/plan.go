@@ -6,11 +6,13 @@
 package schema
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
-	pg_query "github.com/pganalyze/pg_query_go/v5"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pganalyze/pg_query_go/v6/parser"
 )
 
 // Phase is a schema-sync phase.
@@ -154,9 +156,6 @@ func BuildPlan(dump string) (*Plan, error) {
 			plan.Preamble = append(plan.Preamble, sql)
 			continue
 		}
-		if ownObject(ps.node) {
-			continue // reshard's own (DDL capture on the source)
-		}
 		for _, st := range classify(ps.node, sql, info) {
 			if st.Phase == PhasePre {
 				plan.Pre = append(plan.Pre, st)
@@ -185,6 +184,10 @@ func splitDump(dump string) ([]parsed, error) {
 	var b strings.Builder
 	for _, line := range strings.SplitAfter(dump, "\n") {
 		if strings.HasPrefix(line, "\\") {
+			// An empty line instead: the dump's line numbers stay.
+			if strings.HasSuffix(line, "\n") {
+				b.WriteString("\n")
+			}
 			continue
 		}
 		b.WriteString(line)
@@ -192,7 +195,7 @@ func splitDump(dump string) ([]parsed, error) {
 	text := b.String()
 	tree, err := pg_query.Parse(text)
 	if err != nil {
-		return nil, fmt.Errorf("parse schema dump: %w", err)
+		return nil, dumpSyntaxError(text, err)
 	}
 	out := make([]parsed, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
@@ -214,6 +217,33 @@ func splitDump(dump string) ([]parsed, error) {
 		out = append(out, parsed{sql: sql, node: raw.Stmt, offset: offset})
 	}
 	return out, nil
+}
+
+// dumpSyntaxError names where a dump failed to parse: the line and the
+// statement's first line. pg_query's grammar is PostgreSQL 17's: what only
+// a newer server's pg_dump writes (PostgreSQL 18's virtual generated
+// columns, NOT ENFORCED constraints, WITHOUT OVERLAPS keys, NOT NULL ...
+// NOT VALID) does not parse.
+func dumpSyntaxError(text string, err error) error {
+	var pe *parser.Error
+	if !errors.As(err, &pe) || pe.Cursorpos <= 0 || pe.Cursorpos > len(text) {
+		return fmt.Errorf("parse schema dump: %w", err)
+	}
+	at := pe.Cursorpos - 1
+	line := 1 + strings.Count(text[:at], "\n")
+	// The statement starts after the previous statement's end (a ";" that
+	// ends a line) and its comments.
+	start := strings.LastIndex(text[:at], ";\n")
+	if start < 0 {
+		start = 0
+	} else {
+		start += 2
+	}
+	stmt := stripLeadingComments(text[start:])
+	if i := strings.IndexByte(stmt, '\n'); i >= 0 {
+		stmt = stmt[:i]
+	}
+	return fmt.Errorf("parse schema dump: %w at line %d, in the statement starting %q (reshard's SQL parser has PostgreSQL 17's grammar: syntax only a newer PostgreSQL has, such as 18's virtual generated columns, NOT ENFORCED constraints or WITHOUT OVERLAPS keys, cannot be planned; create such objects on the shards yourself, or leave them out of the source's schema while resharding)", err, line, stmt)
 }
 
 // stripLeadingComments removes the "-- Name: ...; Type: ..." comment lines

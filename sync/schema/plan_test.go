@@ -319,3 +319,57 @@ func TestPlanRejectsGarbage(t *testing.T) {
 		t.Fatal("a broken dump was accepted")
 	}
 }
+
+// foreignKeysAs applies resharding_foreign_keys to POST: not_valid drops
+// the validations, skip drops the keys and the comments on them; a key
+// on a partitioned table counts the rows that break it across the tree.
+func TestForeignKeysAs(t *testing.T) {
+	p, _ := planOf(t, `CREATE TABLE public.a (id integer NOT NULL);
+ALTER TABLE ONLY public.a ADD CONSTRAINT a_pkey PRIMARY KEY (id);
+CREATE TABLE public.b (id integer NOT NULL, a_id integer, at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE public.c (id integer NOT NULL, a_id integer, a2 integer);
+ALTER TABLE public.b ADD CONSTRAINT b_a_fkey FOREIGN KEY (a_id) REFERENCES public.a(id);
+ALTER TABLE ONLY public.c ADD CONSTRAINT c_a_fkey FOREIGN KEY (a_id, a2) REFERENCES public.a(id, id);
+COMMENT ON CONSTRAINT c_a_fkey ON public.c IS 'the a';
+COMMENT ON TABLE public.c IS 'kept';
+CREATE INDEX c_a ON public.c (a_id);
+`)
+	kinds := func(stmts []*Statement) map[string]int {
+		out := map[string]int{}
+		for _, s := range stmts {
+			out[s.Kind]++
+		}
+		return out
+	}
+	if got, n := foreignKeysAs(p.Post, "validate"); n != 0 || !reflect.DeepEqual(kinds(got), kinds(p.Post)) {
+		t.Errorf("validate changed POST: %v", kinds(got))
+	}
+	got, n := foreignKeysAs(p.Post, "not_valid")
+	if k := kinds(got); n != 0 || k["validate foreign key"] != 0 || k["foreign key"] != 2 || k["comment"] != 1 {
+		t.Errorf("not_valid: %v, %d dropped", k, n)
+	}
+	got, n = foreignKeysAs(p.Post, "skip")
+	if k := kinds(got); n != 2 || k["foreign key"] != 0 || k["validate foreign key"] != 0 || k["comment"] != 0 || k["index"] != 1 {
+		t.Errorf("skip: %v, %d dropped", k, n)
+	}
+	for _, s := range append(p.Pre, got...) {
+		if strings.Contains(s.SQL, "'the a'") {
+			t.Errorf("skip kept the comment on the dropped key: %s", s.SQL)
+		}
+	}
+	for _, s := range p.Post {
+		if s.fk == nil {
+			continue
+		}
+		switch s.fk.name {
+		case "b_a_fkey":
+			if want := `SELECT count(*) FROM "public"."b" x WHERE x."a_id" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "public"."a" r WHERE r."id" = x."a_id")`; s.fk.orphansSQL() != want {
+				t.Errorf("orphans of a partitioned table's key:\n%s\nwant\n%s", s.fk.orphansSQL(), want)
+			}
+		case "c_a_fkey":
+			if !strings.HasPrefix(s.fk.orphansSQL(), `SELECT count(*) FROM ONLY "public"."c" x WHERE x."a_id" IS NOT NULL AND x."a2" IS NOT NULL`) {
+				t.Errorf("orphans of a composite key: %s", s.fk.orphansSQL())
+			}
+		}
+	}
+}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	pg_query "github.com/pganalyze/pg_query_go/v5"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sync/job"
@@ -25,11 +25,10 @@ type Request struct {
 	// Parallel bounds concurrent index builds (and FK validations) per
 	// shard; 0 means [general] resharding_parallel_copies.
 	Parallel int
-	// Snapshot, for PRE and POST, is an exported snapshot of source shard
-	// 0 to dump the schema at (pg_dump --snapshot): RESHARD's slot's, so
-	// the shards' schema, the copied rows and the stream's start are one
-	// point. Empty: the schema as it is now.
-	Snapshot string
+	// ReadOnlyOff makes the phase's sessions writable on shards that
+	// reshard made read-only for the application (CUTOVER after a
+	// rollback). Without it such a shard refuses the phase (25006).
+	ReadOnlyOff bool
 }
 
 // ShardSQL is the SQL a phase runs on one shard (dry run).
@@ -126,8 +125,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	case PhasePre, PhasePost:
 		admin := ep.src.Admin
 		dump, err := Dump(ctx, DumpSource{PgDump: j.Catalog.Config.Replication.PgDumpPath, Host: ep.srcNode.Host, Port: ep.srcNode.Port,
-			Database: ep.srcNode.Database, User: nodeUser(ep.srcNode, admin), Password: nodePassword(ep.srcNode, admin), ServerVersionNum: versionNum,
-			Snapshot: req.Snapshot})
+			Database: ep.srcNode.Database, User: nodeUser(ep.srcNode, admin), Password: nodePassword(ep.srcNode, admin), ServerVersionNum: versionNum})
 		if err != nil {
 			code := "58P01"
 			if !strings.Contains(err.Error(), "not found") {
@@ -173,7 +171,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 			return nil, err
 		}
 	case PhaseCutover:
-		perShard, err := cutoverStatements(ctx, srcConn, ep, log)
+		perShard, err := cutoverStatements(ctx, srcConn, ep, j.Publication, log)
 		if err != nil {
 			return nil, err
 		}
@@ -201,6 +199,9 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		works = a.register(req.Phase, ep.targets, func(*Target) []*Statement { return stmts })
 	default:
 		return nil, job.Errorf("22023", "unknown schema sync phase %q", req.Phase)
+	}
+	if req.ReadOnlyOff {
+		a.preamble = append(a.preamble, "SET default_transaction_read_only = off")
 	}
 	log.Info("schema sync", "phase", req.Phase, "source", j.Source.Name, "destination", j.Destination.Name, "shards", len(ep.targets), "statements_per_shard", len(works[0].stmts))
 	results, err := a.run(ctx, req.Phase, works)

@@ -57,6 +57,11 @@ func (a *applier) connect(ctx context.Context) error {
 		// Statements are prepared once and run many times with new rows:
 		// plan them once.
 		"SET plan_cache_mode = force_generic_plan",
+		// Values read back in text form (the rows a move takes) are exact
+		// and read the same in any session.
+		"SET extra_float_digits = 3",
+		"SET DateStyle = ISO",
+		"SET IntervalStyle = postgres",
 	}
 	for _, s := range setup {
 		if _, err := conn.Exec(ctx, s); err != nil {
@@ -153,31 +158,6 @@ func (a *applier) exec(ctx context.Context, sql string, args [][]byte) (int64, e
 	return tag.RowsAffected(), nil
 }
 
-// query runs a statement returning one row of text values (or none).
-func (a *applier) query(ctx context.Context, sql string, args [][]byte) ([][]byte, bool, error) {
-	name, err := a.prepared(ctx, sql)
-	if err != nil {
-		return nil, false, err
-	}
-	rr := a.conn.PgConn().ExecPrepared(ctx, name, args, nil, nil)
-	var row [][]byte
-	found := false
-	for rr.NextRow() {
-		if !found {
-			for _, v := range rr.Values() {
-				if v == nil {
-					row = append(row, nil)
-				} else {
-					row = append(row, append([]byte{}, v...))
-				}
-			}
-			found = true
-		}
-	}
-	_, err = rr.Close()
-	return row, found, err
-}
-
 // commit records lsn as the origin's position and commits.
 func (a *applier) commit(ctx context.Context, lsn pglogrepl.LSN, ts time.Time) error {
 	if !a.inTx {
@@ -205,57 +185,85 @@ func (a *applier) rollback() {
 // pipelineSize bounds how many statements go to a shard in one pipeline.
 const pipelineSize = 2000
 
-// apply runs one shard's part of a batch in its transaction, and commits it
-// at lsn unless told not to. The statements are pipelined (sent without
-// waiting for each answer), so a shard costs a round trip per pipeline, not
-// per row.
-func (a *applier) apply(ctx context.Context, ops []op, lsn pglogrepl.LSN, commit bool) error {
+// apply runs statements of one shard's part of a batch in its
+// transaction (begun if need be, left open). The statements are pipelined
+// (sent without waiting for each answer), so a shard costs a round trip per
+// pipeline, not per row. It returns the arrivals that found no row here
+// (in order) and the rows the probes took off this shard.
+func (a *applier) apply(ctx context.Context, ops []op) (arrivals []op, took []probed, err error) {
 	bctx, cancel := context.WithTimeout(ctx, a.timeout)
-	err := a.begin(bctx)
+	err = a.begin(bctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("destination shard %d: begin: %w", a.shard, err)
+		return nil, nil, fmt.Errorf("destination shard %d: begin: %w", a.shard, err)
 	}
-	fail := func(err error) error {
+	fail := func(err error) ([]op, []probed, error) {
 		a.rollback()
-		return err
+		return nil, nil, err
 	}
+	sent := make([]int, 0, pipelineSize) // positions in ops of the statements sent
 	for lo := 0; lo < len(ops); lo += pipelineSize {
 		hi := min(lo+pipelineSize, len(ops))
 		batch := &pgconn.Batch{}
+		sent = sent[:0]
 		pctx, cancel := context.WithTimeout(ctx, a.timeout)
-		for _, o := range ops[lo:hi] {
+		for i, o := range ops[lo:hi] {
+			if o.sql == "" {
+				continue // an arrival of a known move: nothing to run here
+			}
 			name, err := a.prepared(pctx, o.sql)
 			if err != nil {
 				cancel()
 				return fail(fmt.Errorf("destination shard %d: %w", a.shard, err))
 			}
 			batch.ExecPrepared(name, o.args, nil, nil)
+			sent = append(sent, lo+i)
 		}
-		results, err := a.conn.PgConn().ExecBatch(pctx, batch).ReadAll()
+		var results []*pgconn.Result
+		if len(sent) > 0 {
+			results, err = a.conn.PgConn().ExecBatch(pctx, batch).ReadAll()
+		}
 		cancel()
 		if err != nil {
 			// Name the statement that failed.
-			failed := ops[lo]
-			if n := len(results); n > 0 && lo+n-1 < hi {
-				failed = ops[lo+n-1]
+			failed := ops[sent[0]]
+			if n := len(results); n > 0 && n <= len(sent) {
+				failed = ops[sent[n-1]]
 			}
 			return fail(fmt.Errorf("destination shard %d: %s: %w", a.shard, abbrevSQL(failed.sql), err))
 		}
-		for i, r := range results {
-			o := ops[lo+i]
-			if o.mustHit != nil && r.CommandTag.RowsAffected() == 0 {
-				return fail(fmt.Errorf("an UPDATE of %s found no row on destination shard %d: the row moved to another shard (its sharding key changed), which the change cannot show because %s is not in the table's replica identity; on the source run ALTER TABLE %s REPLICA IDENTITY FULL, then restart the stream",
-					o.mustHit, a.shard, o.mustHit.columns[o.mustHit.shardCol], o.mustHit.qualified))
+		r := 0
+		for i := lo; i < hi; i++ {
+			o := ops[i]
+			if o.sql == "" {
+				arrivals = append(arrivals, o)
+				continue
+			}
+			res := results[r]
+			r++
+			switch {
+			case o.probe && len(res.Rows) > 0:
+				took = append(took, probed{op: o, row: res.Rows[0]})
+			case o.arrive != nil && res.CommandTag.RowsAffected() == 0:
+				arrivals = append(arrivals, o)
 			}
 		}
 	}
-	if !commit {
-		return nil
-	}
-	cctx, cancel := context.WithTimeout(ctx, a.timeout)
+	return arrivals, took, nil
+}
+
+// probed is a row a probe took off a shard.
+type probed struct {
+	op  op
+	row [][]byte
+}
+
+// commitAt records lsn as the origin's position and commits, bounded by
+// the network timeout.
+func (a *applier) commitAt(ctx context.Context, lsn pglogrepl.LSN) error {
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
-	return a.commit(cctx, lsn, time.Now())
+	return a.commit(ctx, lsn, time.Now())
 }
 
 // abbrevSQL shortens a statement for a message (merged statements run to
@@ -265,4 +273,21 @@ func abbrevSQL(sql string) string {
 		return sql[:300] + "…"
 	}
 	return sql
+}
+
+// setupMovedRows creates the table that records the rows moved off this
+// shard (see mover), if it is not there.
+func (a *applier) setupMovedRows(ctx context.Context) error {
+	tx, err := a.conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("destination shard %d: %w", a.shard, err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, movedRowsSetup); err != nil {
+		return fmt.Errorf("destination shard %d: create %s: %w", a.shard, movedRowsTable, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("destination shard %d: create %s: %w", a.shard, movedRowsTable, err)
+	}
+	return nil
 }

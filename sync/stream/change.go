@@ -51,6 +51,10 @@ type change struct {
 	truncated      []*relation
 	cascade        bool
 	restartSeqs    bool
+	// keep: for a truncated relation whose copy was taken partly after
+	// the TRUNCATE (see copyMarks.truncateCovered), the rows that must survive it: the
+	// condition selecting the key ranges copied after it.
+	keep map[*relation]string
 }
 
 // txn is one committed source transaction.
@@ -59,18 +63,32 @@ type txn struct {
 	commitLSN  pglogrepl.LSN
 	commitTime time.Time
 	changes    []*change
+	// seqBase numbers the changes: changes[i] is the transaction's change
+	// seqBase+i (a part of a streamed transaction starts past the others).
+	seqBase int
 	// spool holds the changes instead of changes for a transaction the
 	// source streamed while in progress.
 	spool *spool
+}
+
+// position is where a change is in the source's order: its transaction's
+// commit LSN, and its number in the transaction.
+type position struct {
+	lsn pglogrepl.LSN
+	seq int
+}
+
+// after tells whether p comes after q.
+func (p position) after(q position) bool {
+	return p.lsn > q.lsn || p.lsn == q.lsn && p.seq > q.seq
 }
 
 // op is one statement for one shard.
 type op struct {
 	sql  string
 	args [][]byte
-	// check: an UPDATE that must find its row (the sharding key could not
-	// be read from the change, so a moved row would otherwise go unseen).
-	mustHit *relation
+	// pos is the change the statement comes from.
+	pos position
 	// row identifies the row an op touches ("" when unknown); update marks
 	// an UPDATE that keeps its key, writes a full row image and locates the
 	// row by key alone: a later such UPDATE of the same row in the same
@@ -83,6 +101,23 @@ type op struct {
 	kind    changeKind
 	setCols []int
 	keyCols []int
+	// probe: the DELETE taking a row off this shard if it is here (a row
+	// that moves elsewhere), returning it and recording it as moved.
+	probe bool
+	// arrive: the row may not be on this shard (it moves here): an UPDATE
+	// that finds no row, or an arrival with no statement, gets the row
+	// from the shard whose probe took it (see mover).
+	arrive *arrival
+}
+
+// arrival is a row a change may bring onto a shard.
+type arrival struct {
+	change *change
+	// newRow is the row the change leaves (unchanged TOASTed values still
+	// to fill from the moved row).
+	newRow []value
+	// rowIDs are the row's identities before and after the change.
+	rowIDs []string
 }
 
 // routed is a statement with its shard.

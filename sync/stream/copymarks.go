@@ -2,6 +2,8 @@ package stream
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -9,15 +11,18 @@ import (
 	"github.com/reshard/reshard/sharding"
 )
 
-// copyMarks are the copy's watermarks per table ("schema.name"): the
-// units a resumed copy finished under a newer snapshot than the slot's
-// hold the changes committed before their watermark already.
+// copyMarks are the copy's watermarks per table ("schema.name"): units
+// copied at a snapshot newer than the slot's (by a resumed copy, or read
+// from a replica) hold the changes committed before their watermark
+// already. See covered for the rule.
 type copyMarks map[string][]watermark
 
-// watermark: rows of a unit (a key range, or the whole table when lo and
-// hi are nil) copied at a snapshot whose consistent point is lsn.
+// watermark: rows of a unit copied at a snapshot whose consistent point is
+// lsn. A primary-key range unit covers [lo, hi) of column (nil bounds are
+// open); a whole table or a ctid range has no column and no bounds.
 type watermark struct {
 	lo, hi *int64
+	column string
 	lsn    pglogrepl.LSN
 }
 
@@ -29,8 +34,10 @@ func loadCopyMarks(ctx context.Context, conn *pgx.Conn, slot string, sourceShard
 	if err := conn.QueryRow(ctx, `SELECT to_regclass('reshard.copy_units') IS NOT NULL`).Scan(&exists); err != nil || !exists {
 		return marks, err
 	}
-	rows, err := conn.Query(ctx, `SELECT table_schema, table_name, lo, hi, watermark_lsn::text FROM reshard.copy_units
-		WHERE slot = $1 AND source_shard = $2 AND done`, slot, sourceShard)
+	// range_column is read through row_to_json: state recorded by an
+	// older reshard lacks it.
+	rows, err := conn.Query(ctx, `SELECT table_schema, table_name, lo, hi, watermark_lsn::text, coalesce(row_to_json(u)->>'range_column', '')
+		FROM reshard.copy_units u WHERE slot = $1 AND source_shard = $2 AND done`, slot, sourceShard)
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +45,7 @@ func loadCopyMarks(ctx context.Context, conn *pgx.Conn, slot string, sourceShard
 	for rows.Next() {
 		var schema, name, lsn string
 		var w watermark
-		if err := rows.Scan(&schema, &name, &w.lo, &w.hi, &lsn); err != nil {
+		if err := rows.Scan(&schema, &name, &w.lo, &w.hi, &lsn, &w.column); err != nil {
 			return nil, err
 		}
 		if w.lsn, err = pglogrepl.ParseLSN(lsn); err != nil {
@@ -50,30 +57,58 @@ func loadCopyMarks(ctx context.Context, conn *pgx.Conn, slot string, sourceShard
 }
 
 // covered reports whether a change committed at lsn is already in the
-// copied rows. A watermark is a snapshot's consistent point: the end of
-// the WAL record that made the snapshot consistent. A transaction whose
-// commit record starts there or later is not in the snapshot (the stream
-// has it), only one whose commit record starts before.
+// copied rows, and so must be skipped.
+//
+// The watermark rule. Each copy unit records the LSN of the snapshot it
+// was copied at (reshard.copy_units.watermark_lsn): the consistent point
+// of the slot that exported it, the end of the WAL record that made the
+// snapshot consistent. A transaction whose commit record starts before a
+// unit's watermark is in that unit's rows; one whose commit record starts
+// at the watermark or later is not, and the stream applies it. Units
+// copied at the permanent slot's own snapshot have the stream's start as
+// watermark (nothing streamed is before it); units of a resumed copy (a
+// newer snapshot from a temporary slot) and units read from a replica (a
+// snapshot from a temporary slot there, taken at or after the permanent
+// slot's consistent point: see sync/copier/replicas.go) have a later one,
+// and the stream skips their rows' changes before it.
+//
+// A table whose units share one watermark (a whole table; ctid ranges,
+// which the copier reads from one snapshot; primary-key ranges read at the
+// same snapshot) needs no row lookup. Primary-key ranges copied at
+// different snapshots are told apart by the row's value of the range
+// column, whatever the replica identity. A TRUNCATE is skipped for a table
+// copied entirely after it, and narrowed for one copied partly after it
+// (truncateCovered).
 func (m copyMarks) covered(c *change, lsn pglogrepl.LSN) bool {
+	if c.kind == opTruncate {
+		return m.truncateCovered(c, lsn)
+	}
 	if c.rel == nil {
-		return false // TRUNCATE: applies whatever the copy holds
+		return false
 	}
 	marks := m[c.rel.String()]
 	if len(marks) == 0 {
 		return false
 	}
-	if len(marks) == 1 || marks[0].lo == nil && marks[0].hi == nil {
+	if oneSnapshot(marks) {
 		return lsn < marks[0].lsn
 	}
-	// Primary-key ranges: find the row's range by its key.
+	// Primary-key ranges read at different snapshots: find the row's
+	// range by its value of the range column.
 	row := c.newRow
 	if row == nil {
 		row = c.oldRow
 	}
-	if len(c.rel.key) != 1 || row == nil {
+	col := -1
+	for i, name := range c.rel.columns {
+		if name == marks[0].column {
+			col = i
+		}
+	}
+	if col < 0 || col >= len(row) {
 		return false
 	}
-	v := row[c.rel.key[0]]
+	v := row[col]
 	if v.null || v.toasted {
 		return false
 	}
@@ -87,4 +122,63 @@ func (m copyMarks) covered(c *change, lsn pglogrepl.LSN) bool {
 		}
 	}
 	return false
+}
+
+// oneSnapshot tells whether every unit of a table was copied at the same
+// snapshot.
+func oneSnapshot(marks []watermark) bool {
+	for _, w := range marks[1:] {
+		if w.lsn != marks[0].lsn {
+			return false
+		}
+	}
+	return true
+}
+
+// truncateCovered applies the watermark rule to a TRUNCATE committed at
+// lsn: a relation copied entirely after it is left out (its copy is
+// already without what it removed), and one copied partly after it gets a
+// keep condition (the key ranges copied after it), so that route deletes
+// only the other ranges' rows. It reports whether nothing is left to
+// apply.
+func (m copyMarks) truncateCovered(c *change, lsn pglogrepl.LSN) bool {
+	kept := c.truncated[:0]
+	for _, r := range c.truncated {
+		marks := m[r.String()]
+		var after []string
+		for _, w := range marks {
+			if lsn < w.lsn {
+				after = append(after, rangeCondition(w))
+			}
+		}
+		switch {
+		case len(after) == 0:
+			kept = append(kept, r)
+		case len(after) == len(marks):
+			// copied entirely after the TRUNCATE
+		default:
+			if c.keep == nil {
+				c.keep = map[*relation]string{}
+			}
+			c.keep[r] = strings.Join(after, " OR ")
+			kept = append(kept, r)
+		}
+	}
+	c.truncated = kept
+	return len(kept) == 0
+}
+
+// rangeCondition is the SQL condition selecting a primary-key range unit's
+// rows.
+func rangeCondition(w watermark) string {
+	col := pgx.Identifier{w.column}.Sanitize()
+	switch {
+	case w.lo != nil && w.hi != nil:
+		return fmt.Sprintf("(%s >= %d AND %s < %d)", col, *w.lo, col, *w.hi)
+	case w.lo != nil:
+		return fmt.Sprintf("(%s >= %d)", col, *w.lo)
+	case w.hi != nil:
+		return fmt.Sprintf("(%s < %d)", col, *w.hi)
+	}
+	return "true"
 }

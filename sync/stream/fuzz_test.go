@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pglogrepl"
-	pg_query "github.com/pganalyze/pg_query_go/v5"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
 // relationMsg encodes a pgoutput Relation message (protocol 2, outside a

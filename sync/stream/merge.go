@@ -98,7 +98,7 @@ func mergeRuns(ops []op) []op {
 }
 
 func mergeable(o op) bool {
-	if o.rel == nil || o.mustHit != nil {
+	if o.rel == nil || o.probe || o.arrive != nil {
 		return false
 	}
 	switch o.kind {

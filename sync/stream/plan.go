@@ -104,19 +104,31 @@ func (p *plan) delete(keyCols []int) string {
 	})
 }
 
-// deleteReturning is the DELETE locating the row by keyCols that returns
-// every column of the deleted row in text form.
-func (p *plan) deleteReturning(keyCols []int) string {
+// probe is the DELETE of the row located by keyCols, if it is on the
+// shard, that records the deleted row as moved (in reshard.moved_rows, in
+// the same transaction) and returns its columns in text form. Its
+// parameters are the key values, then the slot, the row's identity (hex
+// bytea), the change's LSN and number in its transaction, and the shard
+// the row moves to.
+func (p *plan) probe(keyCols []int) string {
 	shape := []byte{'D'}
 	for _, k := range keyCols {
 		shape = append(shape, byte(k), byte(k>>8))
 	}
 	return p.cached(shape, func() string {
-		cols := make([]string, len(p.r.columns))
+		ret := make([]string, len(p.r.columns))
+		names := make([]string, len(p.r.columns))
 		for i, n := range p.r.columns {
-			cols[i] = quoteIdent(n) + "::text"
+			names[i] = "x" + strconv.Itoa(i)
+			ret[i] = quoteIdent(n) + "::text AS " + names[i]
 		}
-		return fmt.Sprintf("DELETE FROM %s WHERE %s RETURNING %s", p.r.qualified, whereKey(p.r, keyCols, 1), strings.Join(cols, ", "))
+		n := len(keyCols)
+		return fmt.Sprintf(`WITH d AS (DELETE FROM %s WHERE %s RETURNING %s), `+
+			`m AS (INSERT INTO %s (slot, row_id, lsn, seq, target, image) SELECT $%d, $%d::bytea, $%d::pg_lsn, $%d::int, $%d::int, ARRAY[%s]::text[] FROM d) `+
+			`SELECT %s FROM d`,
+			p.r.qualified, whereKey(p.r, keyCols, 1), strings.Join(ret, ", "),
+			movedRowsTable, n+1, n+2, n+3, n+4, n+5, strings.Join(names, ", "),
+			strings.Join(names, ", "))
 	})
 }
 

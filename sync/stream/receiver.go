@@ -48,7 +48,10 @@ type received struct {
 // dialReceiver opens a replication connection to node. Cancelling ctx
 // later interrupts a pending receive.
 func dialReceiver(ctx context.Context, cat *catalog.Catalog, node *catalog.Node, slot string) (*receiver, error) {
-	dsn, err := cat.ConnString(node, map[string]string{"replication": "database"})
+	// The source writes values in text forms that any server reads back
+	// the same (as PostgreSQL's own subscriber asks).
+	dsn, err := cat.ConnString(node, map[string]string{"replication": "database",
+		"DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3"})
 	if err != nil {
 		return nil, err
 	}
@@ -84,22 +87,86 @@ func slotPosition(ctx context.Context, dsn, slot string, node *catalog.Node) (pg
 	return pglogrepl.ParseLSN(*lsn)
 }
 
-// pluginArgs are pgoutput's options: the protocol version and what it
-// allows (the one place that chooses them).
-func pluginArgs(publication string) []string {
-	return []string{
-		"proto_version '2'",
-		fmt.Sprintf("publication_names '%s'", strings.ReplaceAll(pgx.Identifier{publication}.Sanitize(), "'", "''")),
-		"streaming 'true'",
+// PluginOptions are pgoutput's options for a source of major version
+// major (the one place that chooses them), as name/value pairs:
+//   - proto_version: the highest the source supports, 4 on PostgreSQL 16
+//     and later, 3 on 15 (with streaming 'true' the messages are those of
+//     protocol 2: 3 adds two-phase commits, which the slots do not enable,
+//     and 4 parallel streaming, which streaming 'true' does not ask for);
+//   - streaming 'true': transactions are sent while in progress once they
+//     outgrow logical_decoding_work_mem;
+//   - origin 'none' on 16 and later: only changes that no replication
+//     origin applied, so a stream never carries changes reshard itself
+//     applied (its appliers tag every change with their origin): the loop
+//     guard of reverse replication, besides each direction's own slots.
+//     Not when the database is itself a subscriber (subscribed): the rows
+//     its subscriptions apply carry their origin too, and must be streamed.
+func PluginOptions(publication string, major int, subscribed bool) [][2]string {
+	proto := "3"
+	if major >= 16 {
+		proto = "4"
 	}
+	opts := [][2]string{
+		{"proto_version", proto},
+		{"publication_names", pgx.Identifier{publication}.Sanitize()},
+		{"streaming", "true"},
+	}
+	if major >= 16 && !subscribed {
+		opts = append(opts, [2]string{"origin", "none"})
+	}
+	return opts
 }
 
-// start begins streaming the slot's changes for the publication.
-func (r *receiver) start(ctx context.Context, publication string) error {
-	if err := pglogrepl.StartReplication(ctx, r.conn, r.slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: pluginArgs(publication)}); err != nil {
-		return fmt.Errorf("start replication from slot %q on %s: %w", r.slot, r.node, err)
+// pluginArgs renders PluginOptions for START_REPLICATION.
+func pluginArgs(opts [][2]string) []string {
+	var args []string
+	for _, o := range opts {
+		args = append(args, fmt.Sprintf("%s '%s'", o[0], strings.ReplaceAll(o[1], "'", "''")))
 	}
-	return nil
+	return args
+}
+
+// subscribed tells whether the database at dsn has subscriptions of its
+// own (logical replication into it from elsewhere).
+func subscribed(ctx context.Context, dsn string) (bool, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.Background())
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
+	return n > 0, err
+}
+
+// serverMajor is the major version the server announced at connect
+// (server_version "17.10", "15.18 (Debian 15.18-0+deb12u1)"); 0 when it
+// cannot be read.
+func serverMajor(conn *pgconn.PgConn) int {
+	v := conn.ParameterStatus("server_version")
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// start begins streaming the slot's changes for the publication, with the
+// options PluginOptions chooses for the source (dsn: a plain connection
+// string to it), and returns them.
+func (r *receiver) start(ctx context.Context, publication, dsn string) ([]string, error) {
+	sub, err := subscribed(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("read the subscriptions of %s: %w", r.node, err)
+	}
+	args := pluginArgs(PluginOptions(publication, serverMajor(r.conn), sub))
+	if err := pglogrepl.StartReplication(ctx, r.conn, r.slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+		return nil, fmt.Errorf("start replication from slot %q on %s: %w", r.slot, r.node, err)
+	}
+	return args, nil
 }
 
 // receive waits until due for the next message. The deadline is set on the

@@ -33,15 +33,26 @@ func row(vals ...string) []value {
 	return out
 }
 
-// routeAll routes changes as one run and returns each shard's statements.
-func routeAll(t *testing.T, r *relation, changes []*change) [][]op {
+// routeRun routes changes as one run.
+func routeRun(t *testing.T, changes []*change) routedRun {
 	t.Helper()
-	rt := &router{shards: 2, sourceShards: 1, origins: make([]pglogrepl.LSN, 2)}
-	ops, _, _, err := rt.routeRun([]*txn{{commitLSN: 100, changes: changes}})
+	rt := &router{shards: 2, sourceShards: 1, origins: make([]pglogrepl.LSN, 2), slot: "s"}
+	r, err := rt.routeRun([]*txn{{commitLSN: 100, changes: changes}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ops
+	return r
+}
+
+// routeAll routes changes as one run of one part and returns each shard's
+// statements.
+func routeAll(t *testing.T, r *relation, changes []*change) [][]op {
+	t.Helper()
+	run := routeRun(t, changes)
+	if len(run.parts) != 1 {
+		t.Fatalf("%d parts, want 1", len(run.parts))
+	}
+	return run.parts[0]
 }
 
 // Plain UPDATEs (no old tuple) of a table whose replica identity carries
@@ -63,8 +74,8 @@ func TestRouteMergesPlainUpdates(t *testing.T) {
 			t.Errorf("shard %d: %d statements for ~150 rows: updates were not merged", k, len(shard))
 		}
 		for _, o := range shard {
-			if o.mustHit != nil {
-				t.Errorf("shard %d: %s must hit a row, but the key carries the sharding column", k, o.sql)
+			if o.arrive != nil || o.probe {
+				t.Errorf("shard %d: %s is a move, but the key carries the sharding column", k, o.sql)
 			}
 			if !strings.HasPrefix(o.sql, "UPDATE") {
 				t.Errorf("shard %d: unexpected statement %s", k, o.sql)
@@ -79,25 +90,104 @@ func TestRouteMergesPlainUpdates(t *testing.T) {
 }
 
 // When the replica identity does not carry the sharding column, a change
-// of it is invisible: every UPDATE must find its row, so none is merged.
-func TestRouteChecksUpdatesWithoutShardInIdentity(t *testing.T) {
+// of it is invisible: every UPDATE goes where its new row belongs, ready to
+// receive the row if it is not there, and every other shard takes the row
+// off if it has it (a probe). None is merged.
+func TestRouteUpdatesWithoutShardInIdentity(t *testing.T) {
 	r := accounts(t, 1) // identity: owner
 	var changes []*change
 	for i := 0; i < 10; i++ {
 		changes = append(changes, &change{kind: opUpdate, rel: r, newRow: row(strconv.Itoa(i), strconv.Itoa(i), "5")})
 	}
-	ops := routeAll(t, r, changes)
-	n := 0
-	for _, shard := range ops {
+	run := routeRun(t, changes)
+	if len(run.parts) != 1 || run.board == nil {
+		t.Fatalf("%d parts (board %v), want 1 part with a board", len(run.parts), run.board != nil)
+	}
+	updates, probes := map[int]int{}, map[int]int{}
+	for k, shard := range run.parts[0] {
 		for _, o := range shard {
-			n++
-			if o.mustHit == nil {
-				t.Errorf("%s: not checked for a moved row", o.sql)
+			switch {
+			case o.probe:
+				probes[o.pos.seq] = k
+				if !strings.HasPrefix(o.sql, "WITH d AS (DELETE FROM") {
+					t.Errorf("probe %s", o.sql)
+				}
+			case o.arrive != nil:
+				updates[o.pos.seq] = k
+			default:
+				t.Errorf("shard %d: %s can miss a moved row", k, o.sql)
 			}
 		}
 	}
-	if n != 10 {
-		t.Errorf("%d statements, want 10 (one checked UPDATE per change)", n)
+	if len(updates) != 10 || len(probes) != 10 {
+		t.Fatalf("%d updates and %d probes, want 10 of each", len(updates), len(probes))
+	}
+	for seq, k := range updates {
+		if probes[seq] == k {
+			t.Errorf("change %d: updated and probed on the same shard %d", seq, k)
+		}
+	}
+	if run.changes[0]+run.changes[1] != 10 {
+		t.Errorf("row changes %v, want 10 in all (probes are not changes)", run.changes)
+	}
+}
+
+// A batch is cut where a shard would touch a row still arriving there:
+// a move then an update of the row, a move and a move back, a move then a
+// delete, many moves of one row. Other rows' changes do not cut it.
+func TestRouteCutsAtRowsStillArriving(t *testing.T) {
+	r := accounts(t, 1) // identity: owner; sharded by aid
+	// aid 1 lives on shard 0 and aid 2 on shard 1 (bigint, 2 shards)...
+	sh := func(aid string) int {
+		k, err := r.shardOf(row(aid, "x", "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	a, b := "1", "2"
+	for i := 3; sh(a) == sh(b); i++ {
+		b = strconv.Itoa(i)
+	}
+	upd := func(aid, owner, bal string) *change {
+		return &change{kind: opUpdate, rel: r, newRow: row(aid, owner, bal)}
+	}
+	del := func(owner string) *change {
+		return &change{kind: opDelete, rel: r, oldIsKey: true, oldRow: []value{{null: true}, {data: []byte(owner)}, {null: true}}}
+	}
+	for _, c := range []struct {
+		name    string
+		changes []*change
+		parts   int
+	}{
+		{"distinct rows", []*change{upd(a, "o1", "1"), upd(b, "o2", "1"), upd(a, "o3", "1")}, 1},
+		{"a row updated twice where it is", []*change{upd(a, "o1", "1"), upd(a, "o1", "2")}, 1},
+		{"move then update", []*change{upd(b, "o1", "1"), upd(b, "o1", "2"), upd(a, "o2", "1")}, 1},
+		{"move and move back", []*change{upd(b, "o1", "1"), upd(a, "o1", "2")}, 2},
+		{"move then delete", []*change{upd(b, "o1", "1"), del("o1")}, 2},
+		{"many moves of one row", []*change{upd(b, "o1", "1"), upd(a, "o1", "2"), upd(b, "o1", "3"), upd(a, "o1", "4")}, 4},
+	} {
+		run := routeRun(t, c.changes)
+		if len(run.parts) != c.parts {
+			t.Errorf("%s: %d parts, want %d", c.name, len(run.parts), c.parts)
+		}
+		// Every statement is in exactly one part, in source order per shard.
+		n := 0
+		for k := 0; k < 2; k++ {
+			var last position
+			for i, part := range run.parts {
+				for _, o := range part[k] {
+					if i > 0 && last.after(o.pos) {
+						t.Errorf("%s: shard %d out of order", c.name, k)
+					}
+					last = o.pos
+					n++
+				}
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s: no statements", c.name)
+		}
 	}
 }
 
@@ -152,8 +242,85 @@ func TestCoveredByCopyBoundary(t *testing.T) {
 		t.Error("a transaction committed before the watermark was not taken as copied")
 	}
 	lo, hi := int64(10000), int64(20000)
-	marks[r.String()] = []watermark{{lo: &lo, hi: &hi, lsn: 0x5000}, {lo: &hi, lsn: 0x6000}}
+	marks[r.String()] = []watermark{{lo: &lo, hi: &hi, column: "aid", lsn: 0x5000}, {lo: &hi, column: "aid", lsn: 0x6000}}
 	if marks.covered(c, 0x5000) || !marks.covered(c, 0x4fff) {
 		t.Error("key ranges: the boundary is wrong")
+	}
+}
+
+// Primary-key ranges copied at different snapshots (ranges read from two
+// replicas) are told apart by the range column, whatever the replica
+// identity: under REPLICA IDENTITY FULL every column is a key column.
+func TestCoveredByCopyRangesAtTwoSnapshots(t *testing.T) {
+	r := accounts(t, 0, 1, 2)
+	r.identity = 'f'
+	mid := int64(1000)
+	marks := copyMarks{r.String(): {
+		{hi: &mid, column: "aid", lsn: 0x7000},
+		{lo: &mid, column: "aid", lsn: 0x5000},
+	}}
+	low := &change{kind: opInsert, rel: r, newRow: row("5", "1", "10")}
+	high := &change{kind: opUpdate, rel: r, newRow: row("5000", "2", "10"), oldRow: row("5000", "1", "10")}
+	del := &change{kind: opDelete, rel: r, oldRow: row("999", "1", "10")}
+	for _, tc := range []struct {
+		c    *change
+		lsn  pglogrepl.LSN
+		want bool
+	}{
+		{low, 0x6000, true}, {low, 0x7000, false}, // range [, 1000) copied at 0x7000
+		{high, 0x4fff, true}, {high, 0x6000, false}, // range [1000, ) copied at 0x5000
+		{del, 0x6fff, true}, {del, 0x7001, false}, // a delete: found by its old row
+	} {
+		if got := marks.covered(tc.c, tc.lsn); got != tc.want {
+			t.Errorf("%v %v at %s: covered = %v, want %v", tc.c.newRow, tc.c.oldRow, tc.lsn, got, tc.want)
+		}
+	}
+	// One snapshot for every unit: no lookup (ctid ranges have no column).
+	marks[r.String()] = []watermark{{lsn: 0x5000}, {lsn: 0x5000}}
+	if !marks.covered(low, 0x4fff) || marks.covered(low, 0x5000) {
+		t.Error("units at one snapshot: the boundary is wrong")
+	}
+}
+
+// A TRUNCATE is skipped for a table copied entirely after it, kept for
+// one copied before it, and becomes a DELETE of the ranges copied before
+// it for one copied partly after it.
+func TestTruncateCoveredByCopy(t *testing.T) {
+	a := accounts(t, 0)
+	b := &relation{id: 8, schema: "public", name: "other", qualified: `"public"."other"`, columns: []string{"id"}, shardCol: -1}
+	c := &relation{id: 9, schema: "public", name: "third", qualified: `"public"."third"`, columns: []string{"id"}, shardCol: -1}
+	mid := int64(1000)
+	marks := copyMarks{
+		a.String(): {{hi: &mid, column: "aid", lsn: 0x7000}, {lo: &mid, column: "aid", lsn: 0x5000}},
+		b.String(): {{lsn: 0x7000}},
+	}
+	tr := &change{kind: opTruncate, truncated: []*relation{a, b, c}}
+	if marks.covered(tr, 0x6000) {
+		t.Fatal("a TRUNCATE with tables to apply it to was skipped")
+	}
+	if len(tr.truncated) != 2 || tr.truncated[0] != a || tr.truncated[1] != c {
+		t.Fatalf("truncated after the rule: %v, want accounts (partly) and third", tr.truncated)
+	}
+	if got, want := tr.keep[a], `("aid" < 1000)`; got != want {
+		t.Fatalf("accounts keeps %q, want %q", got, want)
+	}
+	ops := [][]op{nil, nil}
+	rt := &router{shards: 2, sourceShards: 1, origins: make([]pglogrepl.LSN, 2)}
+	if err := rt.route(tr, position{lsn: 0x6000}, func(k int, o op) { ops[k] = append(ops[k], o) }); err != nil {
+		t.Fatal(err)
+	}
+	for k := range ops {
+		var sqls []string
+		for _, o := range ops[k] {
+			sqls = append(sqls, o.sql)
+		}
+		want := `DELETE FROM "public"."accounts" WHERE NOT (("aid" < 1000))|TRUNCATE "public"."third"`
+		if got := strings.Join(sqls, "|"); got != want {
+			t.Errorf("shard %d: %s, want %s", k, got, want)
+		}
+	}
+	all := &change{kind: opTruncate, truncated: []*relation{b}}
+	if !marks.covered(all, 0x6fff) {
+		t.Error("a TRUNCATE of a table copied entirely after it was applied")
 	}
 }

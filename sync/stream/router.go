@@ -1,6 +1,8 @@
 package stream
 
 import (
+	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -24,13 +26,26 @@ type router struct {
 	// session started: transactions committed at or before it are there.
 	origins []pglogrepl.LSN
 	marks   copyMarks
+	// slot names the stream in the records of moved rows.
+	slot string
+}
+
+// routedRun is a run of transactions turned into statements: per part,
+// each shard's statements; a batch that may move rows has a board for its
+// shards to meet on, and is cut into parts (see mover).
+type routedRun struct {
+	parts [][][]op // parts[i][k]: shard k's statements of part i
+	// changes is, per shard, the row changes the statements hold.
+	changes []int
+	// lsn is the commit LSN of the last transaction: the shards' origin
+	// position once applied.
+	lsn   pglogrepl.LSN
+	board *board
 }
 
 // routeRun turns transactions into each shard's statements, coalesced and
-// merged, with the number of row changes they hold per shard, and the
-// commit LSN of the last transaction (the shards' origin position once
-// applied).
-func (rt *router) routeRun(txns []*txn) ([][]op, []int, pglogrepl.LSN, error) {
+// merged.
+func (rt *router) routeRun(txns []*txn) (routedRun, error) {
 	n := rt.shards
 	ops := make([][]op, n)
 	total := 0
@@ -40,35 +55,52 @@ func (rt *router) routeRun(txns []*txn) ([][]op, []int, pglogrepl.LSN, error) {
 	for k := range ops {
 		ops[k] = make([]op, 0, total/n+16)
 	}
-	var lastLSN pglogrepl.LSN
+	var out routedRun
+	moves := false
 	for _, t := range txns {
-		lastLSN = t.commitLSN
+		out.lsn = t.commitLSN
 		emit := func(k int, o op) {
 			if t.commitLSN > rt.origins[k] { // else this shard has it (origin)
 				ops[k] = append(ops[k], o)
+				moves = moves || o.probe || o.arrive != nil
 			}
 		}
-		for _, c := range t.changes {
+		for i, c := range t.changes {
 			if rt.marks.covered(c, t.commitLSN) {
 				continue
 			}
-			if err := rt.route(c, emit); err != nil {
-				return nil, nil, 0, err
+			if err := rt.route(c, position{lsn: t.commitLSN, seq: t.seqBase + i}, emit); err != nil {
+				return routedRun{}, err
 			}
 		}
 	}
-	changes := make([]int, n) // row changes per shard, for metrics
+	out.changes = make([]int, n) // row changes per shard, for metrics
 	for k := range ops {
-		changes[k] = len(ops[k])
-		ops[k] = merge(coalesce(ops[k]))
+		for _, o := range ops[k] {
+			if !o.probe {
+				out.changes[k]++
+			}
+		}
+		ops[k] = coalesce(ops[k])
 	}
-	return ops, changes, lastLSN, nil
+	if moves {
+		out.board = newBoard(n, txns[0].commitLSN)
+		out.parts = cut(ops)
+	} else {
+		out.parts = [][][]op{ops}
+	}
+	for _, part := range out.parts {
+		for k := range part {
+			part[k] = merge(part[k])
+		}
+	}
+	return out, nil
 }
 
 // route turns a change into statements per shard, handing each to emit
 // with its shard (the change stays on one shard, or goes to every shard for
 // omni tables, broadcast deletes and truncates), in shard order.
-func (rt *router) route(c *change, emit func(shard int, o op)) error {
+func (rt *router) route(c *change, pos position, emit func(shard int, o op)) error {
 	every := func(o op) {
 		for k := 0; k < rt.shards; k++ {
 			emit(k, o)
@@ -90,6 +122,11 @@ func (rt *router) route(c *change, emit func(shard int, o op)) error {
 			if !r.sameOnEverySource && several {
 				return job.Errorf("0A000", "TRUNCATE of %s on source shard %d: the destination shards also hold the other source shards' rows of it, so it cannot be applied as is; stop writes to it, or delete the rows instead of truncating", r, rt.sourceShard)
 			}
+			if keep, ok := c.keep[r]; ok {
+				// copied partly after the TRUNCATE (copyMarks.truncateCovered)
+				every(op{sql: fmt.Sprintf("DELETE FROM %s WHERE NOT (%s)", r.qualified, keep)})
+				continue
+			}
 			names = append(names, r.qualified)
 		}
 		if len(names) == 0 {
@@ -102,7 +139,7 @@ func (rt *router) route(c *change, emit func(shard int, o op)) error {
 		if c.cascade {
 			sql += " CASCADE"
 		}
-		every(op{sql: sql})
+		every(op{sql: sql, pos: pos})
 		return nil
 	case opInsert:
 		args := make([][]byte, 0, len(c.newRow))
@@ -113,7 +150,7 @@ func (rt *router) route(c *change, emit func(shard int, o op)) error {
 				args = append(args, v.data)
 			}
 		}
-		o := op{sql: c.rel.plan.insert(len(c.newRow)), args: args, rel: c.rel, kind: opInsert}
+		o := op{sql: c.rel.plan.insert(len(c.newRow)), args: args, pos: pos, rel: c.rel, kind: opInsert}
 		if keyCols, keyVals, err := keyOf(c.rel, c); err == nil && len(keyCols) == len(c.rel.key) {
 			o.row = rowID(c.rel, keyVals)
 		}
@@ -145,12 +182,14 @@ func (rt *router) route(c *change, emit func(shard int, o op)) error {
 				args = append(args, v.data)
 			}
 		}
-		o := op{sql: c.rel.plan.update(c.newRow, keyCols), args: append(args, keyVals...), row: rowID(c.rel, keyVals),
+		row := rowID(c.rel, keyVals)
+		o := op{sql: c.rel.plan.update(c.newRow, keyCols), args: append(args, keyVals...), pos: pos, row: row,
 			rel: c.rel, kind: opUpdate, keyCols: keyCols, setCols: setCols}
 		// Coalescible: the key is unchanged (no old tuple) and the row is
 		// found by key, not by its whole old image.
 		o.update = c.oldRow == nil && c.rel.identity != 'f'
-		sh, err := c.rel.shardOf(newRowOf(c))
+		newRow := newRowOf(c)
+		sh, err := c.rel.shardOf(newRow)
 		if err != nil {
 			return routeErr(c, err)
 		}
@@ -158,19 +197,42 @@ func (rt *router) route(c *change, emit func(shard int, o op)) error {
 			every(o)
 			return nil
 		}
-		if c.rel.shardCol >= 0 && !c.rel.identifiesShard() {
-			// A change of the sharding column would not show in the
-			// change: the row must be where the new row routes.
-			o.mustHit = c.rel
+		probe := func(k int) {
+			emit(k, op{sql: c.rel.plan.probe(keyCols), args: append(append([][]byte(nil), keyVals...), rt.probeArgs(row, pos, sh)...),
+				pos: pos, row: row, rel: c.rel, kind: opDelete, keyCols: keyCols, probe: true})
 		}
-		emit(sh, o)
+		arrive := &arrival{change: c, newRow: newRow, rowIDs: []string{row}}
+		if newKey := newKeyID(c); newKey != "" && newKey != row {
+			arrive.rowIDs = append(arrive.rowIDs, newKey)
+		}
+		switch {
+		case movesRow(c):
+			// A known move: off the old shard, onto the new one (no UPDATE
+			// can find it there).
+			old, _ := c.rel.shardOf(c.oldRow)
+			probe(old)
+			emit(sh, op{pos: pos, row: row, rel: c.rel, kind: opInsert, arrive: arrive})
+		case c.rel.shardCol >= 0 && !c.rel.identifiesShard():
+			// The change cannot show whether the sharding key changed: the
+			// row is updated where the new row belongs, and taken off every
+			// other shard if it was there.
+			o.arrive = arrive
+			for k := 0; k < rt.shards; k++ {
+				if k != sh {
+					probe(k)
+				}
+			}
+			emit(sh, o)
+		default:
+			emit(sh, o)
+		}
 		return nil
 	case opDelete:
 		keyCols, keyVals, err := keyOf(c.rel, c)
 		if err != nil {
 			return err
 		}
-		o := op{sql: c.rel.plan.delete(keyCols), args: keyVals, row: rowID(c.rel, keyVals), rel: c.rel, kind: opDelete, keyCols: keyCols}
+		o := op{sql: c.rel.plan.delete(keyCols), args: keyVals, pos: pos, row: rowID(c.rel, keyVals), rel: c.rel, kind: opDelete, keyCols: keyCols}
 		if c.rel.shardCol >= 0 && keyInOld(c) {
 			sh, err := c.rel.shardOf(c.oldRow)
 			if err == nil && sh != sharding.AllShards {
@@ -182,6 +244,32 @@ func (rt *router) route(c *change, emit func(shard int, o op)) error {
 		return nil
 	}
 	return nil
+}
+
+// probeArgs are a probe's parameters after the key values: the slot, the
+// row's identity (hex bytea), the change's position and the shard the row
+// moves to.
+func (rt *router) probeArgs(row string, pos position, target int) [][]byte {
+	return [][]byte{[]byte(rt.slot), []byte(`\x` + hex.EncodeToString([]byte(row))), []byte(pos.lsn.String()),
+		[]byte(strconv.Itoa(pos.seq)), []byte(strconv.Itoa(target))}
+}
+
+// newKeyID is the identity of the row an UPDATE leaves, when the change
+// carries its whole key ("" otherwise).
+func newKeyID(c *change) string {
+	if c.rel.identity == 'f' || len(c.rel.key) == 0 {
+		return ""
+	}
+	vals := make([][]byte, len(c.rel.key))
+	for i, k := range c.rel.key {
+		if k >= len(c.newRow) || c.newRow[k].toasted {
+			return ""
+		}
+		if !c.newRow[k].null {
+			vals[i] = c.newRow[k].data
+		}
+	}
+	return rowID(c.rel, vals)
 }
 
 func routeErr(c *change, err error) error {
@@ -260,7 +348,7 @@ func coalesce(ops []op) []op {
 		if o.row == "" {
 			continue
 		}
-		if j, ok := last[o.row]; ok && o.update && ops[j].update && ops[j].sql == o.sql && ops[j].mustHit == nil {
+		if j, ok := last[o.row]; ok && o.update && ops[j].update && ops[j].sql == o.sql {
 			drop[j] = true
 			dropped++
 		}

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
 )
 
@@ -35,17 +34,6 @@ type sessionConfig struct {
 	budget                    *spoolBudget
 	status                    *progress.Slot
 	log                       hclog.Logger
-	// job is the migration (for tables the DDL stage copies again); ddl
-	// is set with resharding_ddl = "replicate": the source's captured
-	// statements are applied (the barrier lines up several source
-	// shards' streams at each).
-	job *job.Job
-	ddl *ddlBarrier
-}
-
-// captureDDL tells whether the stream applies captured statements.
-func (c *sessionConfig) captureDDL() bool {
-	return c.cat.Config.General.ReshardingDDL == catalog.DDLReplicate
 }
 
 // timeout bounds one exchange with a server: a silent network (a dead
@@ -81,6 +69,9 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		setupCtx, cancel := context.WithTimeout(ctx, cfg.timeout())
 		err := a.connect(setupCtx)
 		if err == nil {
+			err = a.setupMovedRows(setupCtx)
+		}
+		if err == nil {
 			appliers[k], origins[k] = a, a.applied
 			if monitors[k], err = pgx.Connect(setupCtx, dsn); err != nil {
 				err = fmt.Errorf("connect to destination shard %d: %w", k, err)
@@ -108,27 +99,19 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		return err
 	}
 	pos := newPositions(confirmed, origins)
-	if err := rcv.start(ctx, cfg.publication); err != nil {
+	options, err := rcv.start(ctx, cfg.publication, srcDSN)
+	if err != nil {
 		return err
 	}
-	cfg.log.Info("streaming", "from", confirmed, "shard_origins", originPositions(origins))
+	cfg.log.Info("streaming", "from", confirmed, "shard_origins", originPositions(origins), "options", strings.Join(options, ", "))
 	cfg.status.SetError("")
 	lagCtx, stopLag := context.WithCancel(ctx)
 	defer stopLag()
 	go lagPoller{dsn: srcDSN, slot: cfg.slot, status: cfg.status}.run(lagCtx)
 
-	rt := &router{shards: shards, sourceShard: cfg.sourceShard, sourceShards: cfg.sourceShards, origins: origins, marks: marks}
-	mv := &mover{appliers: appliers, router: rt, pos: pos, status: cfg.status, timeout: cfg.timeout()}
-	var stage *ddlStage
-	if cfg.captureDDL() {
-		setupCtx, cancel := context.WithTimeout(ctx, cfg.timeout())
-		stage, err = startDDLStage(setupCtx, cfg, appliers, mv)
-		cancel()
-		if err != nil {
-			return err
-		}
-		defer stage.close()
-	}
+	rt := &router{shards: shards, sourceShard: cfg.sourceShard, sourceShards: cfg.sourceShards, origins: origins, marks: marks, slot: cfg.slot}
+	mv := newMover(cfg.slot, origins, cfg.dstDSN, cfg.timeout())
+	defer mv.close()
 
 	// Batches are routed by their own goroutine, in order, while the next
 	// ones are received and decoded; each shard's worker applies its part.
@@ -138,9 +121,9 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 	applyDone := make(chan struct{})
 	go func() {
 		defer close(applyDone)
-		w := startWorkers(applyCtx, appliers, pos, cfg.status)
+		w := startWorkers(applyCtx, appliers, mv, pos, cfg.status)
 		defer w.stop()
-		d := &dispatcher{router: rt, mover: mv, workers: w, budget: cfg.budget, partChanges: cfg.batchChanges, ddl: stage}
+		d := &dispatcher{router: rt, workers: w, budget: cfg.budget, partChanges: cfg.batchChanges}
 		var err error
 		for err == nil {
 			select {
@@ -166,9 +149,7 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		<-applyDone
 	}()
 
-	rels := newRelations()
-	rels.captureDDL = stage != nil
-	asm := newAssembler(rels, cfg.budget)
+	asm := newAssembler(newRelations(), cfg.budget)
 	defer asm.release()
 	shape := shaper{conn: monitors[0], dst: cfg.dst, sourceRules: cfg.sourceRules}
 	var (
@@ -176,27 +157,17 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		pendingCount int
 		pendingSince time.Time
 		lastStatus   time.Time
+		statuses     int
 	)
 	send := func(batch []*txn) error {
-		// While the apply side is busy (a long statement: an index build,
-		// a table copied again), the source still hears from the stream,
-		// or its wal_sender_timeout would end the connection.
-		tick := time.NewTicker(10 * time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case applyCh <- batch:
-				pos.sentUpTo(batch[len(batch)-1].commitLSN)
-				return nil
-			case err := <-applyErr:
-				return err
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-tick.C:
-				if err := confirm(ctx, rcv, pos, appliers, monitors, false, cfg); err != nil {
-					return err
-				}
-			}
+		select {
+		case applyCh <- batch:
+			pos.sentUpTo(batch[len(batch)-1].commitLSN)
+			return nil
+		case err := <-applyErr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	flush := func() error {
@@ -219,10 +190,16 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 			if err := flush(); err != nil {
 				return err
 			}
-			if err := confirm(ctx, rcv, pos, appliers, monitors, asm.idle(), cfg); err != nil {
+			flushed, err := confirm(ctx, rcv, pos, appliers, monitors, asm.idle(), cfg)
+			if err != nil {
 				return err
 			}
 			lastStatus = time.Now()
+			if statuses++; statuses%10 == 0 {
+				if err := cleanMoved(ctx, monitors, flushed, cfg); err != nil {
+					return err
+				}
+			}
 		}
 		// Wake up when something is due: the pending batch's deadline, or
 		// the next status message.
@@ -256,9 +233,7 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		if err != nil {
 			return err
 		}
-		if r := ev.relation; r != nil && stage == nil {
-			// (With captured statements, relations are shaped by the
-			// DDL stage just before their first change is applied.)
+		if r := ev.relation; r != nil {
 			pctx, cancel := context.WithTimeout(ctx, cfg.timeout())
 			err := shape.prepare(pctx, r)
 			cancel()
@@ -295,21 +270,36 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 }
 
 // confirm sends the source the position every shard has durably applied
-// (positions decides it from the shards' flushed origins).
-func confirm(ctx context.Context, rcv *receiver, pos *positions, appliers []*applier, monitors []*pgx.Conn, idle bool, cfg sessionConfig) error {
+// (positions decides it from the shards' flushed origins), and returns
+// those.
+func confirm(ctx context.Context, rcv *receiver, pos *positions, appliers []*applier, monitors []*pgx.Conn, idle bool, cfg sessionConfig) ([]pglogrepl.LSN, error) {
 	flushed := make([]pglogrepl.LSN, len(appliers))
 	for k, a := range appliers {
 		qctx, cancel := context.WithTimeout(ctx, cfg.timeout())
 		f, err := a.flushed(qctx, monitors[k])
 		cancel()
 		if err != nil {
-			return fmt.Errorf("destination shard %d: read its flushed position: %w", k, err)
+			return nil, fmt.Errorf("destination shard %d: read its flushed position: %w", k, err)
 		}
 		flushed[k] = f
 	}
 	lsn := pos.confirmable(flushed, idle)
 	cfg.status.Confirmed(lsn)
-	return rcv.sendStatus(ctx, lsn)
+	return flushed, rcv.sendStatus(ctx, lsn)
+}
+
+// cleanMoved removes the records of moved rows that the shards they moved
+// to have flushed.
+func cleanMoved(ctx context.Context, monitors []*pgx.Conn, flushed []pglogrepl.LSN, cfg sessionConfig) error {
+	for k, m := range monitors {
+		qctx, cancel := context.WithTimeout(ctx, cfg.timeout())
+		err := cleanMovedRows(qctx, m, cfg.slot, flushed)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("destination shard %d: remove the records of moved rows: %w", k, err)
+		}
+	}
+	return nil
 }
 
 func originPositions(origins []pglogrepl.LSN) string {

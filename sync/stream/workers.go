@@ -10,25 +10,29 @@ import (
 )
 
 // shardWork is one destination shard's part of a run of source
-// transactions: its statements (possibly none) and the commit LSN of the
-// run's last transaction, which the shard's origin records with them.
+// transactions: its statements (possibly none), the commit LSN of the
+// run's last transaction, which the shard's origin records with them, and
+// whether this part ends the run (commit).
 type shardWork struct {
 	ops     []op
-	changes int // row changes the statements hold
+	changes int // row changes the run's statements hold (on its last part)
 	lsn     pglogrepl.LSN
-	// keepOpen leaves the destination transaction open: the part is one
-	// piece of a larger source transaction, committed by the mover.
-	keepOpen bool
+	commit  bool
+	// board and part: the run may move rows; this is its part-th part.
+	board *board
+	part  int
 }
 
 // shardWorkers apply each destination shard's parts on its own goroutine
 // and applier, in order, so that a shard never waits for a slower one
-// and routing the next run overlaps with applying this one. Parts are
+// (except for a row moving to it from a shard that has not run its part
+// yet) and routing the next run overlaps with applying this one. Parts are
 // queued a few deep; a full queue holds back the router (and with it the
 // reading of the slot). Each worker records what its shard handled in the
 // positions.
 type shardWorkers struct {
 	appliers []*applier
+	mover    *mover
 	pos      *positions
 	status   *progress.Slot
 
@@ -45,8 +49,8 @@ const queueDepth = 3
 
 // startWorkers starts one worker per destination shard. They stop when
 // stop is called or ctx ends.
-func startWorkers(ctx context.Context, appliers []*applier, pos *positions, status *progress.Slot) *shardWorkers {
-	w := &shardWorkers{appliers: appliers, pos: pos, status: status, failed: make(chan struct{})}
+func startWorkers(ctx context.Context, appliers []*applier, mv *mover, pos *positions, status *progress.Slot) *shardWorkers {
+	w := &shardWorkers{appliers: appliers, mover: mv, pos: pos, status: status, failed: make(chan struct{})}
 	w.queues = make([]chan shardWork, len(appliers))
 	for k := range w.queues {
 		w.queues[k] = make(chan shardWork, queueDepth)
@@ -58,26 +62,57 @@ func startWorkers(ctx context.Context, appliers []*applier, pos *positions, stat
 
 func (w *shardWorkers) work(ctx context.Context, k int) {
 	defer w.running.Done()
-	a := w.appliers[k]
 	for part := range w.queues[k] {
 		if w.failure() == nil {
-			var err error
-			if len(part.ops) > 0 {
-				err = a.apply(ctx, part.ops, part.lsn, !part.keepOpen)
-			}
-			switch {
-			case err != nil:
+			if err := w.process(ctx, k, part); err != nil {
+				w.appliers[k].rollback()
 				w.fail(err)
-			case part.keepOpen:
-				w.status.Applied(int64(len(part.ops)))
-			default:
-				w.pos.handledOn(k, part.lsn, len(part.ops) > 0)
-				w.status.Applied(int64(len(part.ops)))
-				w.status.AppliedOnShard(k, part.changes)
 			}
 		}
 		w.pending.Done()
 	}
+}
+
+// process applies one part on shard k.
+func (w *shardWorkers) process(ctx context.Context, k int, part shardWork) error {
+	a := w.appliers[k]
+	var arrivals []op
+	moved := 0
+	if len(part.ops) > 0 {
+		var took []probed
+		var err error
+		if arrivals, took, err = a.apply(ctx, part.ops); err != nil {
+			return err
+		}
+		for _, p := range took {
+			part.board.add(p.op.row, image{pos: p.op.pos, shard: k, values: p.row})
+		}
+		moved += len(took)
+		w.status.Applied(int64(len(part.ops)))
+	}
+	if part.board != nil {
+		part.board.report(k, part.part)
+	}
+	if len(arrivals) > 0 {
+		n, err := w.mover.settle(ctx, a, part.board, part.part, arrivals, w.failed)
+		if err != nil {
+			return err
+		}
+		moved += n
+	}
+	if part.commit {
+		committed := a.inTx
+		if committed {
+			if err := a.commitAt(ctx, part.lsn); err != nil {
+				return err
+			}
+		}
+		w.pos.handledOn(k, part.lsn, committed)
+	}
+	if n := part.changes + moved; n > 0 {
+		w.status.AppliedOnShard(k, n)
+	}
+	return nil
 }
 
 func (w *shardWorkers) fail(err error) {

@@ -1,17 +1,20 @@
 // Package task runs engine work in the background: each task has an id, a
 // state the SHOW TASKS view reports, and a context that STOP_TASK cancels.
-// Tasks outlive the admin connection that started them.
+// Tasks outlive the admin connection that started them. Ids are numbers;
+// a task continued after a restart (or by its command) keeps its id, and
+// new tasks get ids above every id in use.
 package task
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
 )
 
-// States, as DESIGN §1 lists them.
+// States, as DESIGN §1 lists them, and those reshard adds.
 const (
 	StateSchemaPre        = "schema_pre"
 	StateCopying          = "copying"
@@ -19,27 +22,36 @@ const (
 	StateStreaming        = "streaming"
 	StateCutover          = "cutover"
 	StateReverseStreaming = "reverse_streaming"
-	StateDone             = "done"
-	StateStopped          = "stopped"
-	StateFailed           = "failed"
+	// StateRollback is a rollback (CUTOVER of a reverse_streaming task)
+	// under way.
+	StateRollback = "rollback"
+	StateDone     = "done"
+	StateStopped  = "stopped"
+	StateFailed   = "failed"
+	// StateAborted is a migration ABORT_TASK ended, its slots, origins and
+	// state removed.
+	StateAborted = "aborted"
+)
+
+// Causes of a cancelled task context (context.Cause).
+var (
+	// ErrStopped: STOP_TASK (or ABORT_TASK) stopped the task.
+	ErrStopped = errors.New("stopped by STOP_TASK")
+	// ErrShutdown: reshard is shutting down; the task continues when it
+	// starts again.
+	ErrShutdown = errors.New("reshard is shutting down")
 )
 
 // Task is one background operation.
 type Task struct {
 	ID, Kind, Source, Destination, Publication string
-	// Slot is the replication slot the task streams from, once known.
-	Slot string
-	// Resume is the command that continues the task if it is interrupted.
-	Resume string
-
-	manager *Manager
 
 	mu      sync.Mutex
 	state   string
 	started time.Time
 	ended   time.Time
 	err     string
-	cancel  context.CancelFunc
+	cancel  context.CancelCauseFunc
 	done    chan struct{}
 }
 
@@ -48,19 +60,28 @@ func (t *Task) SetState(s string) {
 	t.mu.Lock()
 	t.state = s
 	t.mu.Unlock()
-	t.manager.changed(t)
 }
 
-// SetResume records the task's slot and the command that continues it.
-func (t *Task) SetResume(slot, resume string) {
+// SetNote sets the text the error column shows while the task runs (such
+// as why a cutover was not done); "" clears it.
+func (t *Task) SetNote(s string) {
 	t.mu.Lock()
-	t.Slot, t.Resume = slot, resume
+	t.err = s
 	t.mu.Unlock()
-	t.manager.changed(t)
 }
 
 // Done is closed when the task's function has returned.
 func (t *Task) Done() <-chan struct{} { return t.done }
+
+// Running tells whether the task's function has not returned yet.
+func (t *Task) Running() bool {
+	select {
+	case <-t.done:
+		return false
+	default:
+		return true
+	}
+}
 
 // Row is a point-in-time view of a task.
 type Row struct {
@@ -86,68 +107,104 @@ type Manager struct {
 	mu    sync.Mutex
 	next  int
 	tasks []*Task
-	// OnChange, when set, is told every state change (to persist it).
-	OnChange func(t *Task, r Row)
-}
-
-func (m *Manager) changed(t *Task) {
-	if m != nil && m.OnChange != nil {
-		m.OnChange(t, t.Row())
-	}
-}
-
-// Restore lists a task of an earlier run of reshard (read back from where
-// its state was persisted), stopped, with the reason and how to continue.
-func (m *Manager) Restore(r Row) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.next++
-	done := make(chan struct{})
-	close(done)
-	t := &Task{ID: strconv.Itoa(m.next), Kind: r.Kind, Source: r.Source, Destination: r.Destination, Publication: r.Publication,
-		state: StateStopped, started: r.StartedAt, ended: r.StartedAt.Add(r.Elapsed), err: r.Error, cancel: func() {}, done: done, manager: m}
-	m.tasks = append(m.tasks, t)
 }
 
 // NewManager returns an empty manager.
 func NewManager() *Manager { return &Manager{} }
 
 // Outcome is what a task function returns: nil error ends it in done, an
-// error in failed, a cancelled context in stopped. Stopped ends it in
-// stopped with a message (work paused on purpose, resumable).
+// error in failed, a cancelled context in stopped. State, when set, is the
+// final state instead (stopped: work paused on purpose, resumable;
+// aborted), with Message in the error column.
 type Outcome struct {
-	Stopped string
+	State, Message string
 }
 
-// Start runs fn in the background as a new task in state initial.
-func (m *Manager) Start(kind, source, destination, publication, initial string, fn func(ctx context.Context, t *Task) (Outcome, error)) *Task {
+// Spec describes a task to start.
+type Spec struct {
+	// ID is the task's id; "" picks a new one. A task continued keeps
+	// its id: the ended task with that id is replaced in place.
+	ID                                     string
+	Kind, Source, Destination, Publication string
+	// State is the state the task starts in.
+	State string
+	// StartedAt is when the work began (a continued task keeps it); zero
+	// means now.
+	StartedAt time.Time
+}
+
+// Restore lists a task of an earlier run of reshard (read back from where
+// its state was persisted) that is not running, in its state (stopped or
+// failed), with the reason and how to continue. It keeps its id.
+func (m *Manager) Restore(r Row) {
 	m.mu.Lock()
-	m.next++
-	ctx, cancel := context.WithCancel(context.Background())
-	t := &Task{ID: strconv.Itoa(m.next), Kind: kind, Source: source, Destination: destination, Publication: publication,
-		state: initial, started: time.Now(), cancel: cancel, done: make(chan struct{}), manager: m}
+	defer m.mu.Unlock()
+	done := make(chan struct{})
+	close(done)
+	t := &Task{ID: r.ID, Kind: r.Kind, Source: r.Source, Destination: r.Destination, Publication: r.Publication,
+		state: r.State, started: r.StartedAt, ended: r.StartedAt.Add(r.Elapsed), err: r.Error,
+		cancel: func(error) {}, done: done}
+	m.put(t)
+}
+
+// put adds t, replacing an ended task with its id (or picking an id), with
+// m.mu held.
+func (m *Manager) put(t *Task) {
+	if t.ID == "" {
+		m.next++
+		t.ID = strconv.Itoa(m.next)
+	} else if n, err := strconv.Atoi(t.ID); err == nil && n > m.next {
+		m.next = n
+	}
+	for i, old := range m.tasks {
+		if old.ID == t.ID {
+			m.tasks[i] = t
+			return
+		}
+	}
 	m.tasks = append(m.tasks, t)
+}
+
+// Start runs fn in the background as a task. A spec with the id of a task
+// that is still running is refused.
+func (m *Manager) Start(s Spec, fn func(ctx context.Context, t *Task) (Outcome, error)) (*Task, error) {
+	m.mu.Lock()
+	if s.ID != "" {
+		for _, old := range m.tasks {
+			if old.ID == s.ID && old.Running() {
+				m.mu.Unlock()
+				return nil, fmt.Errorf("task %s is running", s.ID)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	started := s.StartedAt
+	if started.IsZero() {
+		started = time.Now()
+	}
+	t := &Task{ID: s.ID, Kind: s.Kind, Source: s.Source, Destination: s.Destination, Publication: s.Publication,
+		state: s.State, started: started, cancel: cancel, done: make(chan struct{})}
+	m.put(t)
 	m.mu.Unlock()
 	go func() {
 		defer close(t.done)
-		defer cancel()
+		defer cancel(nil)
 		out, err := fn(ctx, t)
-		defer m.changed(t)
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		t.ended = time.Now()
 		switch {
+		case out.State != "":
+			t.state, t.err = out.State, out.Message
 		case err != nil && ctx.Err() != nil:
-			t.state, t.err = StateStopped, "stopped by STOP_TASK: "+err.Error()
+			t.state, t.err = StateStopped, context.Cause(ctx).Error()+": "+err.Error()
 		case err != nil:
 			t.state, t.err = StateFailed, err.Error()
-		case out.Stopped != "":
-			t.state, t.err = StateStopped, out.Stopped
 		default:
-			t.state = StateDone
+			t.state, t.err = StateDone, out.Message
 		}
 	}()
-	return t
+	return t, nil
 }
 
 // Get returns the task with the id.
@@ -162,13 +219,19 @@ func (m *Manager) Get(id string) (*Task, bool) {
 	return nil, false
 }
 
-// Stop cancels a task and waits for it to end.
+// Stop cancels a task (cause ErrStopped) and waits for it to end.
 func (m *Manager) Stop(ctx context.Context, id string) error {
+	return m.StopCause(ctx, id, ErrStopped)
+}
+
+// StopCause cancels a task with a cause (context.Cause of its context) and
+// waits for it to end.
+func (m *Manager) StopCause(ctx context.Context, id string, cause error) error {
 	t, ok := m.Get(id)
 	if !ok {
 		return fmt.Errorf("task %q does not exist", id)
 	}
-	t.cancel()
+	t.cancel(cause)
 	select {
 	case <-t.done:
 		return nil
@@ -189,14 +252,14 @@ func (m *Manager) List() []Row {
 	return out
 }
 
-// StopAll stops every running task and waits for them (on shutdown: their
-// work is resumable, slots are kept).
+// StopAll stops every running task (cause ErrShutdown) and waits for them
+// (on shutdown: their work is resumable, slots are kept).
 func (m *Manager) StopAll(ctx context.Context) {
 	m.mu.Lock()
 	tasks := append([]*Task(nil), m.tasks...)
 	m.mu.Unlock()
 	for _, t := range tasks {
-		t.cancel()
+		t.cancel(ErrShutdown)
 	}
 	for _, t := range tasks {
 		select {

@@ -3,23 +3,36 @@ package task
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
 
+func start(t *testing.T, m *Manager, s Spec, fn func(ctx context.Context, t *Task) (Outcome, error)) *Task {
+	t.Helper()
+	if s.Kind == "" {
+		s.Kind, s.Source, s.Destination, s.Publication, s.State = "copy", "a", "b", "p", StateCopying
+	}
+	tk, err := m.Start(s, fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
 func TestTaskLifecycle(t *testing.T) {
 	m := NewManager()
-	ok := m.Start("copy", "a", "b", "p", StateCopying, func(ctx context.Context, t *Task) (Outcome, error) {
+	ok := start(t, m, Spec{}, func(ctx context.Context, t *Task) (Outcome, error) {
 		t.SetState(StateStreaming)
 		return Outcome{}, nil
 	})
-	bad := m.Start("copy", "a", "b", "p", StateCopying, func(ctx context.Context, t *Task) (Outcome, error) {
+	bad := start(t, m, Spec{}, func(ctx context.Context, t *Task) (Outcome, error) {
 		return Outcome{}, errors.New("boom")
 	})
-	paused := m.Start("copy", "a", "b", "p", StateCopying, func(ctx context.Context, t *Task) (Outcome, error) {
-		return Outcome{Stopped: "resume with X"}, nil
+	paused := start(t, m, Spec{}, func(ctx context.Context, t *Task) (Outcome, error) {
+		return Outcome{State: StateStopped, Message: "resume with X"}, nil
 	})
-	blocked := m.Start("copy", "a", "b", "p", StateCopying, func(ctx context.Context, t *Task) (Outcome, error) {
+	blocked := start(t, m, Spec{}, func(ctx context.Context, t *Task) (Outcome, error) {
 		<-ctx.Done()
 		return Outcome{}, ctx.Err()
 	})
@@ -47,7 +60,66 @@ func TestTaskLifecycle(t *testing.T) {
 	if r := bad.Row(); r.Error != "boom" {
 		t.Fatalf("error %q", r.Error)
 	}
+	if r := blocked.Row(); !strings.HasPrefix(r.Error, ErrStopped.Error()) {
+		t.Fatalf("stopped task says %q", r.Error)
+	}
 	if err := m.Stop(ctx, "99"); err == nil {
 		t.Fatal("stopping a missing task succeeded")
+	}
+}
+
+// TestIDsSurviveRestoreAndContinue: restored tasks keep their ids, new ids
+// come above them, and a task continued with its id replaces the ended
+// entry in place; a running id cannot be started twice.
+func TestIDsSurviveRestoreAndContinue(t *testing.T) {
+	m := NewManager()
+	m.Restore(Row{ID: "5", Kind: "reshard", State: StateStopped, Error: "interrupted"})
+	m.Restore(Row{ID: "2", Kind: "reshard", State: StateFailed})
+	fresh := start(t, m, Spec{}, func(ctx context.Context, t *Task) (Outcome, error) { return Outcome{}, nil })
+	if fresh.ID != "6" {
+		t.Fatalf("new task id %s, want 6 (above the restored 5)", fresh.ID)
+	}
+	hold := make(chan struct{})
+	again := start(t, m, Spec{ID: "5", Kind: "reshard", State: StateStreaming}, func(ctx context.Context, t *Task) (Outcome, error) {
+		<-hold
+		return Outcome{}, nil
+	})
+	if again.ID != "5" {
+		t.Fatalf("continued task id %s", again.ID)
+	}
+	if _, err := m.Start(Spec{ID: "5", Kind: "reshard"}, func(ctx context.Context, t *Task) (Outcome, error) { return Outcome{}, nil }); err == nil {
+		t.Fatal("a second task with a running id started")
+	}
+	rows := m.List()
+	if len(rows) != 3 || rows[0].ID != "5" || rows[0].State != StateStreaming {
+		t.Fatalf("tasks after continuing 5: %+v", rows)
+	}
+	close(hold)
+	<-again.Done()
+}
+
+// TestShutdownCause: StopAll cancels with ErrShutdown, Stop with ErrStopped,
+// so a task can tell a restart from an operator's stop.
+func TestShutdownCause(t *testing.T) {
+	m := NewManager()
+	causes := make(chan error, 2)
+	fn := func(ctx context.Context, t *Task) (Outcome, error) {
+		<-ctx.Done()
+		causes <- context.Cause(ctx)
+		return Outcome{}, ctx.Err()
+	}
+	a := start(t, m, Spec{}, fn)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.Stop(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-causes; !errors.Is(c, ErrStopped) {
+		t.Fatalf("Stop cause %v", c)
+	}
+	start(t, m, Spec{}, fn)
+	m.StopAll(ctx)
+	if c := <-causes; !errors.Is(c, ErrShutdown) {
+		t.Fatalf("StopAll cause %v", c)
 	}
 }

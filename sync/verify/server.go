@@ -23,16 +23,18 @@ const (
 // sessionParams are set on every session at connect (in the startup
 // packet: no round trip), so that both sides print keys the same way and a
 // long comparison is not cut off by a server's idle or statement timeouts.
-var sessionParams = map[string]string{
-	"application_name":                    "reshard verify",
-	"TimeZone":                            "UTC",
-	"DateStyle":                           "ISO, MDY",
-	"IntervalStyle":                       "postgres",
-	"extra_float_digits":                  "3",
-	"bytea_output":                        "hex",
-	"standard_conforming_strings":         "on",
-	"statement_timeout":                   "0",
-	"idle_in_transaction_session_timeout": "0",
+func sessionParams() map[string]string {
+	return map[string]string{
+		"application_name":                    "reshard verify",
+		"TimeZone":                            "UTC",
+		"DateStyle":                           "ISO, MDY",
+		"IntervalStyle":                       "postgres",
+		"extra_float_digits":                  "3",
+		"bytea_output":                        "hex",
+		"standard_conforming_strings":         "on",
+		"statement_timeout":                   "0",
+		"idle_in_transaction_session_timeout": "0",
+	}
 }
 
 // server is one shard primary the comparison reads, with a bounded pool of
@@ -98,7 +100,7 @@ func (s *server) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, job.Wrap("08006", err, "%s: %v", job.Unreachable(s.node), err)
 	}
-	for k, v := range sessionParams {
+	for k, v := range sessionParams() {
 		cfg.RuntimeParams[k] = v
 	}
 	c, err := pgx.ConnectConfig(ctx, cfg)

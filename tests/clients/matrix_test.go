@@ -184,7 +184,7 @@ var typeNames = map[commands.Type]string{
 // volatile columns change between two runs of the same view.
 var volatile = map[string]bool{
 	"elapsed": true, "elapsed_ms": true, "lsn": true, "lag": true, "lag_bytes": true,
-	"last_transaction": true, "last_transaction_ms": true,
+	"last_transaction": true, "last_transaction_ms": true, "retained_wal": true, "retained_wal_bytes": true,
 	// the connection's process id, the statement's time
 	"pg_backend_pid": true, "now": true,
 }

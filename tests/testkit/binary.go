@@ -4,6 +4,7 @@
 package testkit
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -34,7 +35,16 @@ type Process struct {
 // Start runs bin with args; its stdout and stderr are collected.
 func Start(t testing.TB, bin string, args ...string) *Process {
 	t.Helper()
+	return StartEnv(t, bin, nil, args...)
+}
+
+// StartEnv is Start with variables (NAME=value) added to the environment.
+func StartEnv(t testing.TB, bin string, env []string, args ...string) *Process {
+	t.Helper()
 	p := &Process{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	if len(env) > 0 {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)

@@ -1,0 +1,410 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/cutover"
+	"github.com/reshard/reshard/sync/job"
+	"github.com/reshard/reshard/sync/schema"
+	"github.com/reshard/reshard/sync/stream"
+	"github.com/reshard/reshard/sync/task"
+)
+
+// switchRequest asks a streaming migration to cut over (or roll back).
+type switchRequest struct {
+	reply chan switchReply
+}
+
+type switchReply struct {
+	state, slot string
+	err         error
+}
+
+// runner runs one migration's task: the phase sequence, from the phase its
+// state is in.
+type runner struct {
+	e *Engine
+	m *migration
+	t *task.Task
+	j *job.Job
+}
+
+// update changes the migration's state and persists it (waiting for the
+// write). The write is not cut short by the task's end: a stopped or
+// interrupted task records where it was.
+func (r *runner) update(ctx context.Context, change func(st *State)) error {
+	r.m.mu.Lock()
+	change(&r.m.st)
+	r.m.st.Version++
+	st := r.m.st
+	r.m.mu.Unlock()
+	r.t.SetState(st.Phase)
+	r.t.SetNote(st.Note)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeWriteTimeout+5*time.Second)
+	defer cancel()
+	if err := r.e.store.Save(wctx, st); err != nil {
+		return fmt.Errorf("persist the state of task %s: %w", st.ID, err)
+	}
+	return nil
+}
+
+// run is the task function of a migration.
+func (r *runner) run(ctx context.Context) (task.Outcome, error) {
+	defer func() {
+		// Finished tables stay listed in SHOW TABLE_COPIES until the task
+		// ends.
+		go func() { <-r.t.Done(); r.e.reg.RemoveCopies(r.t.ID) }()
+	}()
+	j, err := r.e.job(r.m.state())
+	if err != nil {
+		return task.Outcome{}, err
+	}
+	r.j = j
+	if err := r.update(ctx, func(*State) {}); err != nil {
+		return task.Outcome{}, err
+	}
+	return r.end(ctx, r.loop(ctx))
+}
+
+// loop runs phases until the migration ends, fails, or its task is
+// stopped.
+func (r *runner) loop(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var err error
+		switch phase := r.m.state().Phase; phase {
+		case task.StateSchemaPre:
+			err = r.schema(ctx, schema.PhasePre, task.StateCopying)
+		case task.StateCopying:
+			err = r.copy(ctx)
+		case task.StateSchemaPost:
+			err = r.schema(ctx, schema.PhasePost, task.StateStreaming)
+		case task.StateStreaming, task.StateReverseStreaming:
+			err = r.stream(ctx)
+		case task.StateCutover:
+			err = r.resumeCutover(ctx)
+		case task.StateRollback:
+			err = r.resumeRollback(ctx)
+		default:
+			return fmt.Errorf("task %s is in unknown phase %q", r.t.ID, phase)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// end turns how the loop ended into the task's outcome, and records it.
+func (r *runner) end(ctx context.Context, err error) (task.Outcome, error) {
+	st := r.m.state()
+	cause := context.Cause(ctx)
+	switch {
+	case ctx.Err() != nil && errors.Is(cause, task.ErrShutdown):
+		// The persisted phase is the one it ran: the next start of reshard
+		// continues it.
+		return task.Outcome{State: task.StateStopped, Message: "interrupted by a shutdown of reshard: it continues when reshard starts again"}, nil
+	case ctx.Err() != nil && errors.Is(cause, errAborting):
+		return task.Outcome{State: task.StateStopped, Message: "stopped by ABORT_TASK"}, nil
+	case ctx.Err() != nil && st.Phase == task.StateReverseStreaming && r.finishing():
+		// STOP_TASK after a cutover finishes the migration.
+		rep, ferr := r.e.teardown(context.WithoutCancel(ctx), r.j, st, teardownOptions{})
+		if ferr != nil {
+			_ = r.update(ctx, func(st *State) { st.Failed = "finishing the migration: " + ferr.Error() })
+			return task.Outcome{State: task.StateFailed, Message: r.m.state().message()}, nil
+		}
+		r.e.forget(st.ID)
+		r.e.log.Info("migration finished: reverse replication stopped, its slots, origins and reshard's state removed",
+			"task", st.ID, "source", st.Source, "destination", st.Destination)
+		return task.Outcome{State: task.StateDone, Message: "finished: " + rep.Summary()}, nil
+	case ctx.Err() != nil:
+		msg := fmt.Sprintf("stopped by STOP_TASK in state %s; the slots %s keep the changes since (they retain WAL): %s continues it, ABORT_TASK %s removes it",
+			st.Phase, joinNames(r.slotsInUse(st)), st.Resume, st.ID)
+		_ = r.update(ctx, func(st *State) { st.Stopped, st.Note = msg, "" })
+		return task.Outcome{State: task.StateStopped, Message: msg}, nil
+	case err != nil:
+		if uerr := r.update(ctx, func(st *State) { st.Failed, st.Note = err.Error(), "" }); uerr != nil {
+			r.e.log.Warn("could not record the failure", "task", st.ID, "error", uerr)
+		}
+		return task.Outcome{State: task.StateFailed, Message: r.m.state().message()}, nil
+	}
+	return task.Outcome{}, nil
+}
+
+// finishing tells whether STOP_TASK asked to finish the migration (it was
+// reverse streaming when asked).
+func (r *runner) finishing() bool {
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
+	return r.m.finish
+}
+
+func (r *runner) slotsInUse(st State) []string {
+	return st.SlotsInUse(len(r.j.Source.Shards), len(r.j.Destination.Shards))
+}
+
+// schema runs a schema phase, then moves to next.
+func (r *runner) schema(ctx context.Context, phase schema.Phase, next string) error {
+	if _, err := schema.Run(ctx, r.j, schema.Request{Phase: phase}); err != nil {
+		return fmt.Errorf("SCHEMA_SYNC %s: %w", phase, err)
+	}
+	return r.update(ctx, func(st *State) { st.Phase = next })
+}
+
+// copy copies the publication with the migration's slot (resuming an
+// earlier copy with it), then moves to POST (RESHARD) or streaming.
+func (r *runner) copy(ctx context.Context) error {
+	st := r.m.state()
+	if _, err := copier.Run(ctx, r.j, copier.Request{Slot: st.Slot}); err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	next := task.StateStreaming
+	if st.Kind == KindReshard {
+		next = task.StateSchemaPost
+	}
+	return r.update(ctx, func(st *State) { st.Phase = next })
+}
+
+// streamJob is the stream the migration runs now: forward from the
+// source, or after a cutover, reverse from the shards.
+func (r *runner) streamJob(st State) (*job.Job, stream.Request) {
+	if st.Direction == Reverse {
+		return r.j.Reversed(), stream.Request{Slot: st.Reverse, SourceRules: r.j.Destination}
+	}
+	return r.j, stream.Request{Slot: st.Forward, CopyData: st.Copied}
+}
+
+// running is one stream.Run in the background.
+type running struct {
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
+	err     error
+}
+
+func startStream(ctx context.Context, j *job.Job, req stream.Request) *running {
+	sctx, cancel := context.WithCancel(ctx)
+	s := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- stream.Run(sctx, j, req) }()
+	return s
+}
+
+// stop ends the stream and returns how it ended (once; later calls return
+// the same).
+func (s *running) stop() error {
+	if !s.stopped {
+		s.cancel()
+		s.err = <-s.done
+		s.stopped = true
+	}
+	return s.err
+}
+
+// stream runs the stream of the migration's direction until the task's
+// context ends (nil), the stream fails, or a CUTOVER switches the
+// direction (nil, the state says the new phase). A cutover that does not
+// happen leaves the stream running, or starts it again if it was stopped.
+func (r *runner) stream(ctx context.Context) error {
+	for {
+		j, req := r.streamJob(r.m.state())
+		s := startStream(ctx, j, req)
+		for !s.stopped {
+			select {
+			case err := <-s.done:
+				s.stopped, s.err = true, err
+				if err != nil {
+					return err
+				}
+				return nil
+			case req := <-r.m.control:
+				switched, rep := r.switchOver(ctx, s)
+				req.reply <- rep
+				if switched {
+					s.stop()
+					return nil
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// switchOver cuts over (forward) or rolls back (reverse), s being the
+// stream in force. It reports whether the direction switched.
+func (r *runner) switchOver(ctx context.Context, s *running) (bool, switchReply) {
+	if r.m.state().Direction == Reverse {
+		return r.rollback(ctx, s)
+	}
+	return r.cutover(ctx, s)
+}
+
+// step records a cutover step reached (the commit point flips the
+// direction) and pauses there when asked to (PauseEnv).
+func (r *runner) step(ctx context.Context, step string) error {
+	err := r.update(ctx, func(st *State) {
+		st.Step = step
+		if step == cutover.StepSourceClosed {
+			st.Direction = Reverse
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return r.pause(ctx, step)
+}
+
+// rollbackStep is step for a rollback.
+func (r *runner) rollbackStep(ctx context.Context, step string) error {
+	err := r.update(ctx, func(st *State) {
+		st.Step = step
+		if step == cutover.RollbackShardsClosed {
+			st.Direction = Forward
+			st.Round++
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return r.pause(ctx, step)
+}
+
+// pause holds the migration at step until its task ends, when PauseEnv
+// names the step; then the cutover goes on as it would after any
+// cancellation (undone before its commit point, completed after).
+func (r *runner) pause(ctx context.Context, step string) error {
+	if r.e.pauseAt != step {
+		return nil
+	}
+	r.e.log.Warn("paused at a cutover step ("+PauseEnv+"): only the end of the task goes on", "task", r.t.ID, "step", step)
+	<-ctx.Done()
+	return nil
+}
+
+func (r *runner) cutoverRequest(st State, s *running) cutover.Request {
+	req := cutover.Request{Slot: st.Forward, ReverseSlot: st.Reverse, Step: r.step}
+	if s != nil {
+		req.StopForward = s.stop
+	}
+	return req
+}
+
+// cutover runs CUTOVER on the forward stream s.
+func (r *runner) cutover(ctx context.Context, s *running) (bool, switchReply) {
+	if err := r.update(ctx, func(st *State) {
+		st.Phase, st.Reverse, st.Step, st.Note = task.StateCutover, reverseBase(st.Forward), "", ""
+	}); err != nil {
+		_ = r.update(ctx, func(st *State) { st.Phase, st.Reverse = task.StateStreaming, "" })
+		return false, switchReply{err: err}
+	}
+	st := r.m.state()
+	_, err := cutover.Run(ctx, r.j, r.cutoverRequest(st, s))
+	if err != nil {
+		// Undone: the source takes the writes, the forward stream goes on.
+		_ = r.update(ctx, func(st *State) {
+			st.Phase, st.Direction, st.Reverse, st.Step = task.StateStreaming, Forward, "", ""
+			st.Note = "the last CUTOVER did not happen: " + err.Error()
+		})
+		return false, switchReply{err: err}
+	}
+	if err := r.update(ctx, func(st *State) {
+		st.Phase, st.Direction, st.Forward, st.Copied, st.Step, st.Note = task.StateReverseStreaming, Reverse, "", false, "", ""
+	}); err != nil {
+		r.e.log.Warn("could not record the cutover", "task", r.t.ID, "error", err)
+	}
+	return true, switchReply{state: task.StateReverseStreaming, slot: st.Reverse}
+}
+
+// rollback runs CUTOVER on the reverse stream s: back to the old database.
+func (r *runner) rollback(ctx context.Context, s *running) (bool, switchReply) {
+	next := r.m.state().forwardBase(r.m.state().Round + 1)
+	if err := r.update(ctx, func(st *State) { st.Phase, st.Forward, st.Step, st.Note = task.StateRollback, next, "", "" }); err != nil {
+		_ = r.update(ctx, func(st *State) { st.Phase, st.Forward = task.StateReverseStreaming, "" })
+		return false, switchReply{err: err}
+	}
+	st := r.m.state()
+	err := cutover.Rollback(ctx, r.j, r.rollbackRequest(st, s))
+	if err != nil {
+		_ = r.update(ctx, func(st *State) {
+			st.Phase, st.Direction, st.Forward, st.Step = task.StateReverseStreaming, Reverse, "", ""
+			st.Note = "the last CUTOVER (rollback) did not happen: " + err.Error()
+		})
+		return false, switchReply{err: err}
+	}
+	if err := r.update(ctx, func(st *State) {
+		st.Phase, st.Direction, st.Reverse, st.Copied, st.Step, st.Note = task.StateStreaming, Forward, "", false, "", ""
+	}); err != nil {
+		r.e.log.Warn("could not record the rollback", "task", r.t.ID, "error", err)
+	}
+	return true, switchReply{state: task.StateStreaming, slot: next}
+}
+
+func (r *runner) rollbackRequest(st State, s *running) cutover.RollbackRequest {
+	req := cutover.RollbackRequest{ReverseSlot: st.Reverse, NewSlot: st.Forward, Step: r.rollbackStep}
+	if s != nil {
+		req.StopReverse = s.stop
+	}
+	return req
+}
+
+// resumeCutover continues a cutover a restart interrupted: past its commit
+// point it is completed, before it undone.
+func (r *runner) resumeCutover(ctx context.Context) error {
+	st := r.m.state()
+	if cutover.Committed(st.Step) {
+		r.e.log.Info("completing the cutover a restart interrupted", "task", st.ID, "step", st.Step)
+		if err := cutover.Complete(context.WithoutCancel(ctx), r.j, r.cutoverRequest(st, nil), st.Step); err != nil {
+			return fmt.Errorf("complete the cutover: %w", err)
+		}
+		return r.update(ctx, func(st *State) {
+			st.Phase, st.Direction, st.Forward, st.Copied, st.Step = task.StateReverseStreaming, Reverse, "", false, ""
+		})
+	}
+	r.e.log.Info("undoing the cutover a restart interrupted before the source was closed", "task", st.ID, "step", st.Step)
+	if err := cutover.Undo(context.WithoutCancel(ctx), r.j, r.cutoverRequest(st, nil)); err != nil {
+		return fmt.Errorf("undo the interrupted cutover: %w", err)
+	}
+	return r.update(ctx, func(st *State) {
+		st.Phase, st.Direction, st.Reverse, st.Step = task.StateStreaming, Forward, "", ""
+		st.Note = fmt.Sprintf("a restart of reshard interrupted CUTOVER before the source was closed: it was undone, the source takes the writes; CUTOVER %s tries again", st.ID)
+	})
+}
+
+// resumeRollback continues a rollback a restart interrupted.
+func (r *runner) resumeRollback(ctx context.Context) error {
+	st := r.m.state()
+	if cutover.RolledBack(st.Step) {
+		r.e.log.Info("completing the rollback a restart interrupted", "task", st.ID, "step", st.Step)
+		if err := cutover.CompleteRollback(context.WithoutCancel(ctx), r.j, r.rollbackRequest(st, nil), st.Step); err != nil {
+			return fmt.Errorf("complete the rollback: %w", err)
+		}
+		return r.update(ctx, func(st *State) {
+			st.Phase, st.Direction, st.Reverse, st.Copied, st.Step = task.StateStreaming, Forward, "", false, ""
+		})
+	}
+	r.e.log.Info("undoing the rollback a restart interrupted before the shards were closed", "task", st.ID, "step", st.Step)
+	if err := cutover.UndoRollback(context.WithoutCancel(ctx), r.j, r.rollbackRequest(st, nil)); err != nil {
+		return fmt.Errorf("undo the interrupted rollback: %w", err)
+	}
+	return r.update(ctx, func(st *State) {
+		st.Phase, st.Direction, st.Forward, st.Step = task.StateReverseStreaming, Reverse, "", ""
+		st.Note = fmt.Sprintf("a restart of reshard interrupted a rollback before the shards were closed: it was undone, the shards take the writes; CUTOVER %s tries again", st.ID)
+	})
+}
+
+func joinNames(names []string) string {
+	if len(names) == 0 {
+		return "(none)"
+	}
+	out := names[0]
+	for _, n := range names[1:] {
+		out += ", " + n
+	}
+	return out
+}
