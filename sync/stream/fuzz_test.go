@@ -89,7 +89,7 @@ func FuzzDecodeMessage(f *testing.F) {
 					checkSQL(t, r, insertSQL(r, cols))
 				}
 				if keys := r.key; len(keys) > 0 {
-					checkSQL(t, r, "DELETE FROM "+r.qualified+" WHERE "+whereKey(r, keys, 1))
+					checkSQL(t, r, "DELETE FROM "+r.qualified+" WHERE "+whereKey(r, rowKey{cols: keys, vals: make([][]byte, len(keys))}, 1))
 				}
 				continue
 			}

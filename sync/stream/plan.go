@@ -30,8 +30,8 @@ func newPlan(r *relation) *plan {
 		cols[i] = i
 	}
 	p.insertRow = insertSQL(r, cols)
-	if len(r.key) > 0 {
-		p.deleteKey = fmt.Sprintf("DELETE FROM %s WHERE %s", r.qualified, whereKey(r, r.key, 1))
+	if len(r.key) > 0 && r.identity != 'f' {
+		p.deleteKey = fmt.Sprintf("DELETE FROM %s WHERE %s", r.qualified, whereKey(r, rowKey{cols: r.key, vals: make([][]byte, len(r.key))}, 1))
 	}
 	return p
 }
@@ -61,10 +61,10 @@ func (p *plan) insert(ncols int) string {
 }
 
 // update is the UPDATE setting the new row's sent columns (unchanged
-// TOASTed ones are left as they are), locating the row by keyCols, whose
+// TOASTed ones are left as they are), locating the row by key, whose
 // parameters follow the new values.
-func (p *plan) update(newRow []value, keyCols []int) string {
-	shape := make([]byte, 0, 2+len(newRow)+2*len(keyCols))
+func (p *plan) update(newRow []value, key rowKey) string {
+	shape := make([]byte, 0, 2+len(newRow)+3*len(key.cols))
 	shape = append(shape, 'u')
 	nset := 0
 	for _, v := range newRow {
@@ -75,10 +75,7 @@ func (p *plan) update(newRow []value, keyCols []int) string {
 		shape = append(shape, 1)
 		nset++
 	}
-	shape = append(shape, '|')
-	for _, k := range keyCols {
-		shape = append(shape, byte(k), byte(k>>8))
-	}
+	shape = key.shape(append(shape, '|'))
 	return p.cached(shape, func() string {
 		var set []string
 		for i, v := range newRow {
@@ -86,47 +83,38 @@ func (p *plan) update(newRow []value, keyCols []int) string {
 				set = append(set, fmt.Sprintf("%s = $%d", quoteIdent(p.r.columns[i]), len(set)+1))
 			}
 		}
-		return fmt.Sprintf("UPDATE %s SET %s WHERE %s", p.r.qualified, strings.Join(set, ", "), whereKey(p.r, keyCols, nset+1))
+		return fmt.Sprintf("UPDATE %s SET %s WHERE %s", p.r.qualified, strings.Join(set, ", "), whereKey(p.r, key, nset+1))
 	})
 }
 
-// delete is the DELETE locating the row by keyCols.
-func (p *plan) delete(keyCols []int) string {
-	if p.deleteKey != "" && sameCols(keyCols, p.r.key) {
+// delete is the DELETE locating the row by key.
+func (p *plan) delete(key rowKey) string {
+	if p.deleteKey != "" && p.r.identity != 'f' && sameCols(key.cols, p.r.key) {
 		return p.deleteKey
 	}
-	shape := []byte{'d'}
-	for _, k := range keyCols {
-		shape = append(shape, byte(k), byte(k>>8))
-	}
-	return p.cached(shape, func() string {
-		return fmt.Sprintf("DELETE FROM %s WHERE %s", p.r.qualified, whereKey(p.r, keyCols, 1))
+	return p.cached(key.shape([]byte{'d'}), func() string {
+		return fmt.Sprintf("DELETE FROM %s WHERE %s", p.r.qualified, whereKey(p.r, key, 1))
 	})
 }
 
-// probe is the DELETE of the row located by keyCols, if it is on the
-// shard, that records the deleted row as moved (in reshard.moved_rows, in
-// the same transaction) and returns its columns in text form. Its
-// parameters are the key values, then the slot, the row's identity (hex
-// bytea), the change's LSN and number in its transaction, and the shard
-// the row moves to.
-func (p *plan) probe(keyCols []int) string {
-	shape := []byte{'D'}
-	for _, k := range keyCols {
-		shape = append(shape, byte(k), byte(k>>8))
-	}
-	return p.cached(shape, func() string {
+// probe is the DELETE of the row located by key, if it is on the shard,
+// that records the deleted row as moved (in reshard.moved_rows, in the same
+// transaction) and returns its columns in text form. Its parameters are the
+// key's, then the slot, the row's identity (hex bytea), the change's LSN
+// and number in its transaction, and the shard the row moves to.
+func (p *plan) probe(key rowKey) string {
+	return p.cached(key.shape([]byte{'D'}), func() string {
 		ret := make([]string, len(p.r.columns))
 		names := make([]string, len(p.r.columns))
 		for i, n := range p.r.columns {
 			names[i] = "x" + strconv.Itoa(i)
 			ret[i] = quoteIdent(n) + "::text AS " + names[i]
 		}
-		n := len(keyCols)
+		n := len(key.args(p.r))
 		return fmt.Sprintf(`WITH d AS (DELETE FROM %s WHERE %s RETURNING %s), `+
 			`m AS (INSERT INTO %s (slot, row_id, lsn, seq, target, image) SELECT $%d, $%d::bytea, $%d::pg_lsn, $%d::int, $%d::int, ARRAY[%s]::text[] FROM d) `+
 			`SELECT %s FROM d`,
-			p.r.qualified, whereKey(p.r, keyCols, 1), strings.Join(ret, ", "),
+			p.r.qualified, whereKey(p.r, key, 1), strings.Join(ret, ", "),
 			movedRowsTable, n+1, n+2, n+3, n+4, n+5, strings.Join(names, ", "),
 			strings.Join(names, ", "))
 	})
@@ -156,29 +144,87 @@ func insertSQL(r *relation, cols []int) string {
 	return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", r.qualified, strings.Join(names, ", "), strings.Join(params, ", "))
 }
 
+// rowKey locates a row: the columns compared and their values (nil for
+// NULL).
+type rowKey struct {
+	cols []int
+	vals [][]byte
+}
+
+// args are the key's statement parameters: its values, but for REPLICA
+// IDENTITY FULL the NULLs, which are compared with IS NULL.
+func (k rowKey) args(r *relation) [][]byte {
+	if r.identity != 'f' {
+		return k.vals
+	}
+	out := make([][]byte, 0, len(k.vals))
+	for _, v := range k.vals {
+		if v != nil {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// shape appends what the statements locating rows by the key depend on:
+// its columns, and which are NULL.
+func (k rowKey) shape(b []byte) []byte {
+	for i, c := range k.cols {
+		null := byte(0)
+		if k.vals[i] == nil {
+			null = 1
+		}
+		b = append(b, byte(c), byte(c>>8), null)
+	}
+	return b
+}
+
 // whereKey builds the WHERE clause locating a row by its replica identity,
-// parameters numbered from first. With REPLICA IDENTITY FULL every
-// column present is compared, NULL-safe, and one matching row is chosen.
-func whereKey(r *relation, keyCols []int, first int) string {
-	conds := make([]string, len(keyCols))
-	for i, c := range keyCols {
-		if r.identity == 'f' {
-			conds[i] = fmt.Sprintf("%s IS NOT DISTINCT FROM $%d", quoteIdent(r.columns[c]), first+i)
-		} else {
-			conds[i] = fmt.Sprintf("%s = $%d", quoteIdent(r.columns[c]), first+i)
+// parameters numbered from first. By a key (a primary key or unique index)
+// each column is compared with =. With REPLICA IDENTITY FULL every column
+// present is compared through its text form, which every type has, so that
+// types without equality (json, xml, point, polygon, ...) and types whose
+// equality is not identity (citext, numeric scale, float zeros) locate the
+// very row: the destination's value as text against the source's value read
+// in as the column's type and written out again in the same session; NULLs
+// are compared with IS NULL. One of identical rows is chosen (by ctid, with
+// tableoid for a partitioned table).
+func whereKey(r *relation, key rowKey, first int) string {
+	conds := make([]string, len(key.cols))
+	n := first
+	for i, c := range key.cols {
+		col := quoteIdent(r.columns[c])
+		switch {
+		case r.identity != 'f':
+			conds[i] = fmt.Sprintf("%s = $%d", col, n)
+			n++
+		case key.vals[i] == nil:
+			conds[i] = col + " IS NULL"
+		case c < len(r.types) && r.types[c] != "":
+			conds[i] = fmt.Sprintf("%s::text = ($%d::%s)::text", col, n, r.types[c])
+			n++
+		default:
+			conds[i] = fmt.Sprintf("%s::text = $%d::text", col, n)
+			n++
 		}
 	}
 	w := strings.Join(conds, " AND ")
-	if r.identity == 'f' {
-		return fmt.Sprintf("ctid = (SELECT ctid FROM %s WHERE %s LIMIT 1)", r.qualified, w)
+	if r.identity != 'f' {
+		return w
 	}
-	return w
+	if len(conds) == 0 {
+		w = "true"
+	}
+	if r.partitioned {
+		return fmt.Sprintf("(tableoid, ctid) = (SELECT tableoid, ctid FROM %s WHERE %s LIMIT 1)", r.qualified, w)
+	}
+	return fmt.Sprintf("ctid = (SELECT ctid FROM %s WHERE %s LIMIT 1)", r.qualified, w)
 }
 
-// keyOf returns the positions and values identifying the row: the old row
-// when pgoutput sent one (identity changed, or REPLICA IDENTITY FULL), else
-// the key columns of the new row.
-func keyOf(r *relation, c *change) ([]int, [][]byte, error) {
+// keyOf returns the key identifying the row: the old row when pgoutput
+// sent one (identity changed, or REPLICA IDENTITY FULL), else the key
+// columns of the new row.
+func keyOf(r *relation, c *change) (rowKey, error) {
 	src := c.oldRow
 	cols := r.key
 	if src == nil {
@@ -193,16 +239,16 @@ func keyOf(r *relation, c *change) ([]int, [][]byte, error) {
 		}
 	}
 	if len(cols) == 0 {
-		return nil, nil, job.Errorf("55000", "%s has no replica identity: its updates and deletes cannot be applied", r).WithHint("add a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL on the source", r.qualified)
+		return rowKey{}, job.Errorf("55000", "%s has no replica identity: its updates and deletes cannot be applied", r).WithHint("add a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL on the source", r.qualified)
 	}
 	vals := make([][]byte, len(cols))
 	for i, k := range cols {
 		if k >= len(src) || src[k].toasted {
-			return nil, nil, job.Errorf("XX000", "%s: key column %s missing from the change", r, r.columns[k])
+			return rowKey{}, job.Errorf("XX000", "%s: key column %s missing from the change", r, r.columns[k])
 		}
 		if !src[k].null {
 			vals[i] = src[k].data
 		}
 	}
-	return cols, vals, nil
+	return rowKey{cols: cols, vals: vals}, nil
 }

@@ -32,6 +32,9 @@ type relation struct {
 	qualified         string
 	// types are the destination's column types (format_type), by position.
 	types []string
+	// partitioned: the destination table is partitioned (its rows' ctids
+	// are unique per partition only).
+	partitioned bool
 	// ignore marks reshard's own state tables: their changes are skipped.
 	ignore bool
 	// plan builds and caches the table's statements.
@@ -173,6 +176,9 @@ func (s shaper) prepare(ctx context.Context, r *relation) error {
 	ancestors, err := copier.Ancestors(ctx, s.conn, r.qualified)
 	if err != nil {
 		return err
+	}
+	if err := s.conn.QueryRow(ctx, `SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)`, r.qualified).Scan(&r.partitioned); err != nil {
+		return fmt.Errorf("read %s on destination shard 0: %w", r, err)
 	}
 	router, col, err := copier.RouteColumns(r.schema, r.name, ancestors, r.columns, s.dst)
 	if err != nil {

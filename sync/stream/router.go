@@ -151,8 +151,8 @@ func (rt *router) route(c *change, pos position, emit func(shard int, o op)) err
 			}
 		}
 		o := op{sql: c.rel.plan.insert(len(c.newRow)), args: args, pos: pos, rel: c.rel, kind: opInsert}
-		if keyCols, keyVals, err := keyOf(c.rel, c); err == nil && len(keyCols) == len(c.rel.key) {
-			o.row = rowID(c.rel, keyVals)
+		if key, err := keyOf(c.rel, c); err == nil && len(key.cols) == len(c.rel.key) {
+			o.row = rowID(c.rel, key.vals)
 		}
 		sh, err := c.rel.shardOf(c.newRow)
 		if err != nil {
@@ -165,11 +165,11 @@ func (rt *router) route(c *change, pos position, emit func(shard int, o op)) err
 		}
 		return nil
 	case opUpdate:
-		keyCols, keyVals, err := keyOf(c.rel, c)
+		key, err := keyOf(c.rel, c)
 		if err != nil {
 			return err
 		}
-		args := make([][]byte, 0, len(c.newRow)+len(keyVals))
+		args := make([][]byte, 0, len(c.newRow)+len(key.vals))
 		var setCols []int
 		for i, v := range c.newRow {
 			if v.toasted {
@@ -182,9 +182,9 @@ func (rt *router) route(c *change, pos position, emit func(shard int, o op)) err
 				args = append(args, v.data)
 			}
 		}
-		row := rowID(c.rel, keyVals)
-		o := op{sql: c.rel.plan.update(c.newRow, keyCols), args: append(args, keyVals...), pos: pos, row: row,
-			rel: c.rel, kind: opUpdate, keyCols: keyCols, setCols: setCols}
+		row := rowID(c.rel, key.vals)
+		o := op{sql: c.rel.plan.update(c.newRow, key), args: append(args, key.args(c.rel)...), pos: pos, row: row,
+			rel: c.rel, kind: opUpdate, keyCols: key.cols, setCols: setCols}
 		// Coalescible: the key is unchanged (no old tuple) and the row is
 		// found by key, not by its whole old image.
 		o.update = c.oldRow == nil && c.rel.identity != 'f'
@@ -198,8 +198,8 @@ func (rt *router) route(c *change, pos position, emit func(shard int, o op)) err
 			return nil
 		}
 		probe := func(k int) {
-			emit(k, op{sql: c.rel.plan.probe(keyCols), args: append(append([][]byte(nil), keyVals...), rt.probeArgs(row, pos, sh)...),
-				pos: pos, row: row, rel: c.rel, kind: opDelete, keyCols: keyCols, probe: true})
+			emit(k, op{sql: c.rel.plan.probe(key), args: append(append([][]byte(nil), key.args(c.rel)...), rt.probeArgs(row, pos, sh)...),
+				pos: pos, row: row, rel: c.rel, kind: opDelete, keyCols: key.cols, probe: true})
 		}
 		arrive := &arrival{change: c, newRow: newRow, rowIDs: []string{row}}
 		if newKey := newKeyID(c); newKey != "" && newKey != row {
@@ -228,11 +228,11 @@ func (rt *router) route(c *change, pos position, emit func(shard int, o op)) err
 		}
 		return nil
 	case opDelete:
-		keyCols, keyVals, err := keyOf(c.rel, c)
+		key, err := keyOf(c.rel, c)
 		if err != nil {
 			return err
 		}
-		o := op{sql: c.rel.plan.delete(keyCols), args: keyVals, pos: pos, row: rowID(c.rel, keyVals), rel: c.rel, kind: opDelete, keyCols: keyCols}
+		o := op{sql: c.rel.plan.delete(key), args: key.args(c.rel), pos: pos, row: rowID(c.rel, key.vals), rel: c.rel, kind: opDelete, keyCols: key.cols}
 		if c.rel.shardCol >= 0 && keyInOld(c) {
 			sh, err := c.rel.shardOf(c.oldRow)
 			if err == nil && sh != sharding.AllShards {
