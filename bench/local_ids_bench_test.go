@@ -43,7 +43,7 @@ func BenchmarkShardLocalIDs(b *testing.B) {
 	}
 	defer cl.Stop()
 	bulk := envInt("BENCH_IDS_ROWS", 200_000)
-	single := envInt("BENCH_IDS_INSERTS", 5_000)
+	single := envInt("BENCH_IDS_INSERTS", 20_000)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for _, n := range []int{2, 4} {
@@ -94,41 +94,58 @@ func localIDRun(b *testing.B, cl *pgtest.Cluster, name string, n, bulk, single i
 	}
 	defer conn.Close(ctx)
 	inserts := map[string]string{
-		"base": "INSERT INTO base (k, v) VALUES ($1, $1)",
+		"base": "INSERT INTO base (k, v) VALUES ($1, $2)",
 		"ser":  "INSERT INTO ser (v) VALUES ($1)",
 		"idn":  "INSERT INTO idn (v) VALUES ($1)",
 		"ida":  "INSERT INTO ida (v) VALUES ($1)",
 	}
 	type figure struct{ bulk, single time.Duration }
 	got := map[string]figure{}
-	for _, table := range []string{"base", "ser", "idn", "ida"} {
-		cols := "v"
-		vals := "g"
-		if table == "base" {
-			cols, vals = "k, v", "g, g"
-		}
-		start := time.Now()
-		if _, err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM generate_series(1, %d) g", table, cols, vals, bulk)); err != nil {
-			b.Fatalf("%s: %v", table, err)
-		}
-		f := figure{bulk: time.Since(start) / time.Duration(bulk)}
-		start = time.Now()
-		for i := 0; i < single; i++ {
-			if _, err := conn.Exec(ctx, inserts[table], i); err != nil {
+	tables := []string{"base", "ser", "idn", "ida"}
+	// Rounds alternate the contenders, so that the machine's drift (it is
+	// shared) falls on all of them alike.
+	const rounds = 4
+	for r := 0; r < rounds; r++ {
+		for _, table := range tables {
+			cols, vals := "v", "g"
+			if table == "base" {
+				cols, vals = "k, v", "g, g"
+			}
+			f := got[table]
+			start := time.Now()
+			if _, err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM generate_series(1, %d) g", table, cols, vals, bulk/rounds)); err != nil {
 				b.Fatalf("%s: %v", table, err)
 			}
+			f.bulk += time.Since(start)
+			start = time.Now()
+			for i := 0; i < single/rounds; i++ {
+				args := []any{i}
+				if table == "base" {
+					args = []any{int64(i), i}
+				}
+				if _, err := conn.Exec(ctx, inserts[table], args...); err != nil {
+					b.Fatalf("%s: %v", table, err)
+				}
+			}
+			f.single += time.Since(start)
+			got[table] = f
 		}
-		f.single = time.Since(start) / time.Duration(single)
+	}
+	for _, table := range tables {
+		f := got[table]
+		f.bulk /= time.Duration(bulk / rounds * rounds)
+		f.single /= time.Duration(single / rounds * rounds)
 		got[table] = f
+		if table == "base" {
+			continue
+		}
 		// Every row the default made belongs on this shard.
 		var misplaced int64
-		if table != "base" {
-			if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s WHERE NOT satisfies_hash_partition('reshard_local.int8_key'::regclass, %d, %d, k)`, table, n, n-1)).Scan(&misplaced); err != nil {
-				b.Fatal(err)
-			}
-			if misplaced != 0 {
-				b.Fatalf("%s: %d rows the generator made belong on another shard", table, misplaced)
-			}
+		if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s WHERE NOT satisfies_hash_partition('reshard_local.int8_key'::regclass, %d, %d, k)`, table, n, n-1)).Scan(&misplaced); err != nil {
+			b.Fatal(err)
+		}
+		if misplaced != 0 {
+			b.Fatalf("%s: %d rows the generator made belong on another shard", table, misplaced)
 		}
 	}
 	base := got["base"]

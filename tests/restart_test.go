@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -198,4 +199,124 @@ func checkNoOrigins(t *testing.T, e *copyEnv, stem string) {
 			t.Fatalf("%s keeps %s replication origins of the migration: %v", n.db, c, query(t, n.inst, n.db, "SELECT roname FROM pg_replication_origin"))
 		}
 	}
+}
+
+// TestStoppedAfterRollbackContinues is the case operators reported: a
+// migration rolled back, stopped, and serve restarted. SHOW TASKS keeps
+// the task's id and names the command that continues it; that command
+// continues the same task in its phase (the PRE phase is never run again,
+// against shards the rollback made read-only), from the round's slot; the
+// stopped migration's slot is named as inactive (SHOW TASKS, SHOW
+// REPLICATION_SLOTS, /metrics) while nothing reads it. STOP_TASK on a failed
+// task says it stopped nothing; `reshard abort` from the CLI removes
+// everything.
+func TestStoppedAfterRollbackContinues(t *testing.T) {
+	metricsPort := freePort(t)
+	e := newCopyEnv(t, "rbstop", 1, 2, fmt.Sprintf("openmetrics_port = %d", metricsPort))
+	src := e.src[0]
+	src.exec(t, copySchema)
+	loadData(t, src, 0, 1, 500)
+	s := newServeEnv(t, e)
+	s.start(t, "")
+	s.id = s.run(t, "RESHARD src dst all_tables")[0][0]
+	s.waitState(t, "streaming", 2*time.Minute)
+	if st := s.cutover(t); st != "reverse_streaming" {
+		t.Fatalf("CUTOVER answered %s", st)
+	}
+	if st := s.cutover(t); st != "streaming" {
+		t.Fatalf("rollback answered %s", st)
+	}
+	stem := s.reshardSlotStem(t)
+	rows := s.run(t, "STOP_TASK "+s.id)
+	if len(rows) != 1 || rows[0][1] != "stopped" || !strings.Contains(rows[0][2], "RESHARD src dst all_tables continues it") || !strings.Contains(rows[0][2], stem+"_f1") {
+		t.Fatalf("STOP_TASK answered %v", rows)
+	}
+	// Nothing reads the round's slot now: named, counted, listed.
+	for deadline := time.Now().Add(time.Minute); ; {
+		_, msg := s.task(t)
+		if strings.Contains(msg, "slot "+stem+"_f1 on ") && strings.Contains(msg, "is inactive and retains") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SHOW TASKS does not name the inactive slot: %q", msg)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	found := false
+	for _, r := range s.run(t, "SHOW REPLICATION_SLOTS") {
+		if r[3] == stem+"_f1" && r[12] == "false" && r[11] != "" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("SHOW REPLICATION_SLOTS does not list the inactive slot: %v", s.run(t, "SHOW REPLICATION_SLOTS"))
+	}
+	if _, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), "text/plain;version=0.0.4"); !strings.Contains(body, "reshard_inactive_slots 1") || !strings.Contains(body, `slot="`+stem+`_f1"`) {
+		t.Fatalf("/metrics does not count the inactive slot:\n%s", grepLines(body, "inactive"))
+	}
+	if !strings.Contains(s.proc.Output(), "a replication slot of reshard's is inactive") {
+		t.Fatal("the inactive slot was not logged")
+	}
+
+	s.restart(t, syscall.SIGTERM, "")
+	state, msg := s.task(t)
+	if state != "stopped" || !strings.Contains(msg, "RESHARD src dst all_tables continues it") {
+		t.Fatalf("after a restart SHOW TASKS lists %s %q", state, msg)
+	}
+	// The command SHOW TASKS names continues the same task, streaming.
+	if again := s.run(t, "RESHARD src dst all_tables")[0][0]; again != s.id {
+		t.Fatalf("RESHARD answered task %s, want the stopped task %s continued", again, s.id)
+	}
+	s.waitState(t, "streaming", time.Minute)
+	if strings.Contains(s.proc.Output(), "SCHEMA_SYNC PRE") || strings.Contains(s.proc.Output(), "25006") {
+		t.Fatalf("continuing ran PRE or hit a read-only shard:\n%s", lastOutput(s.proc.Output(), 40))
+	}
+	src.exec(t, `INSERT INTO customers (id, name) SELECT 9000 + g, 'continued' FROM generate_series(1, 30) g`)
+	s.waitSame(t, time.Minute)
+	if slots := s.waitNoInactiveSlot(t, time.Minute); len(slots) != 1 || !strings.HasSuffix(slots[0], stem+"_f1") {
+		t.Fatalf("slots after continuing: %v", slots)
+	}
+	// A RESHARD of the running migration is refused, not run twice.
+	if _, err := s.admin.Exec(t.Context(), "RESHARD src dst all_tables"); err == nil || !strings.Contains(err.Error(), "55006") {
+		t.Fatalf("a second RESHARD of a running migration: %v", err)
+	}
+
+	// A failed task: STOP_TASK says it stopped nothing and what is kept.
+	// (The shard is read-only for the application since the rollback.)
+	e.dst[1].exec(t, `BEGIN READ WRITE; ALTER TABLE countries ADD CONSTRAINT short_names CHECK (length(name) < 20); COMMIT`)
+	src.exec(t, `UPDATE countries SET name = repeat('x', 30) WHERE code = 'NL'`)
+	s.waitState(t, "failed", time.Minute)
+	rows = s.run(t, "STOP_TASK "+s.id)
+	if len(rows) != 1 || rows[0][1] != "failed" || !strings.Contains(rows[0][2], "had already failed") || !strings.Contains(rows[0][2], "nothing was stopped") ||
+		!strings.Contains(rows[0][2], "ABORT_TASK "+s.id) {
+		t.Fatalf("STOP_TASK on a failed task answered %v", rows)
+	}
+
+	// The CLI's abort ends it for good.
+	out, err := exec.Command(s.bin, "--config", e.cfgPath, "--users", e.usersPath, "abort", "--task", s.id).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), stem+"_f1") || !strings.Contains(string(out), "schema") {
+		t.Fatalf("reshard abort: %v\n%s", err, out)
+	}
+	if state, msg := s.task(t); state != "aborted" {
+		t.Fatalf("after reshard abort: %s %s", state, msg)
+	}
+	if left := s.slots(t); len(left) != 0 {
+		t.Fatalf("slots left after abort: %v", left)
+	}
+	checkNoOrigins(t, e, stem)
+	for _, n := range e.nodes() {
+		if c := n.one(t, `SELECT count(*) FROM pg_namespace WHERE nspname = 'reshard'`); c != "0" {
+			t.Fatalf("%s keeps reshard's state after abort", n.db)
+		}
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -401,6 +401,17 @@ func TestJSONEventsAndExitCodes(t *testing.T) {
 		t.Fatalf("data-sync result rows: %v", last)
 	}
 	slot := fmt.Sprint(rows[0].(map[string]any)["slot"])
+	// It said where it stopped and how to continue.
+	var said string
+	for _, ev := range events {
+		if ev["event"] == "error" {
+			said = fmt.Sprint(ev["message"])
+		}
+	}
+	if !strings.Contains(said, "interrupted while streaming, everything applied up to "+slot+" at ") ||
+		!strings.Contains(said, "continue with: reshard --config ") || !strings.Contains(said, "--replication-slot "+slot+" --replicate-only") {
+		t.Errorf("data-sync after SIGINT does not say where it stopped and how to continue: %q", said)
+	}
 	out, code, stderr = env.streamUntilLag(t, syscall.SIGTERM, append([]string{"data-sync", "--json", "--replicate-only", "--replication-slot", slot}, env.route("b")...)...)
 	events = jsonLines(t, out)
 	if n := kinds(events); code != exitTerminated || n["unit_started"] != 0 || events[0]["phase"] != "stream" || events[len(events)-1]["exit_code"] != float64(exitTerminated) {
