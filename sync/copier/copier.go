@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/reshard/reshard/sharding"
 	"github.com/reshard/reshard/sync/job"
@@ -404,50 +405,33 @@ func endLeftoverCopies(ctx context.Context, conn *pgx.Conn) error {
 // shard's primary, or each of its replicas), all source shards at once.
 // The first unit that fails for good stops the rest.
 func (r *copyRun) copyAll(ctx context.Context, todo []*unit, items map[*unit]*progress.TableCopy, nodes [][]*copyNode, parallel int) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	perShard := make([][]*unit, len(nodes))
 	for _, u := range todo {
 		perShard[u.sourceShard] = append(perShard[u.sourceShard], u)
 	}
-	var (
-		wg       sync.WaitGroup
-		errMu    sync.Mutex
-		firstErr error
-	)
-	fail := func(err error) {
-		errMu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		errMu.Unlock()
-		cancel()
-	}
+	g, gctx := errgroup.WithContext(ctx)
 	for s := range nodes {
 		queue := newUnitQueue(perShard[s])
 		for _, n := range nodes[s] {
 			for k := 0; k < parallel; k++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				g.Go(func() error {
 					w := &worker{run: r, shard: s, node: n, dst: make([]*pgx.Conn, len(r.dstDSN))}
 					defer w.close()
 					for u := queue.next(n); u != nil; u = queue.next(n) {
-						if ctx.Err() != nil {
-							return
+						if gctx.Err() != nil {
+							return nil
 						}
-						if err := r.copyWithRetry(ctx, w, u, items[u]); err != nil {
-							fail(err)
-							return
+						if err := r.copyWithRetry(gctx, w, u, items[u]); err != nil {
+							return err
 						}
 					}
-				}()
+					return nil
+				})
 			}
 		}
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return ctx.Err()
 }

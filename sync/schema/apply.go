@@ -217,38 +217,22 @@ func (a *applier) register(phase Phase, targets []*Target, stmts func(t *Target)
 // run applies every shard's work concurrently. Without ignoreErrors the
 // first failure cancels the other shards and is returned.
 func (a *applier) run(ctx context.Context, phase Phase, works []*shardWork) ([]*ShardResult, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	results := make([]*ShardResult, len(works))
-	errs := make([]error, len(works))
-	var wg sync.WaitGroup
+	// The first failure cancels the other shards: it is the error returned,
+	// not the cancellations it causes.
+	g, gctx := errgroup.WithContext(ctx)
 	for i, w := range works {
-		wg.Add(1)
-		go func(i int, w *shardWork) {
-			defer wg.Done()
-			results[i], errs[i] = a.applyShard(ctx, phase, w)
-			if errs[i] != nil {
-				cancel()
-			}
-		}(i, w)
+		g.Go(func() error {
+			var err error
+			results[i], err = a.applyShard(gctx, phase, w)
+			return err
+		})
 	}
-	wg.Wait()
+	err := g.Wait()
 	for _, w := range works {
 		a.reg.RemoveSchema(w.items)
 	}
-	// Report the first real failure, not the cancellations it caused.
-	for _, err := range errs {
-		var se *StatementError
-		if errors.As(err, &se) {
-			return results, err
-		}
-	}
-	for _, err := range errs {
-		if err != nil {
-			return results, err
-		}
-	}
-	return results, nil
+	return results, err
 }
 
 // conn opens a connection to the target and runs the dump's preamble.
@@ -422,65 +406,43 @@ func (a *applier) applyShard(ctx context.Context, phase Phase, w *shardWork) (*S
 
 // parallelRun runs statements lo..hi-1 on up to a.parallel connections.
 func (a *applier) parallelRun(ctx context.Context, t *Target, main *pgx.Conn, lo, hi int, exec func(*pgx.Conn, int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	workers := min(a.parallel, hi-lo)
 	next := make(chan int)
-	workers := a.parallel
-	if workers > hi-lo {
-		workers = hi - lo
-	}
-	errc := make(chan error, workers)
-	var wg sync.WaitGroup
+	// The first worker that fails stops the feed; its error is returned.
+	g, gctx := errgroup.WithContext(ctx)
 	for k := 0; k < workers; k++ {
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
+		g.Go(func() error {
 			conn := main
 			if k > 0 {
-				c, err := a.conn(ctx, t)
+				c, err := a.conn(gctx, t)
 				if err != nil {
-					errc <- err
-					cancel()
-					return
+					return err
 				}
 				defer c.Close(context.Background())
 				conn = c
 			}
 			for i := range next {
 				if err := exec(conn, i); err != nil {
-					errc <- err
-					cancel()
-					return
+					return err
 				}
 			}
-		}(k)
+			return nil
+		})
 	}
 feed:
 	for i := lo; i < hi; i++ {
 		select {
 		case next <- i:
-		case <-ctx.Done():
+		case <-gctx.Done():
 			break feed
 		}
 	}
 	close(next)
-	wg.Wait()
-	close(errc)
-	var first error
-	for err := range errc {
-		var se *StatementError
-		if errors.As(err, &se) {
-			return err
-		}
-		if first == nil {
-			first = err
-		}
+	if err := g.Wait(); err != nil {
+		return err
 	}
-	if first == nil {
-		// No worker failed; a cancelled parent may still have stopped the feed.
-		return ctx.Err()
-	}
-	return first
+	// No worker failed; a cancelled parent may still have stopped the feed.
+	return ctx.Err()
 }
 
 // notPermitted tells the statements whose failure for lack of a privilege
