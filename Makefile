@@ -79,7 +79,7 @@ lint:
 # seed corpora (f.Add and testdata/fuzz/<Name>/) run in make test.
 FUZZTIME ?= 60s
 FUZZERS := ./commands:FuzzParse ./catalog:FuzzLoad ./sharding:FuzzBinaryReader \
-	./sharding:FuzzTextReader ./sync/stream:FuzzDecodeRow ./sync/stream:FuzzDecodeMessage
+	./sharding:FuzzTextReader ./sync/stream:FuzzDecodeRow ./sync/stream:FuzzDecodeMessage ./sync/ddl:FuzzStatement
 fuzz: deps
 	@set -e; for f in $(FUZZERS); do \
 		echo "== $${f#*:} ($${f%%:*}, $(FUZZTIME))"; \

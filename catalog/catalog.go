@@ -137,6 +137,11 @@ func New(cfg *Config, users *Users) (*Catalog, error) {
 	default:
 		ce.add("general.auth_type", "%q is not an authentication type (scram, md5 or plain)", g.AuthType)
 	}
+	switch g.ReshardingDDL {
+	case DDLStop, DDLReplicate:
+	default:
+		ce.add("general.resharding_ddl", "%q is not stop or replicate", g.ReshardingDDL)
+	}
 	switch g.CutoverTimeoutAction {
 	case "abort", "cutover":
 	default:

@@ -96,6 +96,12 @@ type General struct {
 	// one that fails NOT VALID, reported), "not_valid" (create them NOT
 	// VALID, never validated) or "skip" (do not create them).
 	ReshardingForeignKeys string `toml:"resharding_foreign_keys"`
+	// ReshardingDDL is what a schema change on the source does to a
+	// migration: "stop" (the stream stops at the first change of a
+	// published table's shape, naming the DDL to run by hand) or
+	// "replicate" (event triggers capture the source's DDL and the stream
+	// applies it on every shard at its place in the source's order).
+	ReshardingDDL string `toml:"resharding_ddl"`
 
 	pgdogGeneral
 }
@@ -309,6 +315,13 @@ const (
 	AuthPlain = "plain" // clear text
 )
 
+// The [general] resharding_ddl values: what a schema change on the source
+// does to a migration.
+const (
+	DDLStop      = "stop"      // the stream stops at a changed table shape
+	DDLReplicate = "replicate" // the source's DDL is captured and applied on the shards
+)
+
 // ParseConfig decodes pgdog.toml content in strict mode. path is used in
 // error messages only. Every problem is reported (ConfigErrors), not only
 // the first.
@@ -480,6 +493,9 @@ func (c *Config) applyDefaults() {
 	}
 	if g.CutoverTimeoutAction == "" {
 		g.CutoverTimeoutAction = "abort"
+	}
+	if g.ReshardingDDL == "" {
+		g.ReshardingDDL = DDLStop
 	}
 	if g.AuthType == "" {
 		g.AuthType = AuthSCRAM

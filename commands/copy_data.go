@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/ddl"
 	"github.com/reshard/reshard/sync/migrate"
 	"github.com/reshard/reshard/sync/preflight"
 	"github.com/reshard/reshard/sync/progress"
@@ -41,6 +42,11 @@ func (e *Executor) copyData(ctx context.Context, c CopyData) (*Result, error) {
 		}
 		if c.Slot == "" {
 			c.Slot = copier.NewSlotName() // named now: an interruption names it
+		}
+		if !c.SyncOnly {
+			if err := ddl.Prepare(ctx, j); err != nil {
+				return nil, engineError(err)
+			}
 		}
 		res, err := copier.Run(ctx, j, copier.Request{Slot: c.Slot, SyncOnly: c.SyncOnly})
 		if err != nil {
@@ -190,6 +196,25 @@ func (e *Executor) showReplicationSlots() [][]any {
 	for _, s := range e.Registry.InactiveSlots() {
 		rows = append(rows, []any{s.Host, int64(s.Port), s.Database, s.Name, s.Confirmed, humanBytes(s.LagBytes), s.LagBytes,
 			false, nil, nil, humanBytes(s.RetainedBytes), s.RetainedBytes, false})
+	}
+	return rows
+}
+
+// showDDL lists the statements the source's event triggers captured
+// ([general] resharding_ddl = "replicate") as the streams saw them, and
+// where each has been applied.
+func (e *Executor) showDDL() [][]any {
+	var rows [][]any
+	for _, d := range e.Registry.DDL() {
+		var captured, applied any
+		if !d.CapturedAt.IsZero() {
+			captured = d.CapturedAt
+		}
+		if !d.AppliedAt.IsZero() {
+			applied = d.AppliedAt
+		}
+		rows = append(rows, []any{d.Task, d.Slot, int64(d.SourceShard), d.ID, captured, d.Tag, d.Statement, d.State,
+			progress.ShardList(d.Applied), progress.ShardList(d.Pending), applied, d.SQL, d.Note, d.Error})
 	}
 	return rows
 }

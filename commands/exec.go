@@ -257,6 +257,8 @@ func (e *Executor) show(ctx context.Context, c Show) (*Result, error) {
 		res.Rows = e.showReplicationSlots()
 	case "verify":
 		res.Rows = e.showVerify()
+	case "ddl":
+		res.Rows = e.showDDL()
 	case "application_name":
 		res.Rows = [][]any{{e.session(ctx).ApplicationName}}
 	default:
@@ -300,6 +302,7 @@ func (e *Executor) config() [][]any {
 		{"general.port", strconv.Itoa(g.Port)},
 		{"general.resharding_copy_format", g.ReshardingCopyFormat},
 		{"general.resharding_parallel_copies", strconv.Itoa(g.ReshardingParallelCopies)},
+		{"general.resharding_ddl", g.ReshardingDDL},
 		{"general.openmetrics_port", strconv.Itoa(g.OpenMetricsPort)},
 		{"general.tls_certificate", g.TLSCertificate},
 		{"general.tls_private_key", g.TLSPrivateKey},

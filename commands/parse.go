@@ -26,7 +26,7 @@ var forms = map[string]string{
 	"CUTOVER":     "CUTOVER <task id>",
 	"STOP_TASK":   "STOP_TASK <task id>",
 	"ABORT_TASK":  "ABORT_TASK <task id> [WITH DATA]",
-	"SHOW":        "SHOW SCHEMA_SYNC|TABLE_COPIES|REPLICATION_SLOTS|TASKS|VERIFY|DATABASES|CONFIG|VERSION",
+	"SHOW":        "SHOW SCHEMA_SYNC|TABLE_COPIES|REPLICATION_SLOTS|TASKS|VERIFY|DDL|DATABASES|CONFIG|VERSION",
 }
 
 // Form returns the expected form of the command with the given keyword.

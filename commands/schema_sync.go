@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/reshard/reshard/sync/ddl"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 )
@@ -44,6 +45,13 @@ func (e *Executor) schemaSync(ctx context.Context, c SchemaSync) (*Result, error
 	j, err := e.newJob(c.Route, "")
 	if err != nil {
 		return nil, engineError(err)
+	}
+	if c.Phase == PhasePre && !c.DryRun {
+		// DDL capture first: what runs on the source from here on is
+		// recorded (resharding_ddl = "replicate").
+		if err := ddl.Prepare(ctx, j); err != nil {
+			return nil, engineError(err)
+		}
 	}
 	res, err := schema.Run(ctx, j, schema.Request{Phase: schema.Phase(c.Phase), DryRun: c.DryRun, IgnoreErrors: c.IgnoreErrors})
 	if err != nil {

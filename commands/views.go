@@ -29,6 +29,11 @@ var (
 		"extra", TypeInt8, "different", TypeInt8, "misplaced", TypeInt8, "rows_compared", TypeInt8,
 		"percent", TypeFloat8, "eta", TypeText, "elapsed_ms", TypeInt8, "shard_rows", TypeText,
 		"consistent_lsn", TypeText, "hold_ms", TypeInt8)
+	ddlColumns = cols(
+		"task", TypeText, "slot", TypeText, "source_shard", TypeInt8, "id", TypeInt8,
+		"captured_at", TypeTimestamptz, "command_tag", TypeText, "statement", TypeText,
+		"state", TypeText, "applied_shards", TypeText, "pending_shards", TypeText,
+		"applied_at", TypeTimestamptz, "applied_sql", TypeText, "note", TypeText, "error", TypeText)
 	databasesColumns = cols(
 		"name", TypeText, "host", TypeText, "port", TypeInt8, "database_name", TypeText,
 		"role", TypeText, "shard", TypeInt8, "resharding_only", TypeBool)
@@ -51,6 +56,7 @@ var views = map[string][]Column{
 	"replication_slots": replicationSlotsColumns,
 	"tasks":             tasksColumns,
 	"verify":            verifyColumns,
+	"ddl":               ddlColumns,
 	"databases":         databasesColumns,
 	"config":            configColumns,
 	"version":           versionColumns,

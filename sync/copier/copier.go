@@ -37,6 +37,12 @@ type Request struct {
 	SyncOnly bool
 	// SplitThreshold overrides [general] resharding_split_threshold.
 	SplitThreshold int64
+	// Slots, when set, are the fresh copy's slots, created beforehand
+	// (CreateSlots) with slot name Slot: the copy reads at their
+	// snapshots, and describes the tables as those snapshots see them
+	// (the schema the shards were given from the same snapshot), so DDL
+	// run on the source since does not stop it. The copy closes them.
+	Slots *Slots
 }
 
 // Result is what a copy did.
@@ -143,7 +149,18 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	if res.Resumed {
 		mode = CheckResume
 	}
-	tables, problems, err := Check(ctx, j, srcConns, dstConns, CheckRequest{Slot: res.Slot, Mode: mode, SyncOnly: req.SyncOnly})
+	check := CheckRequest{Slot: res.Slot, Mode: mode, SyncOnly: req.SyncOnly}
+	if req.Slots != nil && !res.Resumed {
+		// The slots were made for this copy; the tables are described as
+		// their snapshot sees them (the schema the shards got from it).
+		snap, err := snapshotConn(ctx, j.SourceDSN[0], req.Slots.Snapshot(0), 0)
+		if err != nil {
+			return nil, err
+		}
+		defer snap.Close(context.Background())
+		check.SlotsMade, check.Describe = true, snap
+	}
+	tables, problems, err := Check(ctx, j, srcConns, dstConns, check)
 	if err != nil {
 		return nil, err
 	}
@@ -211,6 +228,10 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		}
 	}
 	for i, sh := range src.Shards {
+		if req.Slots != nil && !res.Resumed {
+			slots[i] = req.Slots.slots[i]
+			continue
+		}
 		name, temporary := res.Slots[i], false
 		if res.Resumed {
 			name, temporary = newSlotName()+"_resume", true

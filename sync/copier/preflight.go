@@ -36,6 +36,12 @@ type CheckRequest struct {
 	Mode CheckMode
 	// SyncOnly skips the primary-key check (no streaming follows).
 	SyncOnly bool
+	// SlotsMade: a fresh copy's slots were created for it (Slots), so
+	// they exist. Describe, when set, is a connection to source shard 0
+	// inside a transaction on the copy's snapshot: the tables are
+	// described as it sees them (see atSnapshot).
+	SlotsMade bool
+	Describe  *pgx.Conn
 }
 
 // Resumable tells whether the copy state on destination shard 0 (conn)
@@ -69,6 +75,7 @@ func Check(ctx context.Context, j *job.Job, src, dst job.Conns, req CheckRequest
 			return nil, nil, fmt.Errorf("look up slot %s on %s: %w", slots[i], sh.Primary, err)
 		}
 		switch {
+		case exists && req.SlotsMade:
 		case exists && (req.Mode == CheckFresh || req.Mode == CheckSchemaFirst):
 			problems = append(problems, fmt.Sprintf("replication slot %q already exists on %s but no copy state records it: to stream from it use REPLICATE; to start over drop it (SELECT pg_drop_replication_slot('%s'))", slots[i], sh.Primary, slots[i]))
 		case !exists && req.Mode == CheckResume:
@@ -78,6 +85,9 @@ func Check(ctx context.Context, j *job.Job, src, dst job.Conns, req CheckRequest
 		}
 	}
 	tables, err := publishedTables(ctx, src[0], j.Publication)
+	if req.Describe != nil {
+		tables, err = snapshotTables(ctx, src[0], req.Describe, j.Publication)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -61,6 +61,15 @@ type Table struct {
 	// first (schema.name): a [[sharded_tables]] rule naming one of them
 	// applies to the partition too.
 	Ancestors []string
+	// atSnapshot: the table was described at the copy's snapshot (a copy
+	// whose schema is the snapshot's, see Slots). Schema, Name and Columns
+	// are then the names at the snapshot (the shards'), and each unit
+	// reads the rows through the names the source has when it runs (see
+	// snapshotSource), so DDL run on the source since does not stop it.
+	atSnapshot bool
+	// source is the table's quoted name on the source when it differs
+	// from the shards' (renamed since the snapshot).
+	source string
 }
 
 // From is what the copy and VERIFY read for the table: ONLY the table
@@ -90,14 +99,31 @@ func (t *Table) columnList() string {
 // copyOutSQL is the source side of a copy of the table's rows matching
 // where (" WHERE ..." or "").
 func (t *Table) copyOutSQL(where string, format sharding.Format) string {
-	return fmt.Sprintf("COPY (SELECT %s FROM %s%s) TO STDOUT (FORMAT %s)", t.columnList(), t.From(), where, format)
+	return fmt.Sprintf("COPY (SELECT %s FROM %s%s) TO STDOUT (FORMAT %s)", t.columnList(), t.sourceFrom(), where, format)
+}
+
+// sourceName is the table's quoted name on the source.
+func (t *Table) sourceName() string {
+	if t.source != "" {
+		return t.source
+	}
+	return t.Qualified()
+}
+
+// sourceFrom is From with the table's name on the source.
+func (t *Table) sourceFrom() string {
+	if t.Partitioned {
+		return t.sourceName()
+	}
+	return "ONLY " + t.sourceName()
 }
 
 // publicationTables lists the publication's tables on a source node: leaf
 // partitions, or roots when the publication publishes via the root, never
 // both.
 func publicationTables(ctx context.Context, conn *pgx.Conn, publication string) ([][2]string, error) {
-	rows, err := conn.Query(ctx, `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2`, publication)
+	// reshard's own tables (the captured DDL) are not application data.
+	rows, err := conn.Query(ctx, `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname <> 'reshard' ORDER BY 1, 2`, publication)
 	if err != nil {
 		return nil, fmt.Errorf("tables of publication %q: %w", publication, err)
 	}

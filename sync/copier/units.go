@@ -24,7 +24,7 @@ func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, t
 	if err := conn.QueryRow(ctx, `SELECT `+treeSize+`,
 		(SELECT coalesce(max(pg_relation_size(p.relid)), 0)::bigint FROM pg_partition_tree(c.oid) p WHERE p.isleaf) / current_setting('block_size')::bigint,
 		current_setting('block_size')::bigint
-		FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Qualified()).Scan(&size, &blocks, &blockSize); err != nil {
+		FROM pg_class c WHERE c.oid = to_regclass($1)`, t.sourceName()).Scan(&size, &blocks, &blockSize); err != nil {
 		return nil, fmt.Errorf("size of %s: %w", t, err)
 	}
 	if !t.Partitioned {
@@ -49,7 +49,7 @@ func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, t
 		kind = unitPK
 		var lo, hi *int64
 		pk := pgx.Identifier{t.PK[0]}.Sanitize()
-		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT min(%s)::bigint, max(%s)::bigint FROM %s", pk, pk, t.From())).Scan(&lo, &hi); err != nil {
+		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT min(%s)::bigint, max(%s)::bigint FROM %s", pk, pk, t.sourceFrom())).Scan(&lo, &hi); err != nil {
 			return nil, fmt.Errorf("key range of %s: %w", t, err)
 		}
 		if lo == nil || hi == nil {

@@ -26,7 +26,10 @@ type worker struct {
 	shard int // source shard
 	node  *copyNode
 	src   *pgx.Conn
-	dst   []*pgx.Conn
+	// inTx: src is inside its transaction on the snapshot. Each unit has
+	// its own, so the locks a unit takes on the source end with it.
+	inTx bool
+	dst  []*pgx.Conn
 }
 
 func (w *worker) close() {
@@ -42,25 +45,38 @@ func (w *worker) close() {
 	}
 }
 
-// openSource connects to the source shard and imports the snapshot.
+// openSource connects to the source shard (its node) and imports the
+// snapshot in a transaction for the next unit.
 func (w *worker) openSource(ctx context.Context) error {
-	if w.src != nil {
+	if w.src == nil {
+		conn, err := pgx.Connect(ctx, w.node.dsn)
+		if err != nil {
+			return fmt.Errorf("connect to source shard %d %s: %w", w.shard, w.node.label(), err)
+		}
+		w.src, w.inTx = conn, false
+	}
+	if w.inTx {
 		return nil
 	}
-	conn, err := pgx.Connect(ctx, w.node.dsn)
-	if err != nil {
-		return fmt.Errorf("connect to source shard %d %s: %w", w.shard, w.node.label(), err)
-	}
-	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
-		conn.Close(context.Background())
+	if _, err := w.src.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		return err
 	}
-	if _, err := conn.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", w.node.slot.snapshot)); err != nil {
-		conn.Close(context.Background())
+	if _, err := w.src.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", w.node.slot.snapshot)); err != nil {
 		return fmt.Errorf("import snapshot %s on source shard %d %s: %w", w.node.slot.snapshot, w.shard, w.node.label(), err)
 	}
-	w.src = conn
+	w.inTx = true
 	return nil
+}
+
+// endUnit ends the unit's transaction on the source (releasing the locks
+// it took: DDL on a copied table need not wait for the whole copy).
+func (w *worker) endUnit(ctx context.Context) error {
+	if w.src == nil || !w.inTx {
+		return nil
+	}
+	w.inTx = false
+	_, err := w.src.Exec(ctx, "COMMIT")
+	return err
 }
 
 // destination returns the connection to destination shard k.
@@ -136,6 +152,11 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 	if err := w.openSource(ctx); err != nil {
 		return 0, 0, false, err
 	}
+	defer func() {
+		if err == nil {
+			err = w.endUnit(ctx)
+		}
+	}()
 	t := u.table
 	format := w.run.format
 	if u.text {
@@ -147,12 +168,26 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 		where = " WHERE " + u.predicate
 	}
 	srcSQL := t.copyOutSQL(where, format)
+	var gone []string
+	if t.atSnapshot {
+		if srcSQL, gone, err = w.snapshotSource(ctx, t, where); errors.Is(err, errDropped) {
+			w.run.log.Info("table dropped on the source since the copy's snapshot: not copied (the stream drops it)", "table", t.String())
+			return 0, 0, false, nil
+		} else if err != nil {
+			return 0, 0, false, err
+		}
+	}
 	dstSQL := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT %s)", t.Qualified(), t.columnList(), fmtName)
 	n := len(w.dst)
 	conns := make([]*pgx.Conn, n)
 	for k := 0; k < n; k++ {
 		if conns[k], err = w.destination(ctx, k); err != nil {
 			return 0, 0, false, err
+		}
+		if len(gone) > 0 {
+			if err = allowNulls(ctx, conns[k], t, gone); err != nil {
+				return 0, 0, false, fmt.Errorf("destination shard %d: %w", k, err)
+			}
 		}
 	}
 	readers := make([]*io.PipeReader, n)

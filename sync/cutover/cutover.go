@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/ddl"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 )
@@ -209,7 +210,13 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		return fail(err)
 	}
 
-	// 6. Reverse slots, before any write can reach a shard.
+	// 6. Reverse slots, before any write can reach a shard; DDL capture
+	// on the shards first (resharding_ddl = "replicate"): the
+	// application's DDL there reaches the old database in the reverse
+	// stream.
+	if err := ddl.Prepare(ctx, j.Reversed()); err != nil {
+		log.Warn("DDL capture could not be installed on the shards: DDL run there after the cutover does not reach the old database", "error", err)
+	}
 	if err := createSlots(ctx, j, j.Destination, req.ReverseSlot); err != nil {
 		return fail(err)
 	}

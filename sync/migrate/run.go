@@ -8,6 +8,7 @@ import (
 
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/cutover"
+	"github.com/reshard/reshard/sync/ddl"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 	"github.com/reshard/reshard/sync/stream"
@@ -80,7 +81,7 @@ func (r *runner) loop(ctx context.Context) error {
 		var err error
 		switch phase := r.m.state().Phase; phase {
 		case task.StateSchemaPre:
-			err = r.schema(ctx, schema.PhasePre, task.StateCopying)
+			err = r.preAndCopy(ctx)
 		case task.StateCopying:
 			err = r.copy(ctx)
 		case task.StateSchemaPost:
@@ -156,11 +157,75 @@ func (r *runner) schema(ctx context.Context, phase schema.Phase, next string) er
 	return r.update(ctx, func(st *State) { st.Phase = next })
 }
 
+// preAndCopy is RESHARD's SCHEMA_SYNC PRE and copy from one point of the
+// source: DDL capture is installed (resharding_ddl = "replicate"), the
+// slots are created first, the schema is dumped at source shard 0's
+// exported snapshot (pg_dump --snapshot) and applied on the shards, and
+// the copy reads at the same snapshots, so the shards' schema, the copied
+// rows and the stream's start are one point (DDL run since is in the
+// stream). The snapshots live while their replication connections stay
+// idle: pg_dump and every copy worker import them before anything else
+// runs there, all in this phase. A copy already recorded (a migration
+// continued) resumes with its slots after PRE from the schema as it is;
+// slots made before the copy was recorded (a restart in between) are
+// dropped and made again.
+func (r *runner) preAndCopy(ctx context.Context) error {
+	st := r.m.state()
+	if st.Kind != KindReshard {
+		return r.schema(ctx, schema.PhasePre, task.StateCopying)
+	}
+	if err := ddl.Prepare(ctx, r.j); err != nil {
+		return fmt.Errorf("SCHEMA_SYNC PRE: %w", err)
+	}
+	recorded, err := copier.StaleSlots(ctx, r.j, st.Slot)
+	if err != nil {
+		return fmt.Errorf("SCHEMA_SYNC PRE: %w", err)
+	}
+	var slots *copier.Slots
+	req := schema.Request{Phase: schema.PhasePre}
+	if !recorded {
+		if slots, err = copier.CreateSlots(ctx, r.j, st.Slot); err != nil {
+			return fmt.Errorf("SCHEMA_SYNC PRE: %w", err)
+		}
+		defer slots.Close()
+		req.Snapshot = slots.Snapshot(0)
+	}
+	if _, err := schema.Run(ctx, r.j, req); err != nil {
+		return fmt.Errorf("SCHEMA_SYNC %s: %w", schema.PhasePre, err)
+	}
+	if err := r.update(ctx, func(st *State) { st.Phase = task.StateCopying }); err != nil {
+		return err
+	}
+	return r.copyWith(ctx, slots)
+}
+
 // copy copies the publication with the migration's slot (resuming an
-// earlier copy with it), then moves to POST (RESHARD) or streaming.
+// earlier copy with it), then moves to POST (RESHARD) or streaming. A
+// RESHARD whose copy was not recorded yet (a restart after its slots were
+// made) goes back to PRE: the schema, the rows and the stream start from
+// one new point.
 func (r *runner) copy(ctx context.Context) error {
 	st := r.m.state()
-	if _, err := copier.Run(ctx, r.j, copier.Request{Slot: st.Slot}); err != nil {
+	if st.Kind == KindReshard {
+		recorded, err := copier.StaleSlots(ctx, r.j, st.Slot)
+		if err != nil {
+			return fmt.Errorf("copy: %w", err)
+		}
+		if !recorded {
+			return r.update(ctx, func(st *State) { st.Phase = task.StateSchemaPre })
+		}
+	}
+	return r.copyWith(ctx, nil)
+}
+
+// copyWith runs the copy (with the slots made for it, if any), then moves
+// to POST (RESHARD) or streaming.
+func (r *runner) copyWith(ctx context.Context, slots *copier.Slots) error {
+	st := r.m.state()
+	if err := ddl.Prepare(ctx, r.j); err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	if _, err := copier.Run(ctx, r.j, copier.Request{Slot: st.Slot, Slots: slots}); err != nil {
 		return fmt.Errorf("copy: %w", err)
 	}
 	next := task.StateStreaming

@@ -11,6 +11,7 @@ import (
 
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/cutover"
+	"github.com/reshard/reshard/sync/ddl"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/task"
 )
@@ -183,6 +184,14 @@ func (e *Engine) teardown(ctx context.Context, j *job.Job, st State, opts teardo
 			rep.Removed = append(rep.Removed, Removed{Node: j.Destination.Shards[k].Primary.String(), Kind: "setting", Name: "default_transaction_read_only (set by the rollback)"})
 		}
 	}
+	// DDL capture (resharding_ddl = "replicate"): the event triggers, their
+	// functions and the captured statements, on both sides (the shards
+	// have them after a cutover).
+	for i, c := range append(append(job.Conns{}, sources...), shards...) {
+		if err := ddl.Remove(ctx, c); err != nil {
+			return rep, fmt.Errorf("remove DDL capture (connection %d): %w", i, err)
+		}
+	}
 	// The state last: until it is gone, the migration can be ended again.
 	if err := e.store.Delete(ctx, st); err != nil {
 		return rep, fmt.Errorf("remove the state of task %s: %w", st.ID, err)
@@ -244,6 +253,12 @@ func dropState(ctx context.Context, conn *pgx.Conn, st State) (bool, error) {
 			}
 		case "copy_units":
 			if _, err := conn.Exec(ctx, `DELETE FROM reshard.copy_units WHERE slot = $1`, st.Slot); err != nil {
+				return false, err
+			}
+		case "ddl_applied":
+			// The statements the streams applied, by replication origin
+			// (every origin of the migration is named after st.Slot).
+			if _, err := conn.Exec(ctx, `DELETE FROM reshard.ddl_applied WHERE left(origin, length('reshard_' || $1)) = 'reshard_' || $1`, st.Slot); err != nil {
 				return false, err
 			}
 		case "moved_rows":

@@ -16,6 +16,7 @@ import (
 
 	"github.com/reshard/reshard/sharding"
 	"github.com/reshard/reshard/sync/copier"
+	"github.com/reshard/reshard/sync/ddl"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 )
@@ -92,6 +93,19 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Report, error) {
 	tables, problems, err := copier.Check(ctx, j, src, dst, copier.CheckRequest{Slot: slot, Mode: mode, SyncOnly: req.SyncOnly})
 	if err != nil {
 		return nil, err
+	}
+	if ddl.Enabled(j) && req.Command != Replicate {
+		// [general] resharding_ddl = "replicate": the event triggers need
+		// a superuser on every source shard.
+		for i, sh := range j.Source.Shards {
+			p, err := ddl.Problem(ctx, src[i], "source "+sh.Primary.String(), j.Publication)
+			if err != nil {
+				return nil, err
+			}
+			if p != "" {
+				problems = append(problems, p)
+			}
+		}
 	}
 	if req.Command == Reshard {
 		p, err := pgDumpProblem(ctx, j, src[0])

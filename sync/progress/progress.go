@@ -59,6 +59,10 @@ type Registry struct {
 	verify []VerifyRow
 	// inactive are reshard's slots no stream reads (SetInactiveSlots).
 	inactive []InactiveSlot
+	// ddl holds the statements the streams' DDL stages saw, by slot and
+	// source id (SHOW DDL).
+	ddl    map[ddlKey]*ddlEntry
+	ddlSeq int64
 
 	// Cumulative counts, for metrics: they outlive the rows above.
 	retired    map[tableKey]CopyTotal

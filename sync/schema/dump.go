@@ -26,6 +26,8 @@ type DumpSource struct {
 	// ServerVersionNum is the source's server_version_num, to check that
 	// pg_dump is not older than the server.
 	ServerVersionNum int
+	// Snapshot, when set, is an exported snapshot to dump at.
+	Snapshot string
 }
 
 // ErrPgDump marks a pg_dump that is missing, too old or failing.
@@ -78,6 +80,9 @@ func dumpCommand(ctx context.Context, bin string, src DumpSource) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, bin, "--schema-only", "--no-subscriptions",
 		"--host", src.Host, "--port", strconv.Itoa(src.Port),
 		"--username", src.User, "--dbname", src.Database)
+	if src.Snapshot != "" {
+		cmd.Args = append(cmd.Args, "--snapshot", src.Snapshot)
+	}
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+src.Password, "PGAPPNAME=reshard-schema-sync", "PGCONNECT_TIMEOUT=10")
 	return cmd
 }

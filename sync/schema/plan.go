@@ -156,6 +156,9 @@ func BuildPlan(dump string) (*Plan, error) {
 			plan.Preamble = append(plan.Preamble, sql)
 			continue
 		}
+		if ownObject(ps.node) {
+			continue // reshard's own (DDL capture on the source)
+		}
 		for _, st := range classify(ps.node, sql, info) {
 			if st.Phase == PhasePre {
 				plan.Pre = append(plan.Pre, st)

@@ -29,6 +29,11 @@ type Request struct {
 	// reshard made read-only for the application (CUTOVER after a
 	// rollback). Without it such a shard refuses the phase (25006).
 	ReadOnlyOff bool
+	// Snapshot, for PRE and POST, is an exported snapshot of source shard
+	// 0 to dump the schema at (pg_dump --snapshot): RESHARD's slot's, so
+	// the shards' schema, the copied rows and the stream's start are one
+	// point. Empty: the schema as it is now.
+	Snapshot string
 }
 
 // ShardSQL is the SQL a phase runs on one shard (dry run).
@@ -125,7 +130,8 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	case PhasePre, PhasePost:
 		admin := ep.src.Admin
 		dump, err := Dump(ctx, DumpSource{PgDump: j.Catalog.Config.Replication.PgDumpPath, Host: ep.srcNode.Host, Port: ep.srcNode.Port,
-			Database: ep.srcNode.Database, User: nodeUser(ep.srcNode, admin), Password: nodePassword(ep.srcNode, admin), ServerVersionNum: versionNum})
+			Database: ep.srcNode.Database, User: nodeUser(ep.srcNode, admin), Password: nodePassword(ep.srcNode, admin), ServerVersionNum: versionNum,
+			Snapshot: req.Snapshot})
 		if err != nil {
 			code := "58P01"
 			if !strings.Contains(err.Error(), "not found") {

@@ -19,6 +19,10 @@ type dispatcher struct {
 	// partChanges bounds the changes of a streamed transaction read back
 	// at a time.
 	partChanges int
+	// ddl, with resharding_ddl = "replicate", applies the transactions
+	// holding captured statements and shapes every relation before its
+	// first change is routed.
+	ddl *ddlStage
 }
 
 // apply applies one batch, releasing what its transactions hold.
@@ -37,6 +41,23 @@ func (d *dispatcher) apply(ctx context.Context, txns []*txn) error {
 		return d.submit(ctx, r, true)
 	}
 	for _, t := range txns {
+		if t.spool == nil && d.ddl != nil {
+			if hasDDL(t) {
+				// Applied alone, in source order, with its statements.
+				if err := flush(); err != nil {
+					return err
+				}
+				if err := d.ddl.apply(ctx, d, t); err != nil {
+					return err
+				}
+				continue
+			}
+			// Shaped before it is routed (the statements before it are
+			// applied: this batch's ones too, in order).
+			if err := d.ddl.prepareChanges(ctx, t.changes, d.ddl.shapeConn); err != nil {
+				return err
+			}
+		}
 		if t.spool == nil {
 			run = append(run, t)
 			continue
@@ -79,7 +100,16 @@ func (d *dispatcher) submit(ctx context.Context, r routedRun, commit bool) error
 // the last part is in.
 func (d *dispatcher) applyStreamed(ctx context.Context, t *txn) error {
 	seq := 0
+	var sc *statementTxn
+	if d.ddl != nil {
+		sc = d.ddl.begin(t)
+	}
 	err := t.spool.changes(d.partChanges, func(batch []*change) error {
+		if sc != nil {
+			// Its statements, and its relations shaped after those
+			// before them (see ddlStage).
+			return sc.applyChanges(ctx, d, batch, &seq)
+		}
 		part := &txn{xid: t.xid, commitLSN: t.commitLSN, changes: batch, seqBase: seq}
 		seq += len(batch)
 		r, err := d.router.routeRun([]*txn{part})
@@ -91,7 +121,13 @@ func (d *dispatcher) applyStreamed(ctx context.Context, t *txn) error {
 	if err != nil {
 		return err
 	}
-	return d.commitAll(ctx, t.commitLSN)
+	if err := d.commitAll(ctx, t.commitLSN); err != nil {
+		return err
+	}
+	if sc != nil {
+		return sc.settle(ctx, d)
+	}
+	return nil
 }
 
 // commitAll has every shard commit its open transaction at lsn.

@@ -12,7 +12,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sharding"
 	"github.com/reshard/reshard/sync/copier"
-
+	"github.com/reshard/reshard/sync/ddl"
 	"github.com/reshard/reshard/sync/job"
 )
 
@@ -37,6 +37,10 @@ type relation struct {
 	partitioned bool
 	// ignore marks reshard's own state tables: their changes are skipped.
 	ignore bool
+	// ddl marks the source's captured-statement table (reshard.ddl, with
+	// resharding_ddl = "replicate"): its rows are statements for the DDL
+	// stage.
+	ddl bool
 	// plan builds and caches the table's statements.
 	plan *plan
 }
@@ -83,6 +87,8 @@ const stateSchema = "reshard"
 // table changes, and every change names its table by id.
 type relations struct {
 	byID map[uint32]*relation
+	// captureDDL: reshard.ddl's rows are captured statements, not ignored.
+	captureDDL bool
 }
 
 func newRelations() *relations { return &relations{byID: map[uint32]*relation{}} }
@@ -92,6 +98,9 @@ func newRelations() *relations { return &relations{byID: map[uint32]*relation{}}
 // not routed yet: a relation shaper does that.
 func (rs *relations) describe(m *pglogrepl.RelationMessageV2) *relation {
 	r := describe(m)
+	if rs.captureDDL && r.schema == ddl.Schema && r.name == ddl.Table {
+		r.ignore, r.ddl = false, true
+	}
 	rs.byID[r.id] = r
 	return r
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
 )
 
@@ -34,6 +35,17 @@ type sessionConfig struct {
 	budget                    *spoolBudget
 	status                    *progress.Slot
 	log                       hclog.Logger
+	// job is the migration (for tables the DDL stage copies again); ddl
+	// is set with resharding_ddl = "replicate": the source's captured
+	// statements are applied (the barrier lines up several source
+	// shards' streams at each).
+	job *job.Job
+	ddl *ddlBarrier
+}
+
+// captureDDL tells whether the stream applies captured statements.
+func (c *sessionConfig) captureDDL() bool {
+	return c.cat.Config.General.ReshardingDDL == catalog.DDLReplicate
 }
 
 // timeout bounds one exchange with a server: a silent network (a dead
@@ -112,6 +124,16 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 	rt := &router{shards: shards, sourceShard: cfg.sourceShard, sourceShards: cfg.sourceShards, origins: origins, marks: marks, slot: cfg.slot}
 	mv := newMover(cfg.slot, origins, cfg.dstDSN, cfg.timeout())
 	defer mv.close()
+	var stage *ddlStage
+	if cfg.captureDDL() {
+		setupCtx, cancel := context.WithTimeout(ctx, cfg.timeout())
+		stage, err = startDDLStage(setupCtx, cfg, appliers, rt, pos)
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer stage.close()
+	}
 
 	// Batches are routed by their own goroutine, in order, while the next
 	// ones are received and decoded; each shard's worker applies its part.
@@ -123,7 +145,7 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		defer close(applyDone)
 		w := startWorkers(applyCtx, appliers, mv, pos, cfg.status)
 		defer w.stop()
-		d := &dispatcher{router: rt, workers: w, budget: cfg.budget, partChanges: cfg.batchChanges}
+		d := &dispatcher{router: rt, workers: w, budget: cfg.budget, partChanges: cfg.batchChanges, ddl: stage}
 		var err error
 		for err == nil {
 			select {
@@ -149,7 +171,9 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		<-applyDone
 	}()
 
-	asm := newAssembler(newRelations(), cfg.budget)
+	rels := newRelations()
+	rels.captureDDL = stage != nil
+	asm := newAssembler(rels, cfg.budget)
 	defer asm.release()
 	shape := shaper{conn: monitors[0], dst: cfg.dst, sourceRules: cfg.sourceRules}
 	var (
@@ -160,14 +184,25 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		statuses     int
 	)
 	send := func(batch []*txn) error {
-		select {
-		case applyCh <- batch:
-			pos.sentUpTo(batch[len(batch)-1].commitLSN)
-			return nil
-		case err := <-applyErr:
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
+		// While the apply side is busy (a long statement: an index build,
+		// a table copied again), the source still hears from the stream,
+		// or its wal_sender_timeout would end the connection.
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case applyCh <- batch:
+				pos.sentUpTo(batch[len(batch)-1].commitLSN)
+				return nil
+			case err := <-applyErr:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-tick.C:
+				if _, err := confirm(ctx, rcv, pos, appliers, monitors, false, cfg); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	flush := func() error {
@@ -233,7 +268,9 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		if err != nil {
 			return err
 		}
-		if r := ev.relation; r != nil {
+		if r := ev.relation; r != nil && stage == nil {
+			// (With captured statements, relations are shaped by the
+			// DDL stage just before their first change is applied.)
 			pctx, cancel := context.WithTimeout(ctx, cfg.timeout())
 			err := shape.prepare(pctx, r)
 			cancel()

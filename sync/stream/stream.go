@@ -65,6 +65,19 @@ func Run(ctx context.Context, j *job.Job, req Request) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var barrier *ddlBarrier
+	if cat.Config.General.ReshardingDDL == catalog.DDLReplicate {
+		// Tables an earlier run marked to be copied again are copied
+		// before any stream applies their changes.
+		if req.SourceRules == nil {
+			if err := copyMarked(ctx, j, req.Slot); err != nil {
+				return err
+			}
+		}
+		if len(j.Source.Shards) > 1 {
+			barrier = newDDLBarrier(len(j.Source.Shards), req.Slot)
+		}
+	}
 	errs := make([]error, len(j.Source.Shards))
 	var wg sync.WaitGroup
 	slots := copier.SlotNames(req.Slot, len(j.Source.Shards))
@@ -79,7 +92,7 @@ func Run(ctx context.Context, j *job.Job, req Request) error {
 		cfg := sessionConfig{cat: cat, node: sh.Primary, sourceDSN: j.SourceDSN[i], dstDSN: j.DestinationDSN, slot: slot, copySlot: req.Slot,
 			sourceShard: sh.Number, sourceShards: len(j.Source.Shards), dst: j.Destination, sourceRules: req.SourceRules,
 			publication: j.Publication, batchChanges: req.BatchChanges, batchDelay: req.BatchDelay,
-			budget: budget, status: status, log: slog}
+			budget: budget, status: status, log: slog, job: j, ddl: barrier}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
