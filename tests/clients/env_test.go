@@ -79,7 +79,8 @@ func startEnv(t *testing.T, ctx context.Context) *env {
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	testkit.WriteSelfSigned(t, certPath, keyPath)
 	tlsSettings := fmt.Sprintf("tls_certificate = %q\ntls_private_key = %q\n", certPath, keyPath)
-	cfg := fmt.Sprintf("[general]\nhost = \"127.0.0.1\"\nport = %d\n%s\n[admin]\nname = %q\nuser = %q\npassword = %q\n\n",
+	// DDL replication on: SHOW DDL lists the statements run below.
+	cfg := fmt.Sprintf("[general]\nhost = \"127.0.0.1\"\nport = %d\nresharding_ddl = \"replicate\"\n%s\n[admin]\nname = %q\nuser = %q\npassword = %q\n\n",
 		freePort(t), tlsSettings, adminUser, adminUser, adminPassword)
 	cfg += database("src", src, 0, 0)
 	for i, d := range dsts {
@@ -139,6 +140,11 @@ func startEnv(t *testing.T, ctx context.Context) *env {
 		}
 	})
 	waitTask(t, ctx, conn, e.reshardTask, "streaming")
+	// The application's DDL while streaming: SHOW DDL has its rows.
+	if err := src.Exec(ctx, dbName(0), `CREATE INDEX orders_placed_at_idx ON orders (placed_at); COMMENT ON TABLE customers IS 'matrix'`); err != nil {
+		t.Fatal(err)
+	}
+	waitDDL(t, ctx, conn, 2)
 	verifyTask := startTask(t, ctx, conn, "VERIFY "+route)
 	waitTask(t, ctx, conn, verifyTask, "done")
 	e.holdSchemaSync(t, ctx, conn, "src2 dst2 "+publication)
@@ -310,6 +316,36 @@ func waitTask(t *testing.T, ctx context.Context, conn *pgx.Conn, id, state strin
 		case <-ctx.Done():
 			t.Fatalf("task %s still %s, want %s: %v", id, got, state, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitDDL waits until SHOW DDL lists n applied statements.
+func waitDDL(t *testing.T, ctx context.Context, conn *pgx.Conn, n int) {
+	t.Helper()
+	for {
+		rows, err := conn.Query(ctx, "SHOW DDL")
+		if err != nil {
+			t.Fatal(err)
+		}
+		applied := 0
+		for rows.Next() {
+			v, err := rows.Values()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v[7] == "applied" {
+				applied++
+			}
+		}
+		rows.Close()
+		if applied >= n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("SHOW DDL lists fewer than %d applied statements", n)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
