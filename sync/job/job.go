@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
@@ -115,6 +116,34 @@ func (j *Job) Reversed() *Job {
 	r.SourceDSN, r.DestinationDSN = j.DestinationDSN, j.SourceDSN
 	r.SourceReplicaDSN, r.destinationReplicaDSN = j.destinationReplicaDSN, j.SourceReplicaDSN
 	return &r
+}
+
+// writableOption is the startup option that makes a session writable in a
+// database reshard made read-only for the application (ALTER DATABASE ...
+// SET default_transaction_read_only = on, at cutover and rollback). A
+// startup option outranks the database's setting.
+const writableOption = "options=-cdefault_transaction_read_only%3Doff"
+
+// WritableDestination is the job with sessions to its destination that
+// stay writable where reshard closed the destination to the application:
+// a stream into the old database after a cutover, or into the shards
+// after a rollback, writes there (rows, origins, its bookkeeping).
+func (j *Job) WritableDestination() *Job {
+	w := *j
+	w.DestinationDSN = make([]string, len(j.DestinationDSN))
+	for k, dsn := range j.DestinationDSN {
+		w.DestinationDSN[k] = withOption(dsn, writableOption)
+	}
+	return &w
+}
+
+// withOption adds a URL query parameter (already encoded) to a connection
+// URL.
+func withOption(dsn, param string) string {
+	if strings.Contains(dsn, "?") {
+		return dsn + "&" + param
+	}
+	return dsn + "?" + param
 }
 
 // Logger is the logger of one component of the job ("copy", "cutover").

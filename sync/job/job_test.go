@@ -100,3 +100,19 @@ func TestNewRefusesAnUnknownCluster(t *testing.T) {
 		t.Fatalf("unknown destination: %v", err)
 	}
 }
+
+func TestWritableDestination(t *testing.T) {
+	j, err := New(Spec{Catalog: testCatalog(t), Source: "prod", Destination: "sharded"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := j.WritableDestination()
+	for k, dsn := range w.DestinationDSN {
+		if !strings.HasPrefix(dsn, j.DestinationDSN[k]) || !strings.HasSuffix(dsn, "&options=-cdefault_transaction_read_only%3Doff") {
+			t.Fatalf("writable destination DSN %q", dsn)
+		}
+	}
+	if strings.Contains(j.DestinationDSN[0], "options") || strings.Contains(w.SourceDSN[0], "options") {
+		t.Fatal("the job itself or its source changed")
+	}
+}

@@ -236,12 +236,14 @@ func (r *runner) copyWith(ctx context.Context, slots *copier.Slots) error {
 }
 
 // streamJob is the stream the migration runs now: forward from the
-// source, or after a cutover, reverse from the shards.
+// source, or after a cutover, reverse from the shards. Its sessions write
+// into a side reshard closed to the application (the old database after a
+// cutover, the shards after a rollback).
 func (r *runner) streamJob(st State) (*job.Job, stream.Request) {
 	if st.Direction == Reverse {
-		return r.j.Reversed(), stream.Request{Slot: st.Reverse, SourceRules: r.j.Destination}
+		return r.j.Reversed().WritableDestination(), stream.Request{Slot: st.Reverse, SourceRules: r.j.Destination}
 	}
-	return r.j, stream.Request{Slot: st.Forward, CopyData: st.Copied}
+	return r.j.WritableDestination(), stream.Request{Slot: st.Forward, CopyData: st.Copied}
 }
 
 // running is one stream.Run in the background.

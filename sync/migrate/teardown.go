@@ -49,11 +49,29 @@ func (r *Report) Summary() string {
 	}
 	var parts []string
 	for _, k := range order {
-		parts = append(parts, fmt.Sprintf("%d %s (%s)", len(kinds[k]), plural(k, len(kinds[k])), strings.Join(kinds[k], ", ")))
+		parts = append(parts, fmt.Sprintf("%d %s (%s)", len(kinds[k]), plural(k, len(kinds[k])), strings.Join(counted(kinds[k]), ", ")))
 	}
 	out := "removed " + strings.Join(parts, "; ")
 	if len(r.Notes) > 0 {
 		out += "; " + strings.Join(r.Notes, "; ")
+	}
+	return out
+}
+
+// counted lists names once each, with how often they occur ("reshard ×3").
+func counted(names []string) []string {
+	n := map[string]int{}
+	var out []string
+	for _, x := range names {
+		if n[x] == 0 {
+			out = append(out, x)
+		}
+		n[x]++
+	}
+	for i, x := range out {
+		if n[x] > 1 {
+			out[i] = fmt.Sprintf("%s ×%d", x, n[x])
+		}
 	}
 	return out
 }
