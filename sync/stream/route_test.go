@@ -69,6 +69,9 @@ func TestRouteMergesPlainUpdates(t *testing.T) {
 	}
 	ops := routeAll(t, r, changes)
 	rows := 0
+	// Every row's balances as the shard's statements set them, in order:
+	// the arguments of an UPDATE are its 3 columns then its key, per row.
+	set := map[string][]string{}
 	for k, shard := range ops {
 		if len(shard) >= 100 {
 			t.Errorf("shard %d: %d statements for ~150 rows: updates were not merged", k, len(shard))
@@ -81,11 +84,26 @@ func TestRouteMergesPlainUpdates(t *testing.T) {
 				t.Errorf("shard %d: unexpected statement %s", k, o.sql)
 			}
 			rows += len(o.args) / 4 // 3 columns set + 1 key per row
+			for i := 0; i+3 < len(o.args); i += 4 {
+				if string(o.args[i]) != string(o.args[i+3]) {
+					t.Errorf("shard %d: row %s set with key %s", k, o.args[i], o.args[i+3])
+				}
+				set[string(o.args[i+3])] = append(set[string(o.args[i+3])], string(o.args[i+2]))
+			}
 		}
 	}
 	// 300 distinct rows; the hot row's 50 updates coalesce into its last.
 	if rows != 300 {
 		t.Errorf("rows updated = %d, want 300 (hot row coalesced)", rows)
+	}
+	for i := 0; i < 300; i++ {
+		want := strconv.Itoa(i)
+		if i == 7 {
+			want = "1049" // the hot row's last value, not its first or any between
+		}
+		if got := set[strconv.Itoa(i)]; len(got) != 1 || got[0] != want {
+			t.Errorf("row %d: balances set %v, want [%s]", i, got, want)
+		}
 	}
 }
 
