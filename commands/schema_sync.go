@@ -86,6 +86,9 @@ func (e *Executor) schemaSync(ctx context.Context, c SchemaSync) (*Result, error
 			notes = append(notes, f.String())
 		}
 		notes = append(notes, sh.NotPermitted...)
+		if n := sh.UndumpedNote(); n != "" {
+			notes = append(notes, n)
+		}
 		for _, se := range sh.Errors {
 			notes = append(notes, fmt.Sprintf("ERROR %s (SQLSTATE %s) in: %s", se.Message, se.Code, se.SQL))
 		}

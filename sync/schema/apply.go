@@ -61,6 +61,23 @@ type ShardResult struct {
 	// an OWNER TO or GRANT naming a role it is not a member of. Reported,
 	// not fatal.
 	NotPermitted []string
+	// Undumped, on a rerun, is why the shard's own schema could not be
+	// dumped (pg_dump older than the shard, a table its schema admin may
+	// not read, ...): what was already present was then told by each
+	// statement's existence check alone, and Unchecked statements, which
+	// have none, ran again and count as applied.
+	Undumped  string
+	Unchecked int
+}
+
+// UndumpedNote says, for a rerun on a shard that could not be dumped, how
+// its summary was told; "" otherwise.
+func (r *ShardResult) UndumpedNote() string {
+	if r.Undumped == "" {
+		return ""
+	}
+	return fmt.Sprintf("the shard's schema could not be dumped (%s): what is already present was told by existence checks; %d statements without one ran again and count as applied",
+		r.Undumped, r.Unchecked)
 }
 
 // ForeignKeyFinding is a foreign key that does not hold on one shard.
@@ -137,6 +154,9 @@ type shardWork struct {
 	// of statements its own schema dump contains (whitespace-normalised):
 	// those are already applied and are not run again.
 	present map[string]bool
+	// undumped is why such a shard could not be dumped; present is then
+	// empty and existence checks alone tell what is there.
+	undumped string
 }
 
 // findPresent marks the works of shards that already hold objects of
@@ -157,13 +177,22 @@ func (a *applier) findPresent(ctx context.Context, works []*shardWork, conns job
 			if !used {
 				return nil
 			}
+			// Without its dump (pg_dump older than the shard, a table the
+			// schema admin may not read, a dump that does not parse), the
+			// rerun goes on, told by existence checks, and says so.
 			dump, err := Dump(gctx, w.target.Dump)
-			if err != nil {
-				return job.Wrap("XX000", err, "%s shard %d: dump its schema to tell what is already applied: %v", w.target.Database, w.target.Shard, err)
+			var stmts []parsed
+			if err == nil {
+				stmts, err = splitDump(dump)
 			}
-			stmts, err := splitDump(dump)
 			if err != nil {
-				return fmt.Errorf("%s shard %d: %w", w.target.Database, w.target.Shard, err)
+				if gctx.Err() != nil {
+					return gctx.Err()
+				}
+				w.present, w.undumped = map[string]bool{}, err.Error()
+				a.log.Warn("cannot dump a shard's schema to tell what is already applied; existence checks tell instead",
+					"database", w.target.Database, "shard", w.target.Shard, "error", err)
+				return nil
 			}
 			w.present = make(map[string]bool, len(stmts))
 			for _, ps := range stmts {
@@ -258,7 +287,7 @@ func (a *applier) conn(ctx context.Context, t *Target) (*pgx.Conn, error) {
 }
 
 func (a *applier) applyShard(ctx context.Context, phase Phase, w *shardWork) (*ShardResult, error) {
-	res := &ShardResult{Shard: w.target.Shard, Phase: phase, Statements: len(w.stmts)}
+	res := &ShardResult{Shard: w.target.Shard, Phase: phase, Statements: len(w.stmts), Undumped: w.undumped}
 	start := time.Now()
 	defer func() { res.Elapsed = time.Since(start) }()
 	if len(w.stmts) == 0 {
@@ -309,6 +338,9 @@ func (a *applier) applyShard(ctx context.Context, phase Phase, w *shardWork) (*S
 				a.reg.Finish(item, progress.StateSkipped, nil)
 			} else {
 				res.Applied++
+				if w.undumped != "" && st.Exists == nil {
+					res.Unchecked++
+				}
 				a.reg.Finish(item, progress.StateDone, nil)
 			}
 			return nil
@@ -454,8 +486,11 @@ func notPermitted(st *Statement, pe *pgconn.PgError) bool {
 	case st.Kind == "publication":
 		return pe.Code == "42501" || (pe.Code == "42704" && strings.Contains(pe.Message, "publication"))
 	case st.roleStatement:
-		// ALTER PUBLICATION ... OWNER TO after the publication was refused.
-		return pe.Code == "42501" || (pe.Code == "42704" && strings.HasPrefix(pe.Message, "publication "))
+		// ALTER PUBLICATION ... OWNER TO after the publication was refused;
+		// OWNER TO of a sequence that follows its table, whose OWNER TO was
+		// refused (0A000 cannot change owner of sequence).
+		return pe.Code == "42501" || (pe.Code == "42704" && strings.HasPrefix(pe.Message, "publication ")) ||
+			(pe.Code == "0A000" && strings.HasPrefix(pe.Message, "cannot change owner of sequence"))
 	}
 	return false
 }

@@ -504,6 +504,13 @@ func classifyAlterTable(at *pg_query.AlterTableStmt, sql string, info *schemaInf
 	case pg_query.AlterTableType_AT_ChangeOwner:
 		st := mk("owner", PhasePre, StageSequential)
 		st[0].roleStatement = true
+		if r := cmd.GetNewowner(); r != nil && r.Roletype == pg_query.RoleSpecType_ROLESPEC_CSTRING {
+			// Already applied when the relation has that owner.
+			st[0].Exists = &Check{
+				SQL:  `SELECT COALESCE((SELECT pg_get_userbyid(relowner) = $2 FROM pg_class WHERE oid = to_regclass($1)), false)`,
+				Args: []any{rel, r.Rolename},
+			}
+		}
 		return st
 	case pg_query.AlterTableType_AT_ReplicaIdentity:
 		return mk("replica identity", PhasePost, StageConstraints)

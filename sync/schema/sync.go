@@ -217,6 +217,9 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		if r != nil && len(r.MissingRoles) > 0 {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("shard %d: roles missing on the destination (their GRANT/OWNER statements were skipped): %s", r.Shard, strings.Join(r.MissingRoles, ", ")))
 		}
+		if r != nil && r.Undumped != "" {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("shard %d: %s", r.Shard, r.UndumpedNote()))
+		}
 		if r != nil {
 			for _, f := range r.ForeignKeys {
 				res.ForeignKeys = append(res.ForeignKeys, f)
