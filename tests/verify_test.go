@@ -103,12 +103,16 @@ type countingHolder struct {
 	points          [][]pglogrepl.LSN
 }
 
-func (h *countingHolder) Hold(ctx context.Context, points []pglogrepl.LSN) (func(), error) {
+func (h *countingHolder) Hold(ctx context.Context, take func(context.Context) ([]pglogrepl.LSN, error)) (func() time.Duration, error) {
+	points, err := take(ctx)
+	if err != nil {
+		return nil, err
+	}
 	h.points = append(h.points, points)
 	if h.calls.Add(1) == 1 {
 		return nil, fmt.Errorf("stream of slot x: %w", verify.ErrPassed)
 	}
-	return func() { h.releases.Add(1) }, nil
+	return func() time.Duration { h.releases.Add(1); return time.Millisecond }, nil
 }
 
 // TestVerifyKinds: every table shape matches after a copy; then rows

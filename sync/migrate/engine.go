@@ -19,10 +19,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pglogrepl"
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/progress"
+	"github.com/reshard/reshard/sync/stream"
 	"github.com/reshard/reshard/sync/task"
 	"github.com/reshard/reshard/sync/verify"
 )
@@ -62,6 +64,19 @@ type migration struct {
 	// finish is set when STOP_TASK reached the migration while it
 	// streamed in reverse: it ends finished, not stopped.
 	finish bool
+	// hold holds the stream it runs (either direction) at VERIFY's
+	// consistent point.
+	hold *stream.Hold
+}
+
+// holder is the migration's Hold, given to every stream it runs.
+func (m *migration) holder() *stream.Hold {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.hold == nil {
+		m.hold = stream.NewHold()
+	}
+	return m.hold
 }
 
 func (m *migration) state() State {
@@ -229,8 +244,8 @@ func (e *Engine) Recover(ctx context.Context) {
 
 // Streams finds the migration that streams a route: its task id ("" when
 // none streams it), whether it streams in reverse (after its cutover), and
-// what holds its streams at a VERIFY's consistent point (nil: the stream
-// cannot be held yet).
+// what holds its streams (one per source shard of the direction it
+// streams) at a VERIFY's consistent point (nil when none streams).
 func (e *Engine) Streams(source, destination, publication string) (id string, reverse bool, holder verify.Holder) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -245,12 +260,24 @@ func (e *Engine) Streams(source, destination, publication string) (id string, re
 		}
 		switch t.Row().State {
 		case task.StateStreaming:
-			return st.ID, false, nil
+			return st.ID, false, streamHolder{m.holder()}
 		case task.StateReverseStreaming:
-			return st.ID, true, nil
+			return st.ID, true, streamHolder{m.holder()}
 		}
 	}
 	return "", false, nil
+}
+
+// streamHolder is a migration's Hold as VERIFY holds it.
+type streamHolder struct{ h *stream.Hold }
+
+// Hold holds the migration's running stream (see stream.Hold.Hold).
+func (s streamHolder) Hold(ctx context.Context, take func(context.Context) ([]pglogrepl.LSN, error)) (func() time.Duration, error) {
+	release, err := s.h.Hold(ctx, take)
+	if errors.Is(err, stream.ErrPassed) {
+		err = fmt.Errorf("%w: %w", verify.ErrPassed, err)
+	}
+	return release, err
 }
 
 // Cutover asks the migration of task id, streaming in either direction,

@@ -241,9 +241,9 @@ func (r *runner) copyWith(ctx context.Context, slots *copier.Slots) error {
 // cutover, the shards after a rollback).
 func (r *runner) streamJob(st State) (*job.Job, stream.Request) {
 	if st.Direction == Reverse {
-		return r.j.Reversed().WritableDestination(), stream.Request{Slot: st.Reverse, SourceRules: r.j.Destination}
+		return r.j.Reversed().WritableDestination(), stream.Request{Slot: st.Reverse, SourceRules: r.j.Destination, Hold: r.m.holder()}
 	}
-	return r.j.WritableDestination(), stream.Request{Slot: st.Forward, CopyData: st.Copied}
+	return r.j.WritableDestination(), stream.Request{Slot: st.Forward, CopyData: st.Copied, Hold: r.m.holder()}
 }
 
 // running is one stream.Run in the background.

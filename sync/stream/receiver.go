@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -28,6 +29,10 @@ type receiver struct {
 	deadline time.Time
 	// stopWake ends the cancellation watch.
 	stopWake func() bool
+	// woken: wake moved the socket's deadline (a Hold changed, hold.go);
+	// confirmed is the position last sent.
+	woken     atomic.Bool
+	confirmed pglogrepl.LSN
 }
 
 // received is one message from the source: pgoutput data, a keepalive,
@@ -172,9 +177,16 @@ func (r *receiver) start(ctx context.Context, publication, dsn string) ([]string
 // receive waits until due for the next message. The deadline is set on the
 // socket (not a context: pgconn would watch a context on every call).
 func (r *receiver) receive(ctx context.Context, due time.Time) (received, error) {
+	if r.woken.Swap(false) {
+		r.deadline = time.Time{}
+		return received{timeout: true}, nil
+	}
 	if !due.Equal(r.deadline) {
 		_ = r.conn.Conn().SetReadDeadline(due)
 		r.deadline = due
+		if r.woken.Load() { // woken before this deadline replaced its own
+			return received{timeout: true}, nil
+		}
 	}
 	for {
 		msg, err := r.conn.ReceiveMessage(context.Background())
@@ -214,6 +226,7 @@ func (r *receiver) receive(ctx context.Context, due time.Time) (received, error)
 
 // sendStatus confirms lsn to the source: written, flushed and applied.
 func (r *receiver) sendStatus(ctx context.Context, lsn pglogrepl.LSN) error {
+	r.confirmed = lsn
 	return pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn, ClientTime: time.Now()})
 }

@@ -41,6 +41,8 @@ type sessionConfig struct {
 	// shards' streams at each).
 	job *job.Job
 	ddl *ddlBarrier
+	// gate holds the slot's stream for a Hold (nil: never held).
+	gate *gate
 }
 
 // captureDDL tells whether the stream applies captured statements.
@@ -115,6 +117,8 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 	if err != nil {
 		return err
 	}
+	cfg.gate.attach(pos, rcv, origins)
+	defer cfg.gate.detach()
 	cfg.log.Info("streaming", "from", confirmed, "shard_origins", originPositions(origins), "options", strings.Join(options, ", "))
 	cfg.status.SetError("")
 	lagCtx, stopLag := context.WithCancel(ctx)
@@ -206,13 +210,16 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		}
 	}
 	flush := func() error {
-		if len(pending) == 0 {
+		// (A Hold may keep the later transactions back.)
+		n := cfg.gate.admit(pending)
+		if n == 0 {
 			return nil
 		}
-		if err := send(pending); err != nil {
+		if err := send(pending[:n]); err != nil {
 			return err
 		}
-		pending, pendingCount = nil, 0
+		pending, pendingCount = heldBack(pending, n)
+		pendingSince = time.Now()
 		return nil
 	}
 	for {
@@ -220,6 +227,11 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		case err := <-applyErr:
 			return err
 		default:
+		}
+		if cfg.gate.serving() {
+			if err := cfg.gate.serve(ctx, flush); err != nil {
+				return err
+			}
 		}
 		if time.Since(lastStatus) > time.Second {
 			if err := flush(); err != nil {
@@ -242,6 +254,7 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		if len(pending) > 0 && pendingSince.Add(cfg.batchDelay).Before(due) {
 			due = pendingSince.Add(cfg.batchDelay)
 		}
+		due = cfg.gate.due(due)
 		m, err := rcv.receive(ctx, due)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -259,6 +272,7 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 			continue
 		case m.keepalive:
 			pos.keepalive(m.serverEnd)
+			cfg.gate.observe(m.serverEnd)
 			if m.replyRequested {
 				lastStatus = time.Time{}
 			}
@@ -283,25 +297,29 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 			continue
 		}
 		cfg.status.Transaction(t.commitTime)
+		cfg.gate.observe(t.commitLSN)
 		if t.spool != nil {
 			// A streamed transaction is applied alone.
 			if err := flush(); err != nil {
 				return err
 			}
-			if err := send([]*txn{t}); err != nil {
-				return err
-			}
-			continue
 		}
 		if len(pending) == 0 {
 			pendingSince = time.Now()
 		}
 		pending = append(pending, t)
 		pendingCount += len(t.changes)
-		if pendingCount >= cfg.batchChanges || time.Since(pendingSince) >= cfg.batchDelay {
+		if t.spool != nil || pendingCount >= cfg.batchChanges || time.Since(pendingSince) >= cfg.batchDelay {
 			if err := flush(); err != nil {
 				return err
 			}
+		}
+		// Held, the stream buffers a batch, then stops receiving.
+		if err := cfg.gate.block(ctx, heldFull(pending, pendingCount, cfg.batchChanges), func() error {
+			_, err := confirm(ctx, rcv, pos, appliers, monitors, false, cfg)
+			return err
+		}, applyErr); err != nil {
+			return err
 		}
 	}
 }

@@ -36,6 +36,9 @@ type Request struct {
 	// in SpillDir (default: the system's temporary directory).
 	StreamMemory int64
 	SpillDir     string
+	// Hold, when set, lets VERIFY (or CUTOVER) hold the stream at source
+	// positions while it runs (hold.go).
+	Hold *Hold
 }
 
 // DefaultStreamMemory is the default of Request.StreamMemory.
@@ -81,6 +84,8 @@ func Run(ctx context.Context, j *job.Job, req Request) error {
 	errs := make([]error, len(j.Source.Shards))
 	var wg sync.WaitGroup
 	slots := copier.SlotNames(req.Slot, len(j.Source.Shards))
+	gates := req.Hold.begin(slots, j.Logger("stream"))
+	defer req.Hold.end(gates)
 	for i, sh := range j.Source.Shards {
 		slot := slots[i]
 		slog := j.Logger("stream").With("slot", slot)
@@ -92,7 +97,7 @@ func Run(ctx context.Context, j *job.Job, req Request) error {
 		cfg := sessionConfig{cat: cat, node: sh.Primary, sourceDSN: j.SourceDSN[i], dstDSN: j.DestinationDSN, slot: slot, copySlot: req.Slot,
 			sourceShard: sh.Number, sourceShards: len(j.Source.Shards), dst: j.Destination, sourceRules: req.SourceRules,
 			publication: j.Publication, batchChanges: req.BatchChanges, batchDelay: req.BatchDelay,
-			budget: budget, status: status, log: slog, job: j, ddl: barrier}
+			budget: budget, status: status, log: slog, job: j, ddl: barrier, gate: gates[i]}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()

@@ -23,17 +23,22 @@ import (
 // on second (the destination shards, or after a cutover the old database):
 // one stream per shard of the side they read from.
 type Holder interface {
-	// Hold makes the stream reading shard k of its source apply every
-	// transaction whose commit record starts before points[k] (exactly the
-	// transactions a snapshot exported at points[k] shows: a consistent
-	// point is the end of a record, so a commit starting there is not in
-	// the snapshot), apply nothing after them, and returns once every
-	// stream holds so. release resumes them all; it must be called once.
+	// Hold calls take for the points (take creates the temporary slots),
+	// makes the stream reading shard k of its source apply every
+	// transaction whose commit record starts before points[k] (exactly
+	// the transactions a snapshot exported at points[k] shows: a
+	// consistent point is the end of a record, so a commit starting there
+	// is not in the snapshot), apply nothing after them, and returns once
+	// every stream holds so. release resumes them all and returns how long
+	// the streams held back changes they had received; it must be called
+	// once. An error of take is returned as it is.
 	//
 	// When a stream has already applied a transaction that commits at or
 	// after its point, Hold holds nothing and returns an error for which
-	// errors.Is(err, ErrPassed) is true: VERIFY takes a new point.
-	Hold(ctx context.Context, points []pglogrepl.LSN) (release func(), err error)
+	// errors.Is(err, ErrPassed) is true: VERIFY takes a new point (and
+	// the holder may pause the streams while take runs, so that it does
+	// not happen again).
+	Hold(ctx context.Context, take func(context.Context) ([]pglogrepl.LSN, error)) (release func() time.Duration, err error)
 }
 
 // ErrPassed is what a Holder's error wraps when a stream has already
@@ -45,11 +50,13 @@ var ErrPassed = errors.New("the stream has already applied past the consistent p
 // while the other side's snapshots were taken.
 type point struct {
 	lsns []pglogrepl.LSN
-	// reach is how long the streams took to apply up to the point, hold
-	// how long they were then held while the snapshots were taken.
-	reach, hold time.Duration
-	held        bool
-	retries     int
+	// hold is how long the streams held back changes they had received
+	// (what the hold cost them); take is how long the temporary slots
+	// took, reach how long the streams then took to apply up to the
+	// point, snapshot how long the followers' snapshots took while held.
+	hold, take, reach, snapshot time.Duration
+	held                        bool
+	retries                     int
 }
 
 // holdTimeout bounds the wait for the streams to reach the point (they
@@ -78,19 +85,34 @@ const maxPointTries = 5
 func takePoint(ctx context.Context, cat *catalog.Catalog, leaders, followers []*server, holder Holder, log hclog.Logger) (point, error) {
 	var p point
 	for try := 1; ; try++ {
-		lsns, err := leaderSnapshots(ctx, cat, leaders)
-		if err != nil {
-			return p, err
-		}
-		p.lsns = lsns
-		var release func()
-		var held time.Time
-		if holder != nil {
-			start := time.Now()
+		var release func() time.Duration
+		var started, taken, held time.Time
+		var err error
+		if holder == nil {
+			if p.lsns, err = leaderSnapshots(ctx, cat, leaders); err != nil {
+				return p, err
+			}
+		} else {
+			var takeErr error
+			started = time.Now()
 			hctx, cancel := context.WithTimeout(ctx, holdTimeout)
-			release, err = holder.Hold(hctx, lsns)
+			release, err = holder.Hold(hctx, func(ctx context.Context) ([]pglogrepl.LSN, error) {
+				p.lsns, takeErr = leaderSnapshots(ctx, cat, leaders)
+				taken = time.Now()
+				return p.lsns, takeErr
+			})
 			cancel()
-			held, p.reach = time.Now(), time.Since(start)
+			held = time.Now()
+			if takeErr != nil {
+				if release != nil {
+					release()
+				}
+				if rerr := rollbackAll(ctx, leaders); rerr != nil {
+					log.Debug("end the snapshots", "error", rerr)
+				}
+				return p, takeErr
+			}
+			p.take, p.reach = taken.Sub(started), held.Sub(taken)
 			if errors.Is(err, ErrPassed) && try < maxPointTries {
 				log.Debug("a stream had passed the consistent point; taking a new one", "lsn", p.String(), "error", err)
 				p.retries++
@@ -110,8 +132,7 @@ func takePoint(ctx context.Context, cat *catalog.Catalog, leaders, followers []*
 		}
 		ids, err := exportSnapshots(ctx, followers)
 		if release != nil {
-			release()
-			p.hold = time.Since(held)
+			p.hold, p.snapshot = release(), time.Since(held)
 		}
 		if err != nil {
 			return p, err

@@ -181,8 +181,10 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	}
 	res := &Result{Tables: len(tables), ConsistentLSN: p.String(), Held: p.held, Hold: p.hold}
 	if p.held {
+		r := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
 		log.Info("consistent point taken: streams held while the snapshots were taken", "lsn", p.String(),
-			"hold", p.hold.Round(10*time.Microsecond), "reached_in", p.reach.Round(10*time.Microsecond), "retries", p.retries, "reverse", req.Reverse)
+			"hold", r(p.hold), "slots_in", r(p.take), "reached_in", r(p.reach), "snapshots_in", r(p.snapshot),
+			"retries", p.retries, "reverse", req.Reverse)
 	} else {
 		log.Info("consistent point taken; no stream feeds the route, so the destination is compared as it is", "lsn", p.String())
 	}
