@@ -93,8 +93,10 @@ func (h *Hold) end(gates []*gate) {
 // commits before its position and nothing after it, and returns once every
 // destination shard has committed them all. The streams then hold until
 // release is called (once); release returns how long the streams held
-// back transactions they had received (the longest of the slots): what
-// the hold cost them.
+// back transactions they had received with nothing else left to apply
+// (the longest of the slots): what the hold cost them. (While a stream
+// still applies what it lags behind its position, what it holds back
+// would wait anyway.)
 //
 // A stream usually lags its source by more than take lasts, and so has
 // not reached its position yet: it runs on up to it and stops there, and
@@ -123,8 +125,19 @@ func (h *Hold) Hold(ctx context.Context, take func(context.Context) ([]pglogrepl
 	}
 	var once sync.Once
 	var stall time.Duration
+	stopMeters := make(chan struct{})
+	var meters sync.WaitGroup
+	for _, g := range gates {
+		meters.Add(1)
+		go func() {
+			defer meters.Done()
+			g.meter(stopMeters)
+		}()
+	}
 	release = func() time.Duration {
 		once.Do(func() {
+			close(stopMeters)
+			meters.Wait()
 			for _, g := range gates {
 				stall = max(stall, g.release())
 			}
@@ -209,8 +222,9 @@ type gate struct {
 	paused bool
 	at     pglogrepl.LSN
 	// heldSince is when the stream first held back a transaction it had
-	// received (zero while it has not).
-	heldSince time.Time
+	// received (zero while it has not), idleSince when it then had
+	// nothing else left to apply.
+	heldSince, idleSince time.Time
 	// passed is the highest commit LSN any session handed on, or that a
 	// shard's origin held when a session started: holding before it is
 	// too late.
@@ -259,7 +273,7 @@ func (g *gate) pause() {
 func (g *gate) unpause() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.paused, g.heldSince = false, time.Time{}
+	g.paused, g.heldSince, g.idleSince = false, time.Time{}, time.Time{}
 	g.signal()
 }
 
@@ -281,14 +295,18 @@ func (g *gate) holdAt(lsn pglogrepl.LSN) error {
 func (g *gate) release() time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var stall time.Duration
+	var held, stall time.Duration
 	if !g.heldSince.IsZero() {
-		stall = time.Since(g.heldSince)
+		held = time.Since(g.heldSince)
+	}
+	if !g.idleSince.IsZero() {
+		stall = time.Since(g.idleSince)
 	}
 	if g.at != 0 {
-		g.log.Info("stream released", "held_at", g.at, "held_back_for", stall.Round(10*time.Microsecond))
+		g.log.Info("stream released", "held_at", g.at, "held_back_for", held.Round(10*time.Microsecond),
+			"idle_for", stall.Round(10*time.Microsecond))
 	}
-	g.paused, g.at, g.heldSince = false, 0, time.Time{}
+	g.paused, g.at, g.heldSince, g.idleSince = false, 0, time.Time{}, time.Time{}
 	g.signal()
 	return stall
 }
@@ -297,6 +315,26 @@ func (g *gate) release() time.Duration {
 // the hold position (mu held).
 func (g *gate) reached() bool {
 	return g.pos != nil && g.at != 0 && g.drained && g.pos.handledUpTo() >= g.admitted
+}
+
+// meter records, every millisecond until stop, when the stream, holding
+// back transactions, has applied everything it handed on: from then on the
+// hold keeps it idle.
+func (g *gate) meter(stop <-chan struct{}) {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		g.mu.Lock()
+		if g.idleSince.IsZero() && !g.heldSince.IsZero() && g.pos != nil && g.pos.handledUpTo() >= g.admitted {
+			g.idleSince = time.Now()
+		}
+		g.mu.Unlock()
+	}
 }
 
 // waitReached returns once the stream holds at its position.

@@ -71,9 +71,14 @@ func TestGateAdmits(t *testing.T) {
 	if !reached {
 		t.Fatal("not reached once every shard handled 160")
 	}
-	time.Sleep(time.Millisecond)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { g.meter(stop); close(done) }()
+	time.Sleep(20 * time.Millisecond)
+	close(stop)
+	<-done
 	if stall := g.release(); stall <= 0 {
-		t.Fatalf("held back 170 for %s", stall)
+		t.Fatalf("idle holding back 170 for %s", stall)
 	}
 	if n := g.admit(rest); n != 1 {
 		t.Fatalf("released: %d of 1 handed on", n)

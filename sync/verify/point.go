@@ -30,8 +30,9 @@ type Holder interface {
 	// consistent point is the end of a record, so a commit starting there
 	// is not in the snapshot), apply nothing after them, and returns once
 	// every stream holds so. release resumes them all and returns how long
-	// the streams held back changes they had received; it must be called
-	// once. An error of take is returned as it is.
+	// the streams sat idle holding back changes they had received (the
+	// hold's cost to them); it must be called once. An error of take is
+	// returned as it is.
 	//
 	// When a stream has already applied a transaction that commits at or
 	// after its point, Hold holds nothing and returns an error for which
@@ -50,8 +51,8 @@ var ErrPassed = errors.New("the stream has already applied past the consistent p
 // while the other side's snapshots were taken.
 type point struct {
 	lsns []pglogrepl.LSN
-	// hold is how long the streams held back changes they had received
-	// (what the hold cost them); take is how long the temporary slots
+	// hold is how long the streams sat idle holding back changes they had
+	// received (what the hold cost them); take is how long the temporary slots
 	// took, reach how long the streams then took to apply up to the
 	// point, snapshot how long the followers' snapshots took while held.
 	hold, take, reach, snapshot time.Duration
