@@ -12,12 +12,22 @@ import (
 	"time"
 )
 
+// RaceEnv names the environment variable that, set to 1, makes
+// BuildReshard build the binary with the race detector: a data race in
+// reshard then ends it with exit status 66 and "WARNING: DATA RACE" in its
+// output.
+const RaceEnv = "RESHARD_TEST_RACE"
+
 // BuildReshard builds the reshard binary into the test's temporary
-// directory and returns its path.
+// directory and returns its path (with -race when RaceEnv is 1).
 func BuildReshard(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "reshard")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/reshard/reshard/cmd/reshard")
+	args := []string{"build", "-o", bin}
+	if os.Getenv(RaceEnv) == "1" {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "github.com/reshard/reshard/cmd/reshard")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build reshard: %v\n%s", err, out)
 	}
@@ -56,6 +66,13 @@ func StartEnv(t testing.TB, bin string, env []string, args ...string) *Process {
 // Output is what the process printed so far.
 func (p *Process) Output() string {
 	return p.out.String()
+}
+
+// WaitOutput waits up to timeout until cond holds of the process's output,
+// checking it each time the process writes (not by polling). It also
+// returns when the process ends; ok tells whether cond held.
+func (p *Process) WaitOutput(timeout time.Duration, cond func(out string) bool) (ok bool) {
+	return p.out.WaitFor(timeout, p.done, cond)
 }
 
 // Exited tells whether the process has ended, and its error if so.
