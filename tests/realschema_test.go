@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -69,12 +70,23 @@ func (e *copyEnv) reshardNotices(t *testing.T, ctx context.Context) (*noticeConn
 	return admin, id, strings.Join(admin.taken(), "\n")
 }
 
-// userRelations lists the relations of a node outside the system schemas,
-// reshard's state schema included: what a refused command must not leave.
-func userRelations(t *testing.T, n node) []string {
+// userObjects lists what a node holds outside the system schemas:
+// schemas (reshard's state schema included), relations, types, functions,
+// triggers, event triggers, publications and replication origins: what a
+// refused command must not leave.
+func userObjects(t *testing.T, n node) []string {
 	t.Helper()
-	return query(t, n.inst, n.db, `SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'`)
+	return query(t, n.inst, n.db, `WITH user_ns AS (SELECT oid, nspname FROM pg_namespace
+		  WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND nspname NOT LIKE 'pg_temp%' AND nspname NOT LIKE 'pg_toast_temp%')
+		SELECT 'schema ' || nspname FROM user_ns
+		UNION ALL SELECT 'relation ' || n.nspname || '.' || c.relname FROM pg_class c JOIN user_ns n ON n.oid = c.relnamespace
+		UNION ALL SELECT 'type ' || n.nspname || '.' || y.typname FROM pg_type y JOIN user_ns n ON n.oid = y.typnamespace WHERE y.typrelid = 0 AND y.typelem = 0
+		UNION ALL SELECT 'function ' || n.nspname || '.' || p.proname FROM pg_proc p JOIN user_ns n ON n.oid = p.pronamespace
+		UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+		UNION ALL SELECT 'event trigger ' || evtname FROM pg_event_trigger
+		UNION ALL SELECT 'publication ' || pubname FROM pg_publication
+		UNION ALL SELECT 'origin ' || roname FROM pg_replication_origin
+		ORDER BY 1`)
 }
 
 // waitStreaming waits for the task to stream.
@@ -109,13 +121,16 @@ func (e *copyEnv) waitStreaming(t *testing.T, id string) {
 // SQLSTATE that lists every problem, and leaves nothing: no task, no slot,
 // no schema object or state on the shards.
 func TestPreflightRefusesBeforeAnything(t *testing.T) {
-	e := newCopyEnv(t, "pfa", 1, 2, "")
+	// With DDL capture on, a RESHARD that went ahead would install event
+	// triggers and reshard.ddl on the source first.
+	e := newCopyEnv(t, "pfa", 1, 2, `resharding_ddl = "replicate"`)
 	e.src[0].exec(t, copySchema)
 	loadData(t, e.src[0], 0, 1, 100)
 	e.src[0].exec(t, `CREATE TABLE loose (customer_id bigint, v text)`)
 	// What exists on the shards beforehand (only what this test made).
 	e.dst[1].exec(t, `CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL); INSERT INTO countries VALUES ('XX', 'x')`)
-	before := [][]string{userRelations(t, e.dst[0]), userRelations(t, e.dst[1])}
+	before := [][]string{userObjects(t, e.dst[0]), userObjects(t, e.dst[1])}
+	srcBefore := userObjects(t, e.src[0])
 	// pg_dump_path that does not exist: one more problem for RESHARD.
 	cfg, _ := os.ReadFile(e.cfgPath)
 	os.WriteFile(e.cfgPath, []byte(strings.Replace(string(cfg), "[admin]", "[replication]\npg_dump_path = \"/nonexistent/pg_dump\"\n\n[admin]", 1)), 0o600)
@@ -142,8 +157,11 @@ func TestPreflightRefusesBeforeAnything(t *testing.T) {
 		if s := e.src[0].one(t, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); s != "0" {
 			t.Errorf("%s left %s slots on the source", what, s)
 		}
+		if got := userObjects(t, e.src[0]); strings.Join(got, ",") != strings.Join(srcBefore, ",") {
+			t.Errorf("%s changed the source: %v, before %v", what, got, srcBefore)
+		}
 		for k, d := range e.dst {
-			if got := userRelations(t, d); strings.Join(got, ",") != strings.Join(before[k], ",") {
+			if got := userObjects(t, d); strings.Join(got, ",") != strings.Join(before[k], ",") {
 				t.Errorf("%s changed shard %d: %v, before %v", what, k, got, before[k])
 			}
 		}
@@ -299,6 +317,43 @@ func TestCrossShardForeignKeys(t *testing.T) {
 	if _, err := admin.Exec(ctx, "STOP_TASK "+id); err != nil {
 		t.Fatal(err)
 	}
+
+	// The CLI: the same engine and the same setting. schema-sync, a copy
+	// (data-sync --sync-only), schema-sync --data-sync-complete: the keys
+	// that cross shards are left NOT VALID and printed, the exit code is 0;
+	// with resharding_foreign_keys = "skip" none is created.
+	t.Run("cli", func(t *testing.T) {
+		bin := buildReshard(t)
+		for _, mode := range []string{"validate", "skip"} {
+			e := newCopyEnv(t, "xfkcli_"+mode, 1, 2, fmt.Sprintf("resharding_foreign_keys = %q", mode))
+			e.src[0].exec(t, crossSchema)
+			route := []string{"--config", e.cfgPath, "--users", e.usersPath}
+			ends := []string{"--from-database", "src", "--to-database", "dst", "--publication", "all_tables"}
+			var post string
+			for _, args := range [][]string{{"schema-sync"}, {"data-sync", "--sync-only", "--replication-slot", "xfkcli_" + mode}, {"schema-sync", "--data-sync-complete"}} {
+				out, err := exec.Command(bin, append(append(append([]string{}, route...), args...), ends...)...).CombinedOutput()
+				if err != nil {
+					t.Fatalf("%s reshard %v: %v\n%s", mode, args, err, out)
+				}
+				post = string(out)
+			}
+			for k, d := range e.dst {
+				n := orphans(t, d, "invoice_line", "invoice_id", "invoice", "invoice_id")
+				valid := d.one(t, `SELECT coalesce(string_agg(convalidated::text, ','), 'none') FROM pg_constraint WHERE conname = 'invoice_line_invoice_id_fkey'`)
+				switch {
+				case mode == "skip" && valid != "none":
+					t.Errorf("skip, shard %d: invoice_line_invoice_id_fkey is there (%s)", k, valid)
+				case mode == "validate" && n != "0" && valid != "false":
+					t.Errorf("validate, shard %d: invoice_line_invoice_id_fkey has %s rows without their invoice but is %s", k, n, valid)
+				case mode == "validate" && n != "0" && !strings.Contains(post, fmt.Sprintf("foreign key invoice_line_invoice_id_fkey on public.invoice_line left NOT VALID on shard %d: %s rows", k, n)):
+					t.Errorf("validate, shard %d: the CLI does not print the key left NOT VALID with its %s rows:\n%s", k, n, post)
+				}
+			}
+			if mode == "skip" && !strings.Contains(post, "foreign keys not created on the shards ([general] resharding_foreign_keys = skip)") {
+				t.Errorf("skip: the CLI does not say the foreign keys were not created:\n%s", post)
+			}
+		}
+	})
 
 	// not_valid and skip: the same POST on fresh shards.
 	for _, mode := range []string{"not_valid", "skip"} {
