@@ -86,6 +86,9 @@ func TestRealSchemaTrial(t *testing.T) {
 	schemas := os.Getenv("RESHARD_TRIAL_SCHEMAS")
 	tables := trialTables(t, src, schemas)
 	fig.tables = len(tables)
+	intColumns := query(t, src.inst, src.db, `SELECT n.nspname || '.' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE a.attnum > 0 AND NOT a.attisdropped AND a.atttypid IN ('int2'::regtype, 'int4'::regtype) AND c.relkind IN ('r', 'p') AND `+trialSchemaFilter(schemas))
+	fig.intColumns = fmt.Sprint(len(intColumns))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -210,8 +213,18 @@ func TestRealSchemaTrial(t *testing.T) {
 	}
 	fig.add("my comparison of every table", time.Since(start))
 
-	// Catalog diff, source against each shard.
+	// Catalog diff, source against each shard. PostgreSQL itself does not
+	// deparse every definition back to the same text (x IN ('a', 'b') on
+	// varchar comes back with its casts moved): a definition that differs
+	// from the source's as it differs after pg_dump -s | psql is counted
+	// apart, against a reference database made that way.
 	srcCat := trialCatalog(t, src, schemas)
+	ref := node{src.inst, src.db + "_ref"}
+	if err := ref.inst.CreateDatabase(ctx, ref.db); err != nil {
+		t.Fatal(err)
+	}
+	dumpInto(t, src, ref)
+	refCat := trialCatalog(t, ref, schemas)
 	for k, d := range e.dst {
 		dstCat := trialCatalog(t, d, schemas)
 		seenWidened := map[string]bool{}
@@ -224,6 +237,10 @@ func TestRealSchemaTrial(t *testing.T) {
 			case strings.HasPrefix(obj, "column ") && widenedType(def, got) && widened[strings.TrimPrefix(obj, "column ")] != "":
 				seenWidened[strings.TrimPrefix(obj, "column ")] = true
 			case strings.HasPrefix(obj, "constraint ") && got == def+" NOT VALID" && crossingNamed(fig.crossing, obj, k):
+			case refCat[obj] == got:
+				if k == 0 {
+					fig.roundtrip = append(fig.roundtrip, obj)
+				}
 			case strings.HasPrefix(obj, "view column ") && widenedType(def, got):
 				// A view's column over a widened one is bigint too.
 				if k == 0 {
@@ -275,6 +292,11 @@ func TestRealSchemaTrial(t *testing.T) {
 	}
 	sort.Strings(cols)
 	fig.widened = cols
+	for _, c := range intColumns {
+		if col, _, _ := strings.Cut(c, " "); widened[col] == "" {
+			fig.kept = append(fig.kept, c)
+		}
+	}
 	report := fig.String()
 	t.Log("\n" + report)
 	if p := os.Getenv("RESHARD_TRIAL_REPORT"); p != "" {
@@ -440,6 +462,24 @@ func psqlFile(t *testing.T, n node, file string) {
 	}
 }
 
+// dumpInto restores the schema of one node into another with pg_dump -s
+// and psql, as an operator would by hand.
+func dumpInto(t *testing.T, from, to node) {
+	t.Helper()
+	dump := exec.Command("pg_dump", "-s", "-h", from.inst.Host, "-p", fmt.Sprint(from.inst.Port), "-U", pgtest.User, from.db)
+	dump.Env = append(os.Environ(), "PGPASSWORD="+pgtest.Password, "PGSSLMODE=disable")
+	sql, err := dump.Output()
+	if err != nil {
+		t.Fatalf("pg_dump -s %s: %v", from.db, err)
+	}
+	restore := exec.Command(psqlPath(t), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", to.inst.Host, "-p", fmt.Sprint(to.inst.Port), "-U", pgtest.User, "-d", to.db)
+	restore.Env = dump.Env
+	restore.Stdin = strings.NewReader(string(sql))
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("psql into %s: %v\n%s", to.db, err, out)
+	}
+}
+
 // trialFigures are what the trial measured.
 type trialFigures struct {
 	tables, sharded, omni, catalog int
@@ -447,6 +487,9 @@ type trialFigures struct {
 	phases                         []string
 	statements, reruns, crossing   []string
 	widened, notices, viewColumns  []string
+	roundtrip                      []string
+	intColumns                     string
+	kept                           []string
 	verify                         map[string]int
 }
 
@@ -456,14 +499,16 @@ func (f *trialFigures) add(phase string, d time.Duration) {
 
 func (f *trialFigures) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "tables with rows: %d (%d sharded, %d omni), %d source rows compared (counts, row hashes, placement)\n", f.tables, f.sharded, f.omni, f.rows)
+	fmt.Fprintf(&b, "tables (ordinary, logged): %d (%d sharded, %d omni), %d source rows compared (counts, row hashes, placement)\n", f.tables, f.sharded, f.omni, f.rows)
 	fmt.Fprintf(&b, "catalog objects compared per shard: %d\n", f.catalog)
 	fmt.Fprintf(&b, "statements per shard: %s\n", strings.Join(f.statements, ", "))
 	fmt.Fprintf(&b, "seconds:\n  %s\n", strings.Join(f.phases, "\n  "))
 	fmt.Fprintf(&b, "reruns:\n  %s\n", strings.Join(f.reruns, "\n  "))
-	fmt.Fprintf(&b, "widened columns (%d):\n  %s\n", len(f.widened), strings.Join(f.widened, "\n  "))
+	fmt.Fprintf(&b, "widened columns (%d of %s integer and smallint table columns):\n  %s\n", len(f.widened), f.intColumns, strings.Join(f.widened, "\n  "))
+	fmt.Fprintf(&b, "integer and smallint table columns kept (%d): %s\n", len(f.kept), strings.Join(f.kept, ", "))
 	sort.Strings(f.viewColumns)
 	fmt.Fprintf(&b, "view columns bigint because they select a widened column (%d): %s\n", len(f.viewColumns), strings.Join(f.viewColumns, ", "))
+	fmt.Fprintf(&b, "definitions that differ from the source as after pg_dump -s | psql (%d): %s\n", len(f.roundtrip), strings.Join(f.roundtrip, ", "))
 	fmt.Fprintf(&b, "foreign keys crossing shards (%d):\n  %s\n", len(f.crossing), strings.Join(f.crossing, "\n  "))
 	fmt.Fprintf(&b, "preflight notices (%d):\n  %s\n", len(f.notices), strings.Join(f.notices, "\n  "))
 	fmt.Fprintf(&b, "VERIFY: %v\n", f.verify)
