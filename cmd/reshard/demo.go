@@ -383,15 +383,15 @@ func (d *demo) reshard(ctx context.Context) error {
 	writesDuring := d.writer.total() - writesBefore
 	switch {
 	case res.held && len(res.mismatched) == 0:
-		d.summary = append(d.summary, fmt.Sprintf("VERIFY while writing: every table matches at one consistent point (%s rows compared; the stream was held %s; %s writes meanwhile)",
+		d.summary = append(d.summary, fmt.Sprintf("VERIFY while writing: every table matches at one consistent point (%s rows compared; the stream held back changes for %s; %s writes meanwhile)",
 			thousands64(res.compared), res.hold.Round(10*time.Microsecond), thousands64(writesDuring)))
 	case res.held:
 		return mismatchError{fmt.Errorf("demo: VERIFY found differences in %s", strings.Join(res.mismatched, ", "))}
 	default:
-		// This build's stream cannot be held at VERIFY's point: VERIFY
-		// compared the shards as they were, behind the source by the
-		// stream's lag. Verify again with the writes paused.
-		d.say("   the stream could not be held at VERIFY's consistent point (this build's stream has no hold yet): the shards were compared as they were, behind the source by the lag")
+		// VERIFY found no stream to hold at its point (the stream had
+		// stopped): it compared the shards as they were, behind the source
+		// by the stream's lag. Verify again with the writes paused.
+		d.say("   VERIFY found no stream to hold at its consistent point: the shards were compared as they were, behind the source by the lag")
 		d.say("   pausing the application until the stream has caught up, then verifying again")
 		d.writer.stop()
 		if err := d.waitCaughtUp(ctx, admin); err != nil {
@@ -405,7 +405,7 @@ func (d *demo) reshard(ctx context.Context) error {
 		if len(res.mismatched) > 0 {
 			return mismatchError{fmt.Errorf("demo: VERIFY found differences in %s", strings.Join(res.mismatched, ", "))}
 		}
-		d.summary = append(d.summary, fmt.Sprintf("VERIFY: every table matches (%s rows compared) with the application paused; while it wrote, VERIFY could not hold the stream at its point in this build", thousands64(res.compared)))
+		d.summary = append(d.summary, fmt.Sprintf("VERIFY: every table matches (%s rows compared) with the application paused; while it wrote, VERIFY found no stream to hold at its point", thousands64(res.compared)))
 	}
 
 	// The writer stops; once the stream has applied everything, the demo
@@ -493,11 +493,11 @@ func (d *demo) verify(ctx context.Context, admin *pgx.Conn) (verifyResult, error
 		d.say("%s", line)
 		res.compared += asInt(r["rows_compared"])
 	}
-	// How long the stream was held is in the registry the admin server
-	// reads (SHOW VERIFY rounds it to milliseconds): zero when no stream
-	// was held.
+	// Whether the stream was held, and how long it held back changes, are
+	// in the registry the admin server reads (a hold during which no change
+	// arrived lasts zero).
 	for _, v := range d.exec.Registry.Verify() {
-		if v.Task == id && v.Hold > 0 {
+		if v.Task == id && v.Held {
 			res.held, res.hold = true, max(res.hold, v.Hold)
 		}
 	}

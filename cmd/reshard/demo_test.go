@@ -77,6 +77,9 @@ func TestDemoInTerminal(t *testing.T) {
 		"application ", "orders moved between shards", // the writer
 		"verify public.orders", "match  source", // VERIFY's bars
 		"Summary", "own check: row counts", "CUTOVER: the shards take the writes",
+		// VERIFY held the stream at its point while the application wrote
+		// (not the re-run with writes paused).
+		"VERIFY while writing: every table matches at one consistent point",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("the screen lacks %q", want)
@@ -110,7 +113,8 @@ func TestDemoOffTerminal(t *testing.T) {
 	}
 	out := stdout.String()
 	for _, want := range []string{"admin=> RESHARD shop shop_sharded all_tables;", "admin=> VERIFY", "orders     match",
-		"Summary", "orders moved between shards", "own check", "CUTOVER", "Stopped and removed"} {
+		"Summary", "orders moved between shards", "own check", "CUTOVER", "Stopped and removed",
+		"VERIFY while writing: every table matches at one consistent point"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}

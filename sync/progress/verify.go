@@ -23,8 +23,11 @@ type VerifyRow struct {
 	Started time.Time
 	Elapsed time.Duration
 	// ConsistentLSN is the point compared at (one LSN per shard of the side
-	// the streams read from), Hold how long the streams were held there.
+	// the streams read from); Held tells that the streams feeding the route
+	// were held there while the snapshots were taken, Hold how long they
+	// held back changes they had received (zero when none arrived meanwhile).
 	ConsistentLSN string
+	Held          bool
 	Hold          time.Duration
 }
 

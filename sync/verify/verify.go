@@ -189,7 +189,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 		log.Info("consistent point taken; no stream feeds the route, so the destination is compared as it is", "lsn", p.String())
 	}
 	for _, s := range states {
-		s.row.ConsistentLSN, s.row.Hold = p.String(), p.hold
+		s.row.ConsistentLSN, s.row.Held, s.row.Hold = p.String(), p.held, p.hold
 		j.Registry.SetVerify(s.snapshot())
 	}
 
