@@ -383,8 +383,12 @@ func (d *demo) reshard(ctx context.Context) error {
 	writesDuring := d.writer.total() - writesBefore
 	switch {
 	case res.held && len(res.mismatched) == 0:
-		d.summary = append(d.summary, fmt.Sprintf("VERIFY while writing: every table matches at one consistent point (%s rows compared; the stream held back changes for %s; %s writes meanwhile)",
-			thousands64(res.compared), res.hold.Round(10*time.Microsecond), thousands64(writesDuring)))
+		held := "no change arrived while the stream was held"
+		if res.hold > 0 {
+			held = "the stream held back changes for " + res.hold.Round(10*time.Microsecond).String()
+		}
+		d.summary = append(d.summary, fmt.Sprintf("VERIFY while writing: every table matches at one consistent point (%s rows compared; %s; %s writes meanwhile)",
+			thousands64(res.compared), held, thousands64(writesDuring)))
 	case res.held:
 		return mismatchError{fmt.Errorf("demo: VERIFY found differences in %s", strings.Join(res.mismatched, ", "))}
 	default:
