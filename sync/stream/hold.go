@@ -222,9 +222,11 @@ type gate struct {
 	paused bool
 	at     pglogrepl.LSN
 	// heldSince is when the stream first held back a transaction it had
-	// received (zero while it has not), idleSince when it then had
-	// nothing else left to apply.
+	// received (zero while it has not); idle sums the time it held back
+	// transactions with nothing else left to apply, idleSince is when
+	// the current such time began (zero: the shards are busy).
 	heldSince, idleSince time.Time
+	idle                 time.Duration
 	// passed is the highest commit LSN any session handed on, or that a
 	// shard's origin held when a session started: holding before it is
 	// too late.
@@ -273,7 +275,7 @@ func (g *gate) pause() {
 func (g *gate) unpause() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.paused, g.heldSince, g.idleSince = false, time.Time{}, time.Time{}
+	g.paused, g.heldSince, g.idleSince, g.idle = false, time.Time{}, time.Time{}, 0
 	g.signal()
 }
 
@@ -295,18 +297,19 @@ func (g *gate) holdAt(lsn pglogrepl.LSN) error {
 func (g *gate) release() time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var held, stall time.Duration
+	var held time.Duration
 	if !g.heldSince.IsZero() {
 		held = time.Since(g.heldSince)
 	}
+	stall := g.idle
 	if !g.idleSince.IsZero() {
-		stall = time.Since(g.idleSince)
+		stall += time.Since(g.idleSince)
 	}
 	if g.at != 0 {
 		g.log.Info("stream released", "held_at", g.at, "held_back_for", held.Round(10*time.Microsecond),
 			"idle_for", stall.Round(10*time.Microsecond))
 	}
-	g.paused, g.at, g.heldSince, g.idleSince = false, 0, time.Time{}, time.Time{}
+	g.paused, g.at, g.heldSince, g.idleSince, g.idle = false, 0, time.Time{}, time.Time{}, 0
 	g.signal()
 	return stall
 }
@@ -317,9 +320,9 @@ func (g *gate) reached() bool {
 	return g.pos != nil && g.at != 0 && g.drained && g.pos.handledUpTo() >= g.admitted
 }
 
-// meter records, every millisecond until stop, when the stream, holding
-// back transactions, has applied everything it handed on: from then on the
-// hold keeps it idle.
+// meter sums, looking every millisecond until stop, the time the stream
+// holds back transactions while it has applied everything it handed on:
+// the time the hold keeps it idle.
 func (g *gate) meter(stop <-chan struct{}) {
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
@@ -330,8 +333,13 @@ func (g *gate) meter(stop <-chan struct{}) {
 		case <-tick.C:
 		}
 		g.mu.Lock()
-		if g.idleSince.IsZero() && !g.heldSince.IsZero() && g.pos != nil && g.pos.handledUpTo() >= g.admitted {
+		idle := !g.heldSince.IsZero() && g.pos != nil && g.pos.handledUpTo() >= g.admitted
+		switch {
+		case idle && g.idleSince.IsZero():
 			g.idleSince = time.Now()
+		case !idle && !g.idleSince.IsZero():
+			g.idle += time.Since(g.idleSince)
+			g.idleSince = time.Time{}
 		}
 		g.mu.Unlock()
 	}
