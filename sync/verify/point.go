@@ -51,10 +51,12 @@ var ErrPassed = errors.New("the stream has already applied past the consistent p
 // while the other side's snapshots were taken.
 type point struct {
 	lsns []pglogrepl.LSN
-	// hold is how long the streams sat idle holding back changes they had
-	// received (what the hold cost them); take is how long the temporary slots
-	// took, reach how long the streams then took to apply up to the
-	// point, snapshot how long the followers' snapshots took while held.
+	// hold is how long the streams were held: the time they stood at the
+	// point while the snapshots were taken, or longer, the time one sat
+	// idle holding back changes it had received (what the hold cost
+	// them). take is how long the temporary slots took, reach how long
+	// the streams then took to apply up to the point, snapshot how long
+	// the followers' snapshots took while held.
 	hold, take, reach, snapshot time.Duration
 	held                        bool
 	retries                     int
@@ -133,7 +135,11 @@ func takePoint(ctx context.Context, cat *catalog.Catalog, leaders, followers []*
 		}
 		ids, err := exportSnapshots(ctx, followers)
 		if release != nil {
-			p.hold, p.snapshot = release(), time.Since(held)
+			// The streams stood at the point while the snapshots were
+			// taken; one may have sat idle longer (waiting for the others
+			// to reach theirs, or paused while the point was taken).
+			p.snapshot = time.Since(held)
+			p.hold = max(release(), p.snapshot)
 		}
 		if err != nil {
 			return p, err
