@@ -57,23 +57,16 @@ func TestReshardAndVerifyThroughAdmin(t *testing.T) {
 	wg.Add(1)
 	go writer(t, e.src[0], stopWriter, &wg)
 	id := start("RESHARD src dst all_tables")
-	seen := map[string]bool{}
-	for {
-		state, msg := taskState(id)
-		seen[state] = true
-		if state == "streaming" {
-			break
-		}
-		if state == "failed" || state == "stopped" || state == "done" {
-			t.Fatalf("RESHARD ended %s: %s", state, msg)
-		}
-		time.Sleep(5 * time.Millisecond)
+	states := e.awaitState(t, ctx, id, "streaming")
+	t.Logf("RESHARD states: %v", states)
+	if want := "schema_pre copying schema_post streaming"; strings.Join(states, " ") != want {
+		t.Fatalf("RESHARD went through %v, want %s", states, want)
 	}
-	t.Logf("RESHARD states seen: %v", seen)
-	if !seen["copying"] || !seen["schema_post"] {
-		t.Fatalf("RESHARD went through %v, want schema_pre, copying, schema_post, streaming", seen)
+	if state, _ := taskState(id); state != "streaming" {
+		t.Fatalf("SHOW TASKS says %s once the task is streaming", state)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The writer goes on while the task streams.
+	waitWrites(t, e.src[0], 10)
 	close(stopWriter)
 	wg.Wait()
 	e.waitCaughtUp(t, 2*time.Minute)
@@ -86,33 +79,40 @@ func TestReshardAndVerifyThroughAdmin(t *testing.T) {
 
 	verifyTask := func() (string, string, map[string][]string) {
 		vid := start("VERIFY src dst all_tables")
-		for {
-			state, msg := taskState(vid)
-			if state != "verifying" {
-				rows, err := admin.Query(ctx, "SHOW VERIFY")
-				if err != nil {
-					t.Fatal(err)
-				}
-				got := map[string][]string{}
-				for rows.Next() {
-					vals, err := rows.Values()
-					if err != nil {
-						t.Fatal(err)
-					}
-					if vals[0] != vid {
-						continue
-					}
-					var f []string
-					for _, v := range vals[3:] {
-						f = append(f, fmt.Sprint(v))
-					}
-					got[vals[2].(string)] = f
-				}
-				rows.Close()
-				return state, msg, got
-			}
-			time.Sleep(20 * time.Millisecond)
+		vt, ok := e.exec.Tasks.Get(vid)
+		if !ok {
+			t.Fatalf("task %s is not in the executor's tasks", vid)
 		}
+		select {
+		case <-vt.Done():
+		case <-ctx.Done():
+			t.Fatalf("VERIFY did not end: %v (states %v)", ctx.Err(), vt.States())
+		}
+		state, msg := taskState(vid)
+		if state == "verifying" {
+			t.Fatalf("VERIFY ended, SHOW TASKS still says %s", state)
+		}
+		rows, err := admin.Query(ctx, "SHOW VERIFY")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]string{}
+		for rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if vals[0] != vid {
+				continue
+			}
+			var f []string
+			for _, v := range vals[3:] {
+				f = append(f, fmt.Sprint(v))
+			}
+			got[vals[2].(string)] = f
+		}
+		rows.Close()
+		return state, msg, got
 	}
 	state, msg, results := verifyTask()
 	if state != "done" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,7 +136,16 @@ func TestHashMatchesPostgres(t *testing.T) {
 	defer conn.Close(ctx)
 
 	const perType = 100_000
-	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 99))
+	// A new seed each run (more keys over time), printed so that a failure
+	// replays with RESHARD_HASH_SEED=<seed>.
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("RESHARD_HASH_SEED"); v != "" {
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("RESHARD_HASH_SEED=%q: %v", v, err)
+		}
+	}
+	t.Logf("keys seeded with %d (replay: RESHARD_HASH_SEED=%d)", seed, seed)
+	r := rand.New(rand.NewPCG(seed, 99))
 	types := []struct {
 		sqlType string
 		typ     sharding.DataType

@@ -187,7 +187,10 @@ func killAndCrash(t *testing.T, bin string, e *copyEnv, slot string, load *exec.
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(time.Second)
+	// A moment into the stream: the shards confirmed changes past the
+	// copy's end on the slot.
+	copied := slotConfirmed(t, e, slot)
+	waitSlotPast(t, e, slot, copied, firstDone, r.logs)
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +209,12 @@ func killAndCrash(t *testing.T, bin string, e *copyEnv, slot string, load *exec.
 			t.Logf("reshard log:\n%s", lastLines(r.logs.String(), 40))
 		}
 	})
-	time.Sleep(3 * time.Second)
+	// The second reshard streams (it confirmed changes past what the first
+	// had) before the shard crashes under it.
+	waitSlotPast(t, e, slot, slotConfirmed(t, e, slot), secondDone, r.logs)
+	if e.src[0].one(t, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'`) == "0" {
+		t.Logf("note: the write load had ended before the shard crash")
+	}
 	if err := cluster.Instances[2].Crash(context.Background(), cluster.BinDir); err != nil {
 		t.Fatal(err)
 	}
@@ -215,6 +223,32 @@ func killAndCrash(t *testing.T, bin string, e *copyEnv, slot string, load *exec.
 		t.Fatalf("the write load: %v", err)
 	}
 	return r
+}
+
+// slotConfirmed is the source slot's confirmed_flush_lsn.
+func slotConfirmed(t *testing.T, e *copyEnv, slot string) string {
+	t.Helper()
+	return e.src[0].one(t, fmt.Sprintf(`SELECT coalesce(max(confirmed_flush_lsn), '0/0')::text FROM pg_replication_slots WHERE slot_name = '%s'`, slot))
+}
+
+// waitSlotPast waits until the source slot is read and its
+// confirmed_flush_lsn is past lsn: the stream applied changes on the shards
+// and confirmed them. It fails the test if reshard exits (done) or after 2
+// minutes.
+func waitSlotPast(t *testing.T, e *copyEnv, slot, lsn string, done chan error, logs *testkit.Buffer) {
+	t.Helper()
+	q := fmt.Sprintf(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' AND active AND confirmed_flush_lsn > '%s'::pg_lsn`, slot, lsn)
+	for deadline := time.Now().Add(2 * time.Minute); e.src[0].one(t, q) != "1"; {
+		select {
+		case err := <-done:
+			t.Fatalf("reshard exited: %v\n%s", err, lastLines(logs.String(), 40))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot %s confirmed nothing past %s in 2 minutes:\n%s", slot, lsn, lastLines(logs.String(), 40))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func schemaPre(e *copyEnv) commands.SchemaSync {

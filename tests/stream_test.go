@@ -47,6 +47,43 @@ func (e *copyEnv) waitCaughtUp(t *testing.T, timeout time.Duration) {
 	}
 }
 
+// awaitState waits, from the task's own state events (none is missed, as a
+// poll of SHOW TASKS can miss a short state), until task id enters state
+// want, and returns the states it went through; it fails the test if the
+// task ends first or ctx does.
+func (e *copyEnv) awaitState(t *testing.T, ctx context.Context, id, want string) []string {
+	t.Helper()
+	tk, ok := e.exec.Tasks.Get(id)
+	if !ok {
+		t.Fatalf("task %s is not in the executor's tasks", id)
+	}
+	_, states, err := tk.WaitState(ctx, func(s string) bool { return s == want })
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", want, err)
+	}
+	return states
+}
+
+// waitWrites waits until writer (writing on n) has made rounds more rounds
+// of its six statements: its ids (one a statement) on customers, one of them
+// an INSERT each round, have grown past what they were.
+func waitWrites(t *testing.T, n node, rounds int) {
+	t.Helper()
+	var mark int64
+	fmt.Sscan(n.one(t, `SELECT max(id) FROM customers`), &mark)
+	for deadline := time.Now().Add(time.Minute); ; {
+		var now int64
+		fmt.Sscan(n.one(t, `SELECT max(id) FROM customers`), &now)
+		if now >= mark+int64(6*rounds) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer made no progress (customers max id %d, was %d)", now, mark)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (e *copyEnv) taskState(t *testing.T) (string, string) {
 	t.Helper()
 	res, err := e.exec.Execute(context.Background(), commands.Show{Name: "tasks"})
@@ -144,19 +181,11 @@ func TestStreamAfterCopy(t *testing.T) {
 			}
 			taskID := res.Rows[0][0].(string)
 			// Writes during the copy, then after it.
-			deadline := time.Now().Add(2 * time.Minute)
-			for {
-				state, msg := e.taskState(t)
-				if state == "streaming" {
-					break
-				}
-				if state != "copying" || time.Now().After(deadline) {
-					t.Fatalf("task %s: %s %s", taskID, state, msg)
-				}
-				time.Sleep(20 * time.Millisecond)
+			if states := e.awaitState(t, ctx, taskID, "streaming"); strings.Join(states, " ") != "copying streaming" {
+				t.Fatalf("task %s went through %v, want copying, streaming", taskID, states)
 			}
 			t.Logf("%s: streaming", time.Now().Format("15:04:05.000"))
-			time.Sleep(500 * time.Millisecond)
+			waitWrites(t, src, 10)
 			close(stop)
 			wg.Wait()
 
@@ -250,15 +279,8 @@ func TestStreamTwoSourceShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	taskID := res.Rows[0][0].(string)
-	for {
-		state, msg := e.taskState(t)
-		if state == "streaming" {
-			break
-		}
-		if state != "copying" {
-			t.Fatalf("task: %s %s", state, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if states := e.awaitState(t, ctx, taskID, "streaming"); strings.Join(states, " ") != "copying streaming" {
+		t.Fatalf("task %s went through %v, want copying, streaming", taskID, states)
 	}
 	for i, s := range e.src {
 		base := 600000 + i*10000

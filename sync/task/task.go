@@ -53,13 +53,76 @@ type Task struct {
 	err     string
 	cancel  context.CancelCauseFunc
 	done    chan struct{}
+	// states is every state the task entered, in order; changed is
+	// closed (and replaced) at each new one.
+	states  []string
+	changed chan struct{}
 }
 
 // SetState moves the task to a state.
 func (t *Task) SetState(s string) {
 	t.mu.Lock()
-	t.state = s
+	t.enter(s)
 	t.mu.Unlock()
+}
+
+// enter records a move to state s, with t.mu held: a state the task is
+// already in is not a new event.
+func (t *Task) enter(s string) {
+	t.state = s
+	if n := len(t.states); n > 0 && t.states[n-1] == s {
+		return
+	}
+	t.states = append(t.states, s)
+	if t.changed != nil {
+		close(t.changed)
+	}
+	t.changed = make(chan struct{})
+}
+
+// States returns every state the task has entered, in order, from the one
+// it started in to the current one (its final state once it has ended):
+// the task's own events, which a poll of SHOW TASKS can miss.
+func (t *Task) States() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.states...)
+}
+
+// Changed returns a channel closed when the task enters its next state.
+func (t *Task) Changed() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.changed == nil {
+		t.changed = make(chan struct{})
+	}
+	return t.changed
+}
+
+// WaitState waits until the task has entered a state for which ok is true
+// (checked on every state it enters, in order, so that none is missed) and
+// returns it with the states so far; or until the task ends or ctx does,
+// with an error naming the states seen.
+func (t *Task) WaitState(ctx context.Context, ok func(state string) bool) (string, []string, error) {
+	seen := 0
+	for {
+		changed := t.Changed()
+		states := t.States()
+		for ; seen < len(states); seen++ {
+			if ok(states[seen]) {
+				return states[seen], states, nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-t.done:
+			if len(t.States()) == len(states) {
+				return "", states, fmt.Errorf("task %s ended in %s (states %v): %s", t.ID, states[len(states)-1], states, t.Row().Error)
+			}
+		case <-ctx.Done():
+			return "", states, fmt.Errorf("task %s: states %v: %w", t.ID, states, ctx.Err())
+		}
+	}
 }
 
 // SetNote sets the text the error column shows while the task runs (such
@@ -144,6 +207,7 @@ func (m *Manager) Restore(r Row) {
 	t := &Task{ID: r.ID, Kind: r.Kind, Source: r.Source, Destination: r.Destination, Publication: r.Publication,
 		state: r.State, started: r.StartedAt, ended: r.StartedAt.Add(r.Elapsed), err: r.Error,
 		cancel: func(error) {}, done: done}
+	t.enter(r.State)
 	m.put(t)
 }
 
@@ -183,7 +247,8 @@ func (m *Manager) Start(s Spec, fn func(ctx context.Context, t *Task) (Outcome, 
 		started = time.Now()
 	}
 	t := &Task{ID: s.ID, Kind: s.Kind, Source: s.Source, Destination: s.Destination, Publication: s.Publication,
-		state: s.State, started: started, cancel: cancel, done: make(chan struct{})}
+		started: started, cancel: cancel, done: make(chan struct{})}
+	t.enter(s.State)
 	m.put(t)
 	m.mu.Unlock()
 	go func() {
@@ -195,13 +260,17 @@ func (m *Manager) Start(s Spec, fn func(ctx context.Context, t *Task) (Outcome, 
 		t.ended = time.Now()
 		switch {
 		case out.State != "":
-			t.state, t.err = out.State, out.Message
+			t.enter(out.State)
+			t.err = out.Message
 		case err != nil && ctx.Err() != nil:
-			t.state, t.err = StateStopped, context.Cause(ctx).Error()+": "+err.Error()
+			t.enter(StateStopped)
+			t.err = context.Cause(ctx).Error() + ": " + err.Error()
 		case err != nil:
-			t.state, t.err = StateFailed, err.Error()
+			t.enter(StateFailed)
+			t.err = err.Error()
 		default:
-			t.state, t.err = StateDone, out.Message
+			t.enter(StateDone)
+			t.err = out.Message
 		}
 	}()
 	return t, nil

@@ -123,3 +123,57 @@ func TestShutdownCause(t *testing.T) {
 		t.Fatalf("StopAll cause %v", c)
 	}
 }
+
+// A task's states are its own events: every state it enters is recorded
+// in order, even ones it leaves at once (a poll would miss them), a state
+// set twice is one event, and WaitState sees each without polling.
+func TestStatesAreEvents(t *testing.T) {
+	m := NewManager()
+	step := make(chan struct{})
+	tk := start(t, m, Spec{Kind: "reshard", State: StateSchemaPre}, func(ctx context.Context, t *Task) (Outcome, error) {
+		t.SetState(StateCopying)
+		t.SetState(StateCopying)
+		t.SetState(StateSchemaPost) // left at once
+		t.SetState(StateStreaming)
+		<-step
+		t.SetState(StateCutover)
+		return Outcome{}, errors.New("boom")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, states, err := tk.WaitState(ctx, func(s string) bool { return s == StateSchemaPost })
+	if err != nil || got != StateSchemaPost {
+		t.Fatalf("WaitState(schema_post) = %q, %v, %v", got, states, err)
+	}
+	if _, _, err := tk.WaitState(ctx, func(s string) bool { return s == StateStreaming }); err != nil {
+		t.Fatal(err)
+	}
+	changed := tk.Changed()
+	select {
+	case <-changed:
+		t.Fatal("Changed fired with no new state")
+	default:
+	}
+	close(step)
+	<-changed
+	_, states, err = tk.WaitState(ctx, func(s string) bool { return s == StateDone })
+	if err == nil || !strings.Contains(err.Error(), "ended in failed") || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("WaitState(done) of a failed task: %v", err)
+	}
+	want := []string{StateSchemaPre, StateCopying, StateSchemaPost, StateStreaming, StateCutover, StateFailed}
+	if strings.Join(states, ",") != strings.Join(want, ",") || strings.Join(tk.States(), ",") != strings.Join(want, ",") {
+		t.Fatalf("states %v (%v), want %v", states, tk.States(), want)
+	}
+	blocked := start(t, m, Spec{}, func(ctx context.Context, t *Task) (Outcome, error) {
+		<-ctx.Done()
+		return Outcome{}, ctx.Err()
+	})
+	short, stop := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer stop()
+	if _, _, err := blocked.WaitState(short, func(s string) bool { return s == StateStreaming }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitState past its deadline: %v", err)
+	}
+	if err := m.Stop(ctx, blocked.ID); err != nil {
+		t.Fatal(err)
+	}
+}
