@@ -150,7 +150,7 @@ func BenchmarkAdminLoad(b *testing.B) {
 		_ = srv.Process.Signal(syscall.SIGTERM)
 		_ = srv.Wait()
 		_ = src.Exec(ctx, "app", `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active`)
-		checkCopied(b, ctx, shards, rows)
+		checkCopied(b, ctx, fmt.Sprintf("round %d (%s)", r, modes[mode].name), src, shards)
 		queries += n.Load()
 		failures += errs.Load()
 		took[mode] = append(took[mode], elapsed)

@@ -136,6 +136,18 @@ func localIDRun(b *testing.B, cl *pgtest.Cluster, name string, n, bulk, single i
 		f.bulk /= time.Duration(bulk / rounds * rounds)
 		f.single /= time.Duration(single / rounds * rounds)
 		got[table] = f
+		// Every insert made one row, each with its own generated value.
+		var rows, distinct int64
+		col := "k"
+		if table == "base" {
+			col = "id"
+		}
+		if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), count(DISTINCT %s) FROM %s`, col, table)).Scan(&rows, &distinct); err != nil {
+			b.Fatal(err)
+		}
+		if want := int64(bulk/rounds*rounds + single/rounds*rounds); rows != want || distinct != want {
+			b.Fatalf("%s: %d rows, %d distinct %s, want %d", table, rows, distinct, col, want)
+		}
 		if table == "base" {
 			continue
 		}

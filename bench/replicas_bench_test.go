@@ -98,7 +98,7 @@ func BenchmarkCopyReplicas(b *testing.B) {
 			b.Fatalf("reshard (%s): %v\n%s", name, err, out.String())
 		}
 		took := time.Since(start)
-		checkCopied(b, ctx, shards, rows)
+		checkCopied(b, ctx, "reshard ("+name+")", src, shards)
 		checkExact(b, ctx, want, shards)
 		time.Sleep(1500 * time.Millisecond)
 		after := readRows()

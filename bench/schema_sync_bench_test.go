@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/reshard/reshard/sync/job"
 	"github.com/reshard/reshard/sync/schema"
 	"github.com/reshard/reshard/tests/pgtest"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // manyTables is a schema of n tables with 3 secondary indexes each.
@@ -30,6 +32,61 @@ func manyTables(n int) string {
 	}
 	b.WriteString("CREATE PUBLICATION all_tables FOR ALL TABLES;\n")
 	return b.String()
+}
+
+// checkCatalog fails the benchmark unless each node's public schema is the
+// source "app" database's (testkit.Catalog: tables, columns with types,
+// NOT NULL and defaults, indexes, constraints), which must have at least
+// tables tables; expect, if not nil, maps each of the source's lines to
+// what the nodes must have. BENCH_SCHEMA_BREAK=1 drops an index on the
+// first node first (a test-only switch showing the check fails).
+func checkCatalog(b *testing.B, ctx context.Context, src *pgtest.Instance, nodes []shardNode, tables int, expect func(string) string) {
+	b.Helper()
+	if os.Getenv("BENCH_SCHEMA_BREAK") != "" {
+		fatalIf(b, nodes[0].inst.Exec(ctx, nodes[0].db, "DROP INDEX t0500_a"))
+		fmt.Println("BENCH_SCHEMA_BREAK: index t0500_a dropped on the first shard on purpose")
+	}
+	catalogOf := func(inst *pgtest.Instance, db string) []string {
+		c, err := inst.Connect(ctx, db)
+		fatalIf(b, err)
+		defer c.Close(ctx)
+		lines, err := testkit.Catalog(ctx, c, "public")
+		fatalIf(b, err)
+		return lines
+	}
+	want := catalogOf(src, "app")
+	if expect != nil {
+		for i, l := range want {
+			want[i] = expect(l)
+		}
+	}
+	n := 0
+	for _, l := range want {
+		if strings.HasPrefix(l, "table ") && strings.HasSuffix(l, " r") {
+			n++
+		}
+	}
+	if n < tables {
+		b.Fatalf("the source has %d tables, want %d", n, tables)
+	}
+	for _, d := range nodes {
+		if diff := testkit.DiffLines(want, catalogOf(d.inst, d.db)); len(diff) > 0 {
+			if len(diff) > 20 {
+				diff = append(diff[:20], fmt.Sprintf("... %d more", len(diff)-20))
+			}
+			b.Fatalf("%s on port %d: the schema differs from the source's (- missing, + extra):\n%s", d.db, d.inst.Port, strings.Join(diff, "\n"))
+		}
+	}
+	fmt.Printf("schema checked: %d catalog entries (%d tables) equal on the source and %d databases\n", len(want), n, len(nodes))
+}
+
+// serialID is manyTables' serial key column as testkit.Catalog lists it.
+var serialID = regexp.MustCompile(`^column (t[0-9]{4})\.id integer `)
+
+// widenSerialIDs is the source's catalog line as the shards must have it:
+// the serial key widened to bigint.
+func widenSerialIDs(line string) string {
+	return serialID.ReplaceAllString(line, "column $1.id bigint ")
 }
 
 // BenchmarkSchemaSync1000Tables: PRE+POST of 1,000 tables and 3,000 indexes
@@ -100,6 +157,14 @@ func BenchmarkSchemaSync1000Tables(b *testing.B) {
 			}
 		}
 		ours += time.Since(start)
+		b.StopTimer()
+		// What was timed made the source's schema on each shard (and the
+		// baseline in its database): tables, columns, indexes, constraints.
+		// reshard widens the generated integer keys (serial) to bigint on
+		// the shards, as documented; pg_dump | psql changes nothing.
+		checkCatalog(b, ctx, src, []shardNode{{s0, "dst"}, {s1, "dst"}}, 1000, widenSerialIDs)
+		checkCatalog(b, ctx, src, []shardNode{{s0, "plain"}}, 1000, nil)
+		b.StartTimer()
 	}
 	b.StopTimer()
 	n := float64(b.N)

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/reshard/reshard/commands"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // partitionSchema is a partition tree as real schemas have them (Pagila's
@@ -47,42 +50,42 @@ INSERT INTO visit (customer_id, at) SELECT 1 + g % 300, DATE '2024-06-01' + (g %
 var partitionTables = []string{"customer", "payment", "payment_2024", "payment_2024_k1", "payment_2024_other", "payment_2025",
 	"payment_default", "rental", "rental_old", "rental_new", "visit", "visit_a", "visit_b", "countries"}
 
-// compareSourceAndShards compares each table with my own SQL: count and
-// sum of row hashes of the source against the union of the shards (a
-// sharded table) or against every shard (omni), and that every row of a
-// sharded table sits on the shard PostgreSQL's hash partitioning gives its
-// key. ONLY reads a relation's own rows (none for a partitioned table);
-// without ONLY a root is its whole tree.
+// compareSourceAndShards compares each table with testkit.CompareShards
+// (the comparison the benchmarks use): count and sum of row hashes of the
+// source against the union of the shards (a sharded table) or against
+// every shard (omni), and that every row of a sharded table sits on the
+// shard PostgreSQL's hash partitioning gives its key. Each table is read
+// with ONLY (a relation's own rows, none for a partitioned table) and
+// without (a root is its whole tree).
 func (e *copyEnv) compareSourceAndShards(t *testing.T, tables []string, keyOf map[string]string) {
 	t.Helper()
+	ctx := context.Background()
+	conn := func(n node) *pgx.Conn {
+		c, err := n.inst.Connect(ctx, n.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(ctx) })
+		return c
+	}
+	var shards []*pgx.Conn
+	for _, d := range e.dst {
+		shards = append(shards, conn(d))
+	}
+	var list []testkit.Table
 	for _, table := range tables {
-		for _, only := range []string{"ONLY ", ""} {
-			rel := only + table
-			srcCount, srcSum := checksumOf(t, e.src[0], rel)
-			key := keyOf[table]
-			if key == "" {
-				for k, d := range e.dst {
-					if c, s := checksumOf(t, d, rel); c != srcCount || s != srcSum {
-						t.Errorf("omni %s on shard %d: %d rows (sum %s), source %d (sum %s)", rel, k, c, s, srcCount, srcSum)
-					}
-				}
-				continue
-			}
-			var total int64
-			sum := "0"
-			for k, d := range e.dst {
-				c, s := checksumOf(t, d, rel)
-				total += c
-				sum = d.one(t, fmt.Sprintf("SELECT (%s::numeric + %s::numeric)::text", sum, s))
-				if n := misplaced(t, d, rel, key, len(e.dst), k); n != 0 {
-					t.Errorf("%s: %d rows on shard %d belong elsewhere", rel, n, k)
-				}
-			}
-			if total != srcCount || sum != srcSum {
-				t.Errorf("%s: shards hold %d rows (sum %s), source %d (sum %s)", rel, total, sum, srcCount, srcSum)
-			}
+		for _, only := range []bool{true, false} {
+			list = append(list, testkit.Table{Name: table, Key: keyOf[table], Only: only})
 		}
 	}
+	res, err := testkit.CompareShards(ctx, []*pgx.Conn{conn(e.src[0])}, shards, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range res.Diffs {
+		t.Error(d)
+	}
+	t.Logf("source and shards compared: %d rows", res.Rows)
 }
 
 // misplaced counts the rows of rel on shard k of n that PostgreSQL's hash
