@@ -145,6 +145,11 @@ func lockTables(ctx context.Context, conn *pgx.Conn, names []string, deadline ti
 // the application's sessions on it (those waiting on lock's tables
 // included); reshard's own sessions and lock's are spared.
 func closeToApplication(ctx context.Context, conn *pgx.Conn, database string, lock *pgx.Conn) error {
+	// The commit point must survive a crash of the server right after it
+	// (a server running with synchronous_commit = off would lose it).
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = on"); err != nil {
+		return err
+	}
 	if _, err := conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{database}.Sanitize()+" SET default_transaction_read_only = on"); err != nil {
 		return fmt.Errorf("make database %s read-only: %w", database, err)
 	}
@@ -160,23 +165,31 @@ func closeToApplication(ctx context.Context, conn *pgx.Conn, database string, lo
 	return nil
 }
 
-// OpenToApplication makes the databases of the connections connect opens
-// (one per shard) writable for new sessions again (undoing
-// closeToApplication).
-func OpenToApplication(ctx context.Context, connect func(context.Context) (job.Conns, error)) error {
-	conns, err := connect(ctx)
-	if err != nil {
+// OpenToApplication makes the databases of the n shards connect reaches
+// (connect(ctx, k) for shard k) writable for new sessions again (undoing
+// closeToApplication). Each shard is reached on its own: one that is down
+// does not keep the others closed; its error is returned.
+func OpenToApplication(ctx context.Context, connect func(context.Context, int) (*pgx.Conn, error), n int) error {
+	var errs []error
+	for k := 0; k < n; k++ {
+		c, err := connect(ctx, k)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("make shard %d writable: %w", k, err))
+			continue
+		}
+		errs = append(errs, openOne(ctx, c))
+		c.Close(context.Background())
+	}
+	return errors.Join(errs...)
+}
+
+func openOne(ctx context.Context, c *pgx.Conn) error {
+	if _, err := c.Exec(ctx, "SET default_transaction_read_only = off; SET synchronous_commit = on"); err != nil {
 		return err
 	}
-	defer conns.Close()
-	for _, c := range conns {
-		if _, err := c.Exec(ctx, "SET default_transaction_read_only = off"); err != nil {
-			return err
-		}
-		database := c.Config().Database
-		if _, err := c.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{database}.Sanitize()+" RESET default_transaction_read_only"); err != nil {
-			return fmt.Errorf("make %s on %s writable: %w", database, c.Config().Host, err)
-		}
+	database := c.Config().Database
+	if _, err := c.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{database}.Sanitize()+" RESET default_transaction_read_only"); err != nil {
+		return fmt.Errorf("make %s on %s writable: %w", database, c.Config().Host, err)
 	}
 	return nil
 }

@@ -251,11 +251,11 @@ func Undo(ctx context.Context, j *job.Job, req Request) error {
 	log := j.Logger("cutover")
 	var errs []error
 	if req.ReverseSlot != "" {
-		if err := dropSlots(ctx, j.ConnectDestinations, req.ReverseSlot); err != nil {
+		if err := dropSlots(ctx, j.ConnectDestination, len(j.Destination.Shards), req.ReverseSlot); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := OpenToApplication(ctx, j.ConnectSources); err != nil {
+	if err := OpenToApplication(ctx, j.ConnectSource, len(j.Source.Shards)); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -272,7 +272,7 @@ func Complete(ctx context.Context, j *job.Job, req Request, from string) error {
 	log := j.Logger("cutover")
 	g := j.Catalog.Config.General
 	if stepIndex(cutoverSteps, from) < stepIndex(cutoverSteps, StepShardsOpen) {
-		if err := OpenToApplication(ctx, j.ConnectDestinations); err != nil {
+		if err := OpenToApplication(ctx, j.ConnectDestination, len(j.Destination.Shards)); err != nil {
 			return err
 		}
 		if err := req.step(ctx, StepShardsOpen); err != nil {
@@ -290,7 +290,7 @@ func Complete(ctx context.Context, j *job.Job, req Request, from string) error {
 	}
 	// The forward slots are done with: left behind they would hold WAL on
 	// the old database (a rollback starts new ones).
-	if err := dropSlots(ctx, j.ConnectSources, req.Slot); err != nil {
+	if err := dropSlots(ctx, j.ConnectSource, len(j.Source.Shards), req.Slot); err != nil {
 		return err
 	}
 	if err := dropOrigins(ctx, j.ConnectDestinations, req.Slot, len(j.Source.Shards)); err != nil {

@@ -152,11 +152,11 @@ func Rollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
 func UndoRollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
 	var errs []error
 	if req.NewSlot != "" {
-		if err := dropSlots(ctx, j.ConnectSources, req.NewSlot); err != nil {
+		if err := dropSlots(ctx, j.ConnectSource, len(j.Source.Shards), req.NewSlot); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := OpenToApplication(ctx, j.ConnectDestinations); err != nil {
+	if err := OpenToApplication(ctx, j.ConnectDestination, len(j.Destination.Shards)); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -172,14 +172,14 @@ func UndoRollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
 func CompleteRollback(ctx context.Context, j *job.Job, req RollbackRequest, from string) error {
 	log := j.Logger("rollback")
 	if stepIndex(rollbackSteps, from) < stepIndex(rollbackSteps, RollbackSourceOpen) {
-		if err := OpenToApplication(ctx, j.ConnectSources); err != nil {
+		if err := OpenToApplication(ctx, j.ConnectSource, len(j.Source.Shards)); err != nil {
 			return err
 		}
 		if err := req.step(ctx, RollbackSourceOpen); err != nil {
 			log.Warn("could not record the rollback step", "step", RollbackSourceOpen, "error", err)
 		}
 	}
-	if err := dropSlots(ctx, j.ConnectDestinations, req.ReverseSlot); err != nil {
+	if err := dropSlots(ctx, j.ConnectDestination, len(j.Destination.Shards), req.ReverseSlot); err != nil {
 		return err
 	}
 	if err := dropOrigins(ctx, j.ConnectSources, req.ReverseSlot, len(j.Destination.Shards)); err != nil {

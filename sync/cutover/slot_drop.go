@@ -46,19 +46,23 @@ func createSlots(ctx context.Context, j *job.Job, cl *catalog.Cluster, base stri
 	return nil
 }
 
-// dropSlots drops the slot base (per shard <base>_<k>) on every shard the
-// connections of connect reach, as DropSlot does.
-func dropSlots(ctx context.Context, connect func(context.Context) (job.Conns, error), base string) error {
-	conns, err := connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conns.Close()
+// dropSlots drops the slot base (per shard <base>_<k>) on each of the n
+// shards connect reaches, as DropSlot does. Each shard is reached on its
+// own: one that is down does not keep the slot on the others (a cutover
+// undone while a shard is down leaves no reverse slot behind on the live
+// ones); its error is returned.
+func dropSlots(ctx context.Context, connect func(context.Context, int) (*pgx.Conn, error), n int, base string) error {
 	var errs []error
-	for i, name := range copier.SlotNames(base, len(conns)) {
-		if _, err := DropSlot(ctx, conns[i], name); err != nil {
+	for i, name := range copier.SlotNames(base, n) {
+		c, err := connect(ctx, i)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("drop slot %s: %w", name, err))
+			continue
+		}
+		if _, err := DropSlot(ctx, c, name); err != nil {
 			errs = append(errs, err)
 		}
+		c.Close(context.Background())
 	}
 	return errors.Join(errs...)
 }

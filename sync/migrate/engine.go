@@ -35,6 +35,12 @@ import (
 // production.
 const PauseEnv = "RESHARD_PAUSE_AT"
 
+// PauseUntilEnv names a file whose creation ends a PauseEnv pause (the
+// cutover then goes on as it would have): the fault tests stop a shard
+// while a cutover waits at a step, then let it go on. Never set it in
+// production.
+const PauseUntilEnv = "RESHARD_PAUSE_UNTIL"
+
 // Engine runs and tracks the migrations of one reshard process.
 type Engine struct {
 	cat   *catalog.Catalog
@@ -42,8 +48,9 @@ type Engine struct {
 	tasks *task.Manager
 	log   hclog.Logger
 	store *Store
-	// pauseAt is a step to pause at (PauseEnv).
-	pauseAt string
+	// pauseAt is a step to pause at (PauseEnv), until pauseUntil exists
+	// when set (PauseUntilEnv).
+	pauseAt, pauseUntil string
 
 	mu sync.Mutex
 	// migrations are every migration this process knows, by task id:
@@ -90,7 +97,7 @@ func New(cat *catalog.Catalog, reg *progress.Registry, tasks *task.Manager, log 
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Engine{cat: cat, reg: reg, tasks: tasks, log: log, store: NewStore(cat, log), pauseAt: os.Getenv(PauseEnv),
+	return &Engine{cat: cat, reg: reg, tasks: tasks, log: log, store: NewStore(cat, log), pauseAt: os.Getenv(PauseEnv), pauseUntil: os.Getenv(PauseUntilEnv),
 		migrations: map[string]*migration{}}
 }
 

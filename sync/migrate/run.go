@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/reshard/reshard/sync/copier"
@@ -344,14 +345,31 @@ func (r *runner) rollbackStep(ctx context.Context, step string) error {
 
 // pause holds the migration at step until its task ends, when PauseEnv
 // names the step; then the cutover goes on as it would after any
-// cancellation (undone before its commit point, completed after).
+// cancellation (undone before its commit point, completed after). With
+// PauseUntilEnv the pause also ends when that file appears, and the
+// cutover goes on from the step.
 func (r *runner) pause(ctx context.Context, step string) error {
 	if r.e.pauseAt != step {
 		return nil
 	}
 	r.e.log.Warn("paused at a cutover step ("+PauseEnv+"): only the end of the task goes on", "task", r.t.ID, "step", step)
-	<-ctx.Done()
-	return nil
+	if r.e.pauseUntil == "" {
+		<-ctx.Done()
+		return nil
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if _, err := os.Stat(r.e.pauseUntil); err == nil {
+				r.e.log.Warn("pause released ("+PauseUntilEnv+"): the cutover goes on", "task", r.t.ID, "step", step)
+				return nil
+			}
+		}
+	}
 }
 
 func (r *runner) cutoverRequest(st State, s *running) cutover.Request {
@@ -372,6 +390,14 @@ func (r *runner) cutover(ctx context.Context, s *running) (bool, switchReply) {
 	}
 	st := r.m.state()
 	_, err := cutover.Run(ctx, r.j, r.cutoverRequest(st, s))
+	if err != nil && cutover.Committed(r.m.state().Step) {
+		// Past the commit point (the source is closed): the cutover is
+		// completed, never undone; resumeCutover retries what failed (a
+		// shard down while its writes were opened, say).
+		r.e.log.Warn("the cutover passed its commit point but could not complete yet: retrying", "task", r.t.ID, "step", r.m.state().Step, "error", err)
+		_ = r.update(ctx, func(st *State) { st.Note = "completing the cutover: " + err.Error() })
+		return true, switchReply{err: fmt.Errorf("the cutover passed its commit point (the source is closed) and is being completed: %w", err)}
+	}
 	if err != nil {
 		// Undone: the source takes the writes, the forward stream goes on.
 		_ = r.update(ctx, func(st *State) {
@@ -397,6 +423,13 @@ func (r *runner) rollback(ctx context.Context, s *running) (bool, switchReply) {
 	}
 	st := r.m.state()
 	err := cutover.Rollback(ctx, r.j, r.rollbackRequest(st, s))
+	if err != nil && cutover.RolledBack(r.m.state().Step) {
+		// Past the rollback's commit point (the shards are closed): it is
+		// completed, never undone; resumeRollback retries what failed.
+		r.e.log.Warn("the rollback passed its commit point but could not complete yet: retrying", "task", r.t.ID, "step", r.m.state().Step, "error", err)
+		_ = r.update(ctx, func(st *State) { st.Note = "completing the rollback: " + err.Error() })
+		return true, switchReply{err: fmt.Errorf("the rollback passed its commit point (the shards are closed) and is being completed: %w", err)}
+	}
 	if err != nil {
 		_ = r.update(ctx, func(st *State) {
 			st.Phase, st.Direction, st.Forward, st.Step = task.StateReverseStreaming, Reverse, "", ""
@@ -426,8 +459,11 @@ func (r *runner) resumeCutover(ctx context.Context) error {
 	st := r.m.state()
 	if cutover.Committed(st.Step) {
 		r.e.log.Info("completing the cutover a restart interrupted", "task", st.ID, "step", st.Step)
-		if err := cutover.Complete(context.WithoutCancel(ctx), r.j, r.cutoverRequest(st, nil), st.Step); err != nil {
-			return fmt.Errorf("complete the cutover: %w", err)
+		if err := r.retry(ctx, "complete the cutover", func() error {
+			st := r.m.state()
+			return cutover.Complete(context.WithoutCancel(ctx), r.j, r.cutoverRequest(st, nil), st.Step)
+		}); err != nil {
+			return err
 		}
 		return r.update(ctx, func(st *State) {
 			st.Phase, st.Direction, st.Forward, st.Copied, st.Step = task.StateReverseStreaming, Reverse, "", false, ""
@@ -448,8 +484,11 @@ func (r *runner) resumeRollback(ctx context.Context) error {
 	st := r.m.state()
 	if cutover.RolledBack(st.Step) {
 		r.e.log.Info("completing the rollback a restart interrupted", "task", st.ID, "step", st.Step)
-		if err := cutover.CompleteRollback(context.WithoutCancel(ctx), r.j, r.rollbackRequest(st, nil), st.Step); err != nil {
-			return fmt.Errorf("complete the rollback: %w", err)
+		if err := r.retry(ctx, "complete the rollback", func() error {
+			st := r.m.state()
+			return cutover.CompleteRollback(context.WithoutCancel(ctx), r.j, r.rollbackRequest(st, nil), st.Step)
+		}); err != nil {
+			return err
 		}
 		return r.update(ctx, func(st *State) {
 			st.Phase, st.Direction, st.Reverse, st.Copied, st.Step = task.StateStreaming, Forward, "", false, ""
@@ -463,6 +502,28 @@ func (r *runner) resumeRollback(ctx context.Context) error {
 		st.Phase, st.Direction, st.Forward, st.Step = task.StateReverseStreaming, Reverse, "", ""
 		st.Note = fmt.Sprintf("a restart of reshard interrupted a rollback before the shards were closed: it was undone, the shards take the writes; CUTOVER %s tries again", st.ID)
 	})
+}
+
+// retry runs fn (a switch's completion past its commit point: it must
+// happen, and each of its steps is idempotent) until it succeeds, with
+// backoff, noting each failure in SHOW TASKS. When the task ends first, it
+// returns ctx's error: the next start of reshard completes it.
+func (r *runner) retry(ctx context.Context, what string, fn func() error) error {
+	backoff := 500 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		r.e.log.Warn(what+" failed, retrying", "task", r.t.ID, "error", err, "backoff", backoff)
+		r.t.SetNote(fmt.Sprintf("%s failed (%v): retrying", what, err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
 }
 
 func joinNames(names []string) string {

@@ -195,7 +195,7 @@ func (e *Engine) teardown(ctx context.Context, j *job.Job, st State, opts teardo
 	case st.Round > 0:
 		// A rollback made the shards read-only; nothing streams into them
 		// now.
-		if err := cutover.OpenToApplication(ctx, j.ConnectDestinations); err != nil {
+		if err := cutover.OpenToApplication(ctx, j.ConnectDestination, len(j.Destination.Shards)); err != nil {
 			return rep, err
 		}
 		for k := range shards {
