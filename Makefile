@@ -4,7 +4,7 @@ BIN     := bin/reshard
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test test-fault demo bench pgcopydb bench-copy bench-replicas bench-schema bench-stream bench-admin bench-verify lint deps fuzz clean
+.PHONY: all build test test-race test-fault demo bench pgcopydb bench-copy bench-replicas bench-schema bench-stream bench-admin bench-verify lint deps fuzz clean
 
 all: build
 
@@ -15,21 +15,32 @@ build: deps
 	$(GO) build -trimpath -o $(BIN) ./cmd/reshard
 
 # Every test, unit and integration (real PostgreSQL 15, started by tests/pgtest),
-# then the fault suite on its own (it restarts and cuts off servers; run
-# beside the other packages it would only slow them down).
-# Fuzz targets run their seed corpus as normal tests.
+# the race detector over the concurrent stages, then the fault suite on its
+# own (it restarts and cuts off servers; run beside the other packages it
+# would only slow them down). Fuzz targets run their seed corpus as normal
+# tests.
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 14m $$($(GO) list $(PKGS) | grep -v '/tests/fault$$')
+	@$(MAKE) --no-print-directory test-race
 	@$(MAKE) --no-print-directory test-fault
 
+# go test -race over the stream, copier, cutover and migration packages and
+# the fault suite's proxy (the fault suite itself runs under -race in
+# test-fault). See docs/reliability.md.
+RACE_PKGS := ./sync/stream ./sync/copier ./sync/cutover ./sync/migrate ./tests/testkit
+test-race: deps
+	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
+
 # The fault suite alone (tests/fault: crashes, server stops, network cuts,
-# a shard rejecting writes): each scenario's outcome and the summary line
+# a shard rejecting writes, faults at every cutover and rollback step),
+# under the race detector: each scenario's "fault hit" checks, its outcome
+# and the summary line
 # (faults injected, reshard restarts, rows compared). Full log in
 # /tmp/reshard-test-fault.log.
 test-fault: deps
-	@$(GO) test -count=1 -timeout 20m -v ./tests/fault >/tmp/reshard-test-fault.log 2>&1; rc=$$?; \
-	grep -E '^(--- |    .*(killed|exact|failed resumably|recovered|SHOW TASKS|blackholed|reset [0-9])|fault suite summary|ok|FAIL)' /tmp/reshard-test-fault.log; exit $$rc
+	@$(GO) test -race -count=1 -timeout 20m -v ./tests/fault >/tmp/reshard-test-fault.log 2>&1; rc=$$?; \
+	grep -E '^(--- |    .*(fault hit|fault did not hit|DATA RACE|exact|failed resumably|recovered|SHOW TASKS|writable)|fault suite summary|ok|FAIL)' /tmp/reshard-test-fault.log; exit $$rc
 
 demo: build
 	$(BIN) demo

@@ -3,6 +3,7 @@ package fault
 import (
 	"fmt"
 	"math/rand"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -10,8 +11,22 @@ import (
 )
 
 // seeds fix the random kill moments: each run of the suite kills at the
-// same points.
-var seeds = []int64{1, 2, 3, 4, 5}
+// same points. RESHARD_FAULT_SEEDS (comma-separated) replays others.
+var seeds = seedList()
+
+func seedList() []int64 {
+	s := os.Getenv("RESHARD_FAULT_SEEDS")
+	if s == "" {
+		return []int64{1, 2, 3, 4, 5}
+	}
+	var out []int64
+	for _, f := range strings.Split(s, ",") {
+		var n int64
+		fmt.Sscan(strings.TrimSpace(f), &n)
+		out = append(out, n)
+	}
+	return out
+}
 
 // bigOrders is the size of the copy scenarios' source: large enough that a
 // copy takes seconds on a small machine, so faults land in the middle.
@@ -52,13 +67,13 @@ func TestKillDuringCopy(t *testing.T) {
 				}
 				return e.copiedRows(t) >= target
 			})
-			p.Kill()
-			faultsInjected.Add(1)
+			inject(t, "SIGKILL of reshard", p.Kill)
 			copied := e.copiedRows(t)
 			if copied >= total {
 				t.Fatalf("the kill came after the copy (%d of %d rows on the shards)", copied, total)
 			}
-			t.Logf("killed with %d of %d rows on the shards (target %d)", copied, total, target)
+			hit(t, killed(p), "reshard killed with %d of %d rows on the shards (target %d)", copied, total, target)
+			p.Kill()
 			restarts.Add(1)
 			out := e.run(t, e.dataSync(true))
 			if !strings.Contains(out, e.slot) {
@@ -127,13 +142,13 @@ func TestKillDuringPost(t *testing.T) {
 				}
 				return building && e.postIndexesValid(t) >= k
 			})
-			p.Kill()
-			faultsInjected.Add(1)
+			inject(t, "SIGKILL of reshard", p.Kill)
 			valid := e.postIndexesValid(t)
 			if valid >= len(postIndexes)*len(e.dst) {
 				t.Fatalf("the kill came after POST finished")
 			}
-			t.Logf("killed during an index build: %d of %d indexes valid", valid, len(postIndexes)*len(e.dst))
+			hit(t, killed(p), "reshard killed during an index build: %d of %d indexes valid", valid, len(postIndexes)*len(e.dst))
+			p.Kill()
 			restarts.Add(1)
 			e.run(t, post)
 			e.checkPostIndexes(t)
@@ -143,33 +158,33 @@ func TestKillDuringPost(t *testing.T) {
 }
 
 // TestKillWhileStreaming: under a write load, reshard is killed with
-// SIGKILL five times at seeded moments while it streams, and the same
-// command is run again each time; once the load stops, the shards equal
-// the source.
+// SIGKILL five times at seeded moments while it streams (after a seeded
+// number of source writes), and the same command is run again each time;
+// once the load stops, the shards equal the source.
 func TestKillWhileStreaming(t *testing.T) {
 	src := newSource(t, "fault_kstream", 20_000)
 	e := newEnv(t, "kstream", src, "")
 	e.schemaPre(t)
 	w := startWriter(t, src, 1)
+	start := w.counts()
 	p := e.start(t, e.dataSync(false))
 	waitStreaming(t, p, 3*time.Minute)
 	for _, seed := range seeds {
 		r := rand.New(rand.NewSource(seed))
-		before := w.writes
-		time.Sleep(time.Duration(300+r.Intn(2000)) * time.Millisecond)
+		before := w.counts()
+		w.waitWrites(t, before, int64(100+r.Intn(1500)), time.Minute)
 		if done, err := p.Exited(); done {
 			t.Fatalf("reshard exited (%v) while streaming:\n%s", err, lastLines(p.Output(), 30))
 		}
-		p.Kill()
-		faultsInjected.Add(1)
-		t.Logf("seed %d: killed while streaming (%d source writes since the previous start)", seed, w.writes-before)
+		inject(t, "SIGKILL of reshard", p.Kill)
+		hit(t, killed(p), "seed %d: reshard killed while streaming, %s since the previous start", seed, w.counts().minus(before))
 		restarts.Add(1)
 		p = e.start(t, e.dataSync(false))
 		waitStreaming(t, p, 3*time.Minute)
 	}
-	time.Sleep(time.Second)
+	w.waitWrites(t, w.counts(), 300, time.Minute)
 	w.halt(t)
-	t.Logf("%d source writes during the scenario", w.writes)
+	checkWrites(t, "the write load of the scenario", w.counts().minus(start))
 	e.waitSame(t, 3*time.Minute)
 }
 

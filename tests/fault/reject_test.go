@@ -54,27 +54,32 @@ func TestShardRejectsWrites(t *testing.T) {
 		})
 	}
 	start()
-	time.Sleep(time.Second)
+	w.waitWrites(t, w.counts(), 300, time.Minute)
 	shard := e.dst[1]
 	admin := db{shard.inst, "postgres"}
-	admin.exec(t, fmt.Sprintf(`ALTER DATABASE %s SET statement_timeout = '1ms'`, shard.name))
-	admin.exec(t, fmt.Sprintf(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'`, shard.name))
-	faultsInjected.Add(1)
+	before := w.counts()
+	inject(t, "a shard rejecting writes", func() {
+		admin.exec(t, fmt.Sprintf(`ALTER DATABASE %s SET statement_timeout = '1ms'`, shard.name))
+		admin.exec(t, fmt.Sprintf(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'`, shard.name))
+	})
 	var state, msg string
-	waitFor(t, 2*time.Minute, "the task to fail", func() bool {
+	failed := func() bool {
 		state, msg = task()
 		return state == "failed"
-	})
-	t.Logf("SHOW TASKS: %s: %s", state, msg)
-	if !strings.Contains(msg, "statement timeout") {
-		t.Fatalf("the task's error does not say why it failed: %q", msg)
 	}
+	// The task fails within the network timeout of its writes; with the
+	// fault off it never does (a bounded wait, then the check fails).
+	for deadline := time.Now().Add(time.Minute); !failed() && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	hit(t, state == "failed" && strings.Contains(msg, "statement timeout"), "the task failed and SHOW TASKS says why: %s: %q", state, msg)
+	hit(t, w.counts().minus(before).writes > 0, "the source took writes while the shard rejected them: %s", w.counts().minus(before))
 	admin.exec(t, fmt.Sprintf(`ALTER DATABASE %s RESET statement_timeout`, shard.name))
 	restarts.Add(1)
 	start()
-	time.Sleep(2 * time.Second)
+	w.waitWrites(t, w.counts(), 300, time.Minute)
 	w.halt(t)
-	t.Logf("%d source writes during the scenario", w.writes)
+	checkWrites(t, "the write load of the scenario", w.counts())
 	e.waitSame(t, 3*time.Minute)
 	if state, msg := task(); state != "streaming" {
 		t.Fatalf("the resumed task is %s: %s", state, msg)
