@@ -337,6 +337,7 @@ func classify(n *pg_query.Node, sql string, info *schemaInfo) []*Statement {
 	case *pg_query.Node_AlterSeqStmt:
 		st := pre("sequence")
 		st[0].Schema, st[0].Table = relName(s.AlterSeqStmt.Sequence)
+		st[0].Exists = ownedByExists(s.AlterSeqStmt, quoteQualified(st[0].Schema, st[0].Table))
 		return st
 	case *pg_query.Node_CreateStmt:
 		kind := "table"
@@ -500,7 +501,18 @@ func classifyAlterTable(at *pg_query.AlterTableStmt, sql string, info *schemaInf
 		}
 		return st
 	case pg_query.AlterTableType_AT_ColumnDefault:
-		return mk("default", PhasePre, StageSequential)
+		st := mk("default", PhasePre, StageSequential)
+		// Already applied when the column has that default, as the shard
+		// deparses it (the session's search_path is pg_dump's, so it
+		// qualifies names as the dump does).
+		if i := strings.LastIndex(strings.ToUpper(sql), " SET DEFAULT "); i >= 0 && cmd.GetDef() != nil {
+			st[0].Exists = &Check{
+				SQL: `SELECT COALESCE((SELECT pg_get_expr(d.adbin, d.adrelid) = $3 FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+					WHERE a.attrelid = to_regclass($1) AND a.attname = $2), false)`,
+				Args: []any{rel, cmd.Name, strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(sql[i+len(" SET DEFAULT "):]), ";"))},
+			}
+		}
+		return st
 	case pg_query.AlterTableType_AT_ChangeOwner:
 		st := mk("owner", PhasePre, StageSequential)
 		st[0].roleStatement = true
@@ -609,6 +621,38 @@ func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 
 // quoteQualified renders schema.name, both quoted.
 func quoteQualified(schema, name string) string { return quoteIdent(schema) + "." + quoteIdent(name) }
+
+// ownedByExists checks, for ALTER SEQUENCE ... OWNED BY table.column alone
+// (as pg_dump writes it), that the sequence is owned by that column; nil
+// for any other ALTER SEQUENCE.
+func ownedByExists(s *pg_query.AlterSeqStmt, seq string) *Check {
+	if len(s.Options) != 1 {
+		return nil
+	}
+	de := s.Options[0].GetDefElem()
+	if de == nil || de.Defname != "owned_by" {
+		return nil
+	}
+	var names []string
+	for _, n := range de.GetArg().GetList().GetItems() {
+		names = append(names, n.GetString_().GetSval())
+	}
+	var table, column string
+	switch len(names) {
+	case 2:
+		table, column = quoteQualified("public", names[0]), names[1]
+	case 3:
+		table, column = quoteQualified(names[0], names[1]), names[2]
+	default:
+		return nil // OWNED BY NONE
+	}
+	return &Check{
+		SQL: `SELECT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+			WHERE d.classid = 'pg_class'::regclass AND d.objid = to_regclass($1) AND d.refclassid = 'pg_class'::regclass
+			AND d.refobjid = to_regclass($2) AND a.attname = $3 AND d.deptype = 'a')`,
+		Args: []any{seq, table, column},
+	}
+}
 
 // relationExists checks that a relation of one of the given kinds is there.
 // A relation of another kind under the same name is a conflict the CREATE

@@ -373,3 +373,43 @@ CREATE INDEX c_a ON public.c (a_id);
 		}
 	}
 }
+
+// TestPlanRerunChecks: the statements a rerun cannot tell from the dump of
+// a shard it could not dump are checked against the shard's catalogs: a
+// column default by its deparsed expression, OWNED BY by the sequence's
+// dependency, OWNER TO by the owner.
+func TestPlanRerunChecks(t *testing.T) {
+	p, err := BuildPlan(`CREATE TABLE public.a (id integer NOT NULL);
+CREATE SEQUENCE public.a_id_seq AS integer START WITH 1;
+ALTER SEQUENCE public.a_id_seq OWNED BY public.a.id;
+ALTER TABLE ONLY public.a ALTER COLUMN id SET DEFAULT nextval('public.a_id_seq'::regclass);
+ALTER TABLE public.a OWNER TO app;
+ALTER SEQUENCE public.a_id_seq OWNED BY NONE;
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]any{
+		"ALTER SEQUENCE public.a_id_seq OWNED BY public.a.id":                                        {`"public"."a_id_seq"`, `"public"."a"`, "id"},
+		"ALTER TABLE ONLY public.a ALTER COLUMN id SET DEFAULT nextval('public.a_id_seq'::regclass)": {`"public"."a"`, "id", "nextval('public.a_id_seq'::regclass)"},
+		"ALTER TABLE public.a OWNER TO app":                                                          {`"public"."a"`, "app"},
+		"ALTER SEQUENCE public.a_id_seq OWNED BY NONE":                                               nil,
+	}
+	seen := 0
+	for _, st := range p.Pre {
+		args, ok := want[strings.TrimSuffix(st.SQL, ";")]
+		if !ok {
+			continue
+		}
+		seen++
+		switch {
+		case args == nil && st.Exists != nil:
+			t.Errorf("%s: a check it cannot have: %v", st.SQL, st.Exists.Args)
+		case args != nil && (st.Exists == nil || !reflect.DeepEqual(st.Exists.Args, args)):
+			t.Errorf("%s: check %+v, want args %v", st.SQL, st.Exists, args)
+		}
+	}
+	if seen != len(want) {
+		t.Fatalf("saw %d of %d statements in PRE: %v", seen, len(want), sqlOf(p.Pre))
+	}
+}
