@@ -237,47 +237,42 @@ func (e *copyEnv) ddlStates(t *testing.T) map[string]string {
 	return out
 }
 
-// TestDDLWhileStreaming: the application's DDL while the stream runs under
-// a write load reaches every shard in the source's order: a column added
-// with a default (a constant, and now(): the existing rows get the
-// source's value), dropped, renamed; an index built concurrently; a table
-// created with rows in the same and later transactions; an enum value
-// added and used by later rows; a table dropped. The shards end equal to
-// the source, catalog and rows.
-func TestDDLWhileStreaming(t *testing.T) {
-	e, src := ddlEnv(t, "ddls", "")
-	e.reshardStreaming(t)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	ddlWriter(t, src, stop, &wg)
-	time.Sleep(300 * time.Millisecond)
-	for _, sql := range []string{
-		`ALTER TABLE customers ADD COLUMN tier text NOT NULL DEFAULT 'basic'`,
-		`ALTER TABLE customers ADD COLUMN seen_at timestamptz DEFAULT now()`,
-		`ALTER TABLE tickets ADD COLUMN priority int DEFAULT 3`,
-		`ALTER TABLE tickets RENAME COLUMN body TO text_body`,
-		`CREATE INDEX CONCURRENTLY tickets_status_idx ON tickets (status)`,
-		`ALTER TYPE mood ADD VALUE 'angry'`,
-		`INSERT INTO tickets (customer_id, status, text_body) VALUES (7, 'angry', 'uses the new value')`,
-		`BEGIN; CREATE TABLE reviews (id serial PRIMARY KEY, customer_id int REFERENCES customers (id), stars int NOT NULL);
-		 INSERT INTO reviews (customer_id, stars) SELECT 1 + g % 100, g % 5 FROM generate_series(1, 300) g; COMMIT`,
-		`INSERT INTO reviews (customer_id, stars) SELECT 1 + g % 100, 4 FROM generate_series(1, 50) g`,
-		`ALTER TABLE tickets DROP COLUMN priority`,
-		`UPDATE tickets SET text_body = 'after the drop' WHERE id < 20`,
-		`DROP TABLE scratch`,
-		`CREATE UNIQUE INDEX reviews_customer_stars ON reviews (id, customer_id)`,
-		`COMMENT ON TABLE reviews IS 'carried'`,
-	} {
-		src.exec(t, sql)
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	e.caughtUp(t, 2*time.Minute)
+// ddlStatements is the application's schema migration the DDL tests run
+// on the source under a write load: a column added with a default (a
+// constant, and now(): the existing rows get the source's value), one
+// renamed, one dropped; an index built concurrently; an enum value added
+// and used by later rows; a table created with rows in the same and later
+// transactions; a table dropped; a unique index; a comment. Eleven of them
+// are DDL (SHOW DDL lists them).
+var ddlStatements = []string{
+	`ALTER TABLE customers ADD COLUMN tier text NOT NULL DEFAULT 'basic'`,
+	`ALTER TABLE customers ADD COLUMN seen_at timestamptz DEFAULT now()`,
+	`ALTER TABLE tickets ADD COLUMN priority int DEFAULT 3`,
+	`ALTER TABLE tickets RENAME COLUMN body TO text_body`,
+	ddlConcurrently,
+	`ALTER TYPE mood ADD VALUE 'angry'`,
+	`INSERT INTO tickets (customer_id, status, text_body) VALUES (7, 'angry', 'uses the new value')`,
+	`BEGIN; CREATE TABLE reviews (id serial PRIMARY KEY, customer_id int REFERENCES customers (id), stars int NOT NULL);
+	 INSERT INTO reviews (customer_id, stars) SELECT 1 + g % 100, g % 5 FROM generate_series(1, 300) g; COMMIT`,
+	`INSERT INTO reviews (customer_id, stars) SELECT 1 + g % 100, 4 FROM generate_series(1, 50) g`,
+	`ALTER TABLE tickets DROP COLUMN priority`,
+	`UPDATE tickets SET text_body = 'after the drop' WHERE id < 20`,
+	`DROP TABLE scratch`,
+	`CREATE UNIQUE INDEX reviews_customer_stars ON reviews (id, customer_id)`,
+	`COMMENT ON TABLE reviews IS 'carried'`,
+}
+
+// ddlConcurrently is ddlStatements' index built concurrently.
+const ddlConcurrently = `CREATE INDEX CONCURRENTLY tickets_status_idx ON tickets (status)`
+
+// checkDDLResult checks what every run of ddlStatements ends with: the
+// shards equal to the source (catalog and rows), schema sync's rules
+// applied (the new table's serial key and its foreign key to the widened
+// customers.id are bigint on the shards), and SHOW DDL listing the eleven
+// statements applied on both shards.
+func (e *copyEnv) checkDDLResult(t *testing.T) {
+	t.Helper()
 	e.compareDDL(t, ddlKeys)
-	// Schema sync's rules: the new table's serial key and the foreign key
-	// to the widened customers.id are bigint on the shards.
 	for k, d := range e.dst {
 		if got := d.one(t, `SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'reviews'`); got != "id bigint, customer_id bigint, stars integer" {
 			t.Errorf("shard %d reviews: %s", k, got)
@@ -292,6 +287,31 @@ func TestDDLWhileStreaming(t *testing.T) {
 	if len(states) != 11 {
 		t.Errorf("SHOW DDL lists %d statements: %v", len(states), states)
 	}
+}
+
+// TestDDLWhileStreaming: the application's DDL while the stream runs under
+// a write load reaches every shard in the source's order: a column added
+// with a default (a constant, and now(): the existing rows get the
+// source's value), dropped, renamed; an index built concurrently; a table
+// created with rows in the same and later transactions; an enum value
+// added and used by later rows; a table dropped. The shards end equal to
+// the source, catalog and rows.
+func TestDDLWhileStreaming(t *testing.T) {
+	e, src := ddlEnv(t, "ddls", "")
+	e.reshardStreaming(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	ddlWriter(t, src, stop, &wg)
+	time.Sleep(300 * time.Millisecond)
+	for _, sql := range ddlStatements {
+		src.exec(t, sql)
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	e.caughtUp(t, 2*time.Minute)
+	e.checkDDLResult(t)
 }
 
 // TestDDLStopIsTheDefault: without resharding_ddl the source gets no event
@@ -357,4 +377,120 @@ func TestDDLNeedsSuperuser(t *testing.T) {
 	if n := src.one(t, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); n != "0" {
 		t.Fatal("a slot was created after a refusal")
 	}
+}
+
+// holdGate makes the copy of the gate table wait on every destination
+// shard until the returned release is called: a row trigger (ENABLE
+// ALWAYS, the copy's session runs as a replica) takes a shared advisory
+// lock that the test holds exclusively. The shards must have the schema.
+func (e *copyEnv) holdGate(t *testing.T) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	var held []func()
+	for _, d := range e.dst {
+		d.exec(t, `CREATE FUNCTION hold_copy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$;
+			CREATE TRIGGER hold_copy BEFORE INSERT ON gate FOR EACH ROW EXECUTE FUNCTION hold_copy();
+			ALTER TABLE gate ENABLE ALWAYS TRIGGER hold_copy`)
+		conn, err := d.inst.Connect(ctx, d.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(4242)`); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, func() { conn.Close(ctx) })
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			for _, h := range held {
+				h()
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// waitGateHeld waits until a copy worker waits for the gate's lock on
+// destination shard 0.
+func (e *copyEnv) waitGateHeld(t *testing.T) {
+	t.Helper()
+	d := e.dst[0]
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		if d.one(t, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`) != "0" {
+			return
+		}
+		if state, msg := e.taskState(t); state == "failed" || time.Now().After(deadline) {
+			t.Fatalf("the copy never reached the gate: %s %s", state, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitState waits until the migration is in state want, failing at once
+// if it fails.
+func (e *copyEnv) waitState(t *testing.T, want string, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; {
+		state, msg := e.taskState(t)
+		if state == want {
+			return
+		}
+		if state == "failed" || state == "stopped" || time.Now().After(deadline) {
+			t.Fatalf("task is %s (%s), want %s", state, msg, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDDLDuringCopy: the same schema migration as TestDDLWhileStreaming,
+// run under a write load while RESHARD's copy is held on the gate table
+// (so it runs while units are copying and before others start, on tables
+// copied and not copied yet): the copy reads every table at the slot's
+// snapshot through the source's current names, the stream applies the
+// statements after the copy, and the shards end equal to the source. The
+// index built concurrently waits on the source for the copy's snapshot
+// (PostgreSQL waits for older snapshots), so it is sent last and ends
+// once the gate is released.
+func TestDDLDuringCopy(t *testing.T) {
+	e, src := ddlEnv(t, "ddlc", "")
+	ctx := context.Background()
+	if _, err := e.exec.Execute(ctx, commands.SchemaSync{Phase: commands.PhasePre, Route: e.route()}); err != nil {
+		t.Fatal(err)
+	}
+	release := e.holdGate(t)
+	if _, err := e.exec.Execute(ctx, commands.Reshard{Route: e.route()}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitGateHeld(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	ddlWriter(t, src, stop, &wg)
+	time.Sleep(200 * time.Millisecond)
+	for _, sql := range ddlStatements {
+		if sql != ddlConcurrently {
+			src.exec(t, sql)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	built := make(chan error, 1)
+	go func() { built <- src.inst.Exec(ctx, src.db, ddlConcurrently) }()
+	time.Sleep(300 * time.Millisecond)
+	if state, msg := e.taskState(t); state != "copying" {
+		t.Fatalf("the copy ended before the DDL did: %s %s", state, msg)
+	}
+	release()
+	if err := <-built; err != nil {
+		t.Fatalf("%s: %v", ddlConcurrently, err)
+	}
+	e.waitState(t, "streaming", 3*time.Minute)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	e.caughtUp(t, 2*time.Minute)
+	for _, d := range e.dst {
+		d.exec(t, `DROP TRIGGER hold_copy ON gate; DROP FUNCTION hold_copy()`)
+	}
+	e.checkDDLResult(t)
 }

@@ -86,7 +86,7 @@ func (r *runner) loop(ctx context.Context) error {
 		case task.StateCopying:
 			err = r.copy(ctx)
 		case task.StateSchemaPost:
-			err = r.schema(ctx, schema.PhasePost, task.StateStreaming)
+			err = r.post(ctx)
 		case task.StateStreaming, task.StateReverseStreaming:
 			err = r.stream(ctx)
 		case task.StateCutover:
@@ -158,6 +158,25 @@ func (r *runner) schema(ctx context.Context, phase schema.Phase, next string) er
 	return r.update(ctx, func(st *State) { st.Phase = next })
 }
 
+// post is SCHEMA_SYNC POST of a RESHARD: planned from the dump its PRE
+// took at the slot's snapshot (saved on destination shard 0, so a restart
+// in between plans from it too), or, without one (a migration of an
+// older reshard), from the schema as it is now.
+func (r *runner) post(ctx context.Context) error {
+	st := r.m.state()
+	dump, err := loadDump(ctx, r.j, st.Slot)
+	if err != nil {
+		return fmt.Errorf("SCHEMA_SYNC %s: %w", schema.PhasePost, err)
+	}
+	if _, err := schema.Run(ctx, r.j, schema.Request{Phase: schema.PhasePost, Dump: dump}); err != nil {
+		return fmt.Errorf("SCHEMA_SYNC %s: %w", schema.PhasePost, err)
+	}
+	if err := r.update(ctx, func(st *State) { st.Phase = task.StateStreaming }); err != nil {
+		return err
+	}
+	return forgetDump(ctx, r.j, st.Slot)
+}
+
 // preAndCopy is RESHARD's SCHEMA_SYNC PRE and copy from one point of the
 // source: DDL capture is installed (resharding_ddl = "replicate"), the
 // slots are created first, the schema is dumped at source shard 0's
@@ -191,8 +210,17 @@ func (r *runner) preAndCopy(ctx context.Context) error {
 		defer slots.Close()
 		req.Snapshot = slots.Snapshot(0)
 	}
-	if _, err := schema.Run(ctx, r.j, req); err != nil {
+	res, err := schema.Run(ctx, r.j, req)
+	if err != nil {
 		return fmt.Errorf("SCHEMA_SYNC %s: %w", schema.PhasePre, err)
+	}
+	if slots != nil {
+		// POST plans from the same dump: the indexes and constraints of
+		// the schema the rows are copied with (the source's may have more
+		// by then, made by DDL the stream carries, or fewer).
+		if err := saveDump(ctx, r.j, st.Slot, res.Dump); err != nil {
+			return fmt.Errorf("SCHEMA_SYNC %s: %w", schema.PhasePre, err)
+		}
 	}
 	if err := r.update(ctx, func(st *State) { st.Phase = task.StateCopying }); err != nil {
 		return err

@@ -279,6 +279,10 @@ func dropState(ctx context.Context, conn *pgx.Conn, st State) (bool, error) {
 			if _, err := conn.Exec(ctx, `DELETE FROM reshard.ddl_applied WHERE left(origin, length('reshard_' || $1)) = 'reshard_' || $1`, st.Slot); err != nil {
 				return false, err
 			}
+		case "schema_dumps":
+			if _, err := conn.Exec(ctx, `DELETE FROM reshard.schema_dumps WHERE slot = $1`, st.Slot); err != nil {
+				return false, err
+			}
 		case "moved_rows":
 			// The streams' records of rows that moved between shards, kept
 			// per slot (every slot of the migration is named after st.Slot).

@@ -34,6 +34,10 @@ type Request struct {
 	// the shards' schema, the copied rows and the stream's start are one
 	// point. Empty: the schema as it is now.
 	Snapshot string
+	// Dump, for PRE and POST, is the source's schema to plan from instead
+	// of running pg_dump: the Result.Dump of an earlier phase (RESHARD's
+	// POST plans from the dump its PRE took at the slot's snapshot).
+	Dump string
 }
 
 // ShardSQL is the SQL a phase runs on one shard (dry run).
@@ -62,6 +66,8 @@ type Result struct {
 	ForeignKeys []ForeignKeyFinding
 	// Elapsed is the phase's wall time.
 	Elapsed time.Duration
+	// Dump is the source's schema PRE or POST planned from.
+	Dump string
 }
 
 // endpoints are the resolved clusters of a job, as the phases use them.
@@ -129,16 +135,19 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	switch req.Phase {
 	case PhasePre, PhasePost:
 		admin := ep.src.Admin
-		dump, err := Dump(ctx, DumpSource{PgDump: j.Catalog.Config.Replication.PgDumpPath, Host: ep.srcNode.Host, Port: ep.srcNode.Port,
-			Database: ep.srcNode.Database, User: nodeUser(ep.srcNode, admin), Password: nodePassword(ep.srcNode, admin), ServerVersionNum: versionNum,
-			Snapshot: req.Snapshot})
-		if err != nil {
-			code := "58P01"
-			if !strings.Contains(err.Error(), "not found") {
-				code = "XX000"
+		dump := req.Dump
+		if dump == "" {
+			if dump, err = Dump(ctx, DumpSource{PgDump: j.Catalog.Config.Replication.PgDumpPath, Host: ep.srcNode.Host, Port: ep.srcNode.Port,
+				Database: ep.srcNode.Database, User: nodeUser(ep.srcNode, admin), Password: nodePassword(ep.srcNode, admin), ServerVersionNum: versionNum,
+				Snapshot: req.Snapshot}); err != nil {
+				code := "58P01"
+				if !strings.Contains(err.Error(), "not found") {
+					code = "XX000"
+				}
+				return nil, job.Wrap(code, err, "%v", err)
 			}
-			return nil, job.Wrap(code, err, "%v", err)
 		}
+		res.Dump = dump
 		dumped := time.Now()
 		plan, err := BuildPlan(dump)
 		if err != nil {
