@@ -273,6 +273,23 @@ var steps = []step{
 	{cutover.RollbackSourceOpen, true, true},   // the reverse slots dropped next
 }
 
+// stopSteps is the steps TestShardStopDuringCutover stops shard 1 at: a
+// shard stop costs a server restart and the switch's retries, so make test
+// takes one step of each kind that ends differently (before the cutover's
+// commit point, at it, inside a rollback, at the rollback's, and the two
+// slot-drop steps past them), in an order each one's state leads to the
+// next's; RESHARD_FAULT_ALL_STEPS=1 takes all 14.
+func stopSteps() []step {
+	if os.Getenv("RESHARD_FAULT_ALL_STEPS") == "1" {
+		return steps
+	}
+	var some []step
+	for _, i := range []int{1, 5, 9, 11, 12, 13} {
+		some = append(some, steps[i])
+	}
+	return some
+}
+
 // after is the state a migration ends in once a fault at st is behind it,
 // when the fault makes the switch stop at st: a restart completes a switch
 // past its commit point and undoes one before it.
@@ -373,7 +390,8 @@ func TestKillDuringCutover(t *testing.T) {
 func TestShardStopDuringCutover(t *testing.T) {
 	s := cutoverEnv(t, "scut", "")
 	inst := cluster.Instances[2]
-	for i, st := range steps {
+	run := stopSteps()
+	for i, st := range run {
 		pending := s.switchAt(t, st)
 		at := markOf(s.p)
 		inject(t, "stop of shard 1 at "+st.name, func() {
@@ -423,15 +441,15 @@ func TestShardStopDuringCutover(t *testing.T) {
 		if err := s.p.Stop(time.Minute); err != nil {
 			t.Logf("serve after SIGTERM: %v", err)
 		}
-		if i+1 == len(steps) {
+		if i+1 == len(run) {
 			break
 		}
-		s.start(t, steps[i+1].name)
+		s.start(t, run[i+1].name)
 		markOf(s.p).await(t, 2*time.Minute, logStreaming)
-		if state, _ := s.task(t); state != steps[i+1].before() {
-			t.Logf("task %s is %s, the next step starts from %s: CUTOVER first", s.id, state, steps[i+1].before())
+		if state, _ := s.task(t); state != run[i+1].before() {
+			t.Logf("task %s is %s, the next step starts from %s: CUTOVER first", s.id, state, run[i+1].before())
 			s.admin(t, "CUTOVER "+s.id)
-			s.settled(t, steps[i+1].before(), "switched before "+steps[i+1].name)
+			s.settled(t, run[i+1].before(), "switched before "+run[i+1].name)
 		}
 	}
 }
