@@ -254,6 +254,7 @@ func testHoldStream(t *testing.T, nSrc int) {
 	if id != taskID || reverse || holder == nil {
 		t.Fatalf("Engine.Streams: %q %v %v, want task %s forward with a holder", id, reverse, holder, taskID)
 	}
+	heldBack := 0 // rounds in which the stream held back changes
 	holdRound := func(round int) {
 		var snaps []pointSnapshot
 		var took time.Duration
@@ -300,8 +301,13 @@ func testHoldStream(t *testing.T, nSrc int) {
 			t.Fatalf("the source's orders did not change while the stream was held (%s): the writers are not writing", srcNow)
 		}
 		stall := release()
-		if stall <= 0 {
-			t.Fatalf("round %d: the stream held back nothing for more than half a second of writes (stall %s)", round, stall)
+		if stall > 0 {
+			heldBack++
+		} else {
+			// Under a loaded machine the walsender may not have sent a
+			// later commit within the half second: that round proves the
+			// point's equality but not that changes were held back.
+			t.Logf("round %d: no change arrived while held (stall %s)", round, stall)
 		}
 		for _, s := range snaps {
 			s.conn.Close(ctx)
@@ -314,6 +320,9 @@ func testHoldStream(t *testing.T, nSrc int) {
 	}
 	for round := 0; round < 3; round++ {
 		holdRound(round)
+	}
+	if heldBack == 0 {
+		t.Fatalf("in none of 3 rounds did the stream hold back a change while the source was writing")
 	}
 
 	// A point the stream has passed: the source's position before writes
