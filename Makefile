@@ -14,16 +14,18 @@ deps:
 build: deps
 	$(GO) build -trimpath -o $(BIN) ./cmd/reshard
 
-# Every test, unit and integration (real PostgreSQL 15, started by tests/pgtest),
-# the race detector over the concurrent stages, then the fault suite on its
-# own (it restarts and cuts off servers; run beside the other packages it
-# would only slow them down). Fuzz targets run their seed corpus as normal
-# tests.
+# Every test, unit and integration (real PostgreSQL 15-18, started by
+# tests/pgtest), the race detector over the concurrent stages, and the fault
+# suite beside them (its own servers and ports; the integration tests spend
+# most of their time waiting on PostgreSQL, so running both at once keeps
+# make test within its budget on 2 cores). Fuzz targets run their seed
+# corpus as normal tests.
 test: deps
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout 14m $$($(GO) list $(PKGS) | grep -v '/tests/fault$$')
-	@$(MAKE) --no-print-directory test-race
-	@$(MAKE) --no-print-directory test-fault
+	@$(MAKE) --no-print-directory test-fault & fault=$$!; \
+	$(GO) test -count=1 -timeout 14m $$($(GO) list $(PKGS) | grep -v '/tests/fault$$'); rc=$$?; \
+	$(MAKE) --no-print-directory test-race || rc=1; \
+	wait $$fault || rc=1; exit $$rc
 
 # go test -race over the stream, copier, cutover and migration packages and
 # the fault suite's proxy (the fault suite itself runs under -race in

@@ -309,13 +309,13 @@ func (st step) before() string {
 }
 
 // cutoverEnv is a COPY_DATA migration streaming under `reshard serve`,
-// paused at the first step.
-func cutoverEnv(t *testing.T, name string, general string) *serve {
+// set to pause at step first.
+func cutoverEnv(t *testing.T, name, general string, first step) *serve {
 	t.Helper()
 	e := newEnv(t, name, newSource(t, "fault_"+name, 5_000), "cutover_timeout = 10000\n"+general)
 	e.schemaPre(t)
 	s := newServe(t, e)
-	s.start(t, steps[0].name)
+	s.start(t, first.name)
 	at := markOf(s.p)
 	s.id = s.admin(t, fmt.Sprintf("COPY_DATA src dst pub %s", e.slot))[0][0]
 	at.await(t, 3*time.Minute, logStreaming)
@@ -354,7 +354,7 @@ func (s *serve) switchAt(t *testing.T, st step) <-chan error {
 // is the one the task's state says, the other follows it, and both are
 // equal.
 func TestKillDuringCutover(t *testing.T) {
-	s := cutoverEnv(t, "kcut", "")
+	s := cutoverEnv(t, "kcut", "", steps[0])
 	for i, st := range steps {
 		pending := s.switchAt(t, st)
 		if st.before() == "streaming" && i > 0 && steps[i-1].after() != "streaming" {
@@ -388,9 +388,9 @@ func TestKillDuringCutover(t *testing.T) {
 // logged the switch's outcome. Each time the migration ends on one
 // writable side, the other following it, both equal.
 func TestShardStopDuringCutover(t *testing.T) {
-	s := cutoverEnv(t, "scut", "")
-	inst := cluster.Instances[2]
 	run := stopSteps()
+	s := cutoverEnv(t, "scut", "", run[0])
+	inst := cluster.Instances[2]
 	for i, st := range run {
 		pending := s.switchAt(t, st)
 		at := markOf(s.p)
