@@ -76,6 +76,16 @@ func waitOpen(t *testing.T, p *Proxy, n int) {
 	}
 }
 
+// forwarded is p.Forwarded once it reaches want or 10 s have passed. The
+// pump counts a chunk after its Write returned, which can be just after the
+// echo reached the test's side, so the counter may trail the bytes read.
+func forwarded(p *Proxy, want int64) int64 {
+	for deadline := time.Now().Add(10 * time.Second); p.Forwarded() < want && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return p.Forwarded()
+}
+
 func TestProxyForwards(t *testing.T) {
 	p := newTestProxy(t)
 	c := dial(t, p)
@@ -87,7 +97,7 @@ func TestProxyForwards(t *testing.T) {
 	if p.Accepted() != 1 || p.Open() != 1 {
 		t.Fatalf("accepted %d, open %d; want 1 and 1", p.Accepted(), p.Open())
 	}
-	if f := p.Forwarded(); f != int64(2*len(msg)) {
+	if f := forwarded(p, int64(2*len(msg))); f != int64(2*len(msg)) {
 		t.Fatalf("forwarded %d bytes, want %d (both ways)", f, 2*len(msg))
 	}
 	if p.Resets() != 0 || p.Blackholed() != 0 {
@@ -195,8 +205,8 @@ func TestProxyThrottle(t *testing.T) {
 	if _, err := io.ReadFull(c, back); err != nil || !bytes.Equal(back, big) {
 		t.Fatalf("unthrottled echo of 4 MiB: %v", err)
 	}
-	if p.Forwarded() != int64(2*(len(msg)+len(big))) {
-		t.Fatalf("forwarded %d bytes, want %d", p.Forwarded(), 2*(len(msg)+len(big)))
+	if f := forwarded(p, int64(2*(len(msg)+len(big)))); f != int64(2*(len(msg)+len(big))) {
+		t.Fatalf("forwarded %d bytes, want %d", f, 2*(len(msg)+len(big)))
 	}
 }
 
