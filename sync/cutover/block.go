@@ -99,21 +99,21 @@ func drain(ctx context.Context, locks, conns job.Conns, slots []string, deadline
 		targets[i], _ = pglogrepl.ParseLSN(s)
 	}
 	for {
-		drained := true
+		var behind []string
 		for i, c := range conns {
 			_, confirmed, err := lag(ctx, c, slots[i])
 			if err != nil {
 				return err
 			}
 			if confirmed < targets[i] {
-				drained = false
+				behind = append(behind, fmt.Sprintf("slot %s confirmed %s of %s", slots[i], confirmed, targets[i]))
 			}
 		}
-		if drained {
+		if len(behind) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the stream did not drain to lag 0 within cutover_timeout (%s)", timeout)
+			return fmt.Errorf("the stream did not drain to lag 0 within cutover_timeout (%s): %s", timeout, strings.Join(behind, ", "))
 		}
 		select {
 		case <-ctx.Done():

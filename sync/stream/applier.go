@@ -158,19 +158,24 @@ func (a *applier) exec(ctx context.Context, sql string, args [][]byte) (int64, e
 	return tag.RowsAffected(), nil
 }
 
-// commit records lsn as the origin's position and commits.
-func (a *applier) commit(ctx context.Context, lsn pglogrepl.LSN, ts time.Time) error {
+// commit records lsn as the origin's position and commits. wrote tells
+// whether the transaction changed anything: one whose statements all found
+// nothing to change (a probe of a row that is not on the shard) has no
+// transaction id, and PostgreSQL then writes no commit record and leaves
+// the origin where it was; there is nothing of it to lose either.
+func (a *applier) commit(ctx context.Context, lsn pglogrepl.LSN, ts time.Time) (wrote bool, err error) {
 	if !a.inTx {
-		return nil
+		return false, nil
 	}
-	if _, err := a.conn.Exec(ctx, `SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2)`, lsn.String(), ts); err != nil {
-		return fmt.Errorf("destination shard %d: origin position: %w", a.shard, err)
+	if err := a.conn.QueryRow(ctx, `SELECT pg_current_xact_id_if_assigned() IS NOT NULL FROM pg_replication_origin_xact_setup($1::text::pg_lsn, $2)`,
+		lsn.String(), ts).Scan(&wrote); err != nil {
+		return false, fmt.Errorf("destination shard %d: origin position: %w", a.shard, err)
 	}
 	if _, err := a.conn.PgConn().Exec(ctx, "COMMIT").ReadAll(); err != nil {
-		return fmt.Errorf("destination shard %d: commit: %w", a.shard, err)
+		return false, fmt.Errorf("destination shard %d: commit: %w", a.shard, err)
 	}
 	a.inTx = false
-	return nil
+	return wrote, nil
 }
 
 func (a *applier) rollback() {
@@ -259,8 +264,8 @@ type probed struct {
 }
 
 // commitAt records lsn as the origin's position and commits, bounded by
-// the network timeout.
-func (a *applier) commitAt(ctx context.Context, lsn pglogrepl.LSN) error {
+// the network timeout; wrote as commit.
+func (a *applier) commitAt(ctx context.Context, lsn pglogrepl.LSN) (wrote bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	return a.commit(ctx, lsn, time.Now())

@@ -21,7 +21,11 @@ type positions struct {
 	handled []pglogrepl.LSN
 	// lastWork is, per shard, the last commit LSN a transaction of the
 	// shard's committed with changes: durable once its origin has flushed
-	// it.
+	// it. A transaction that changed nothing on the shard (no transaction
+	// id: PostgreSQL leaves the origin where it was) is not work: were it
+	// counted, the shard's flushed origin would stay behind it until the
+	// next write there, holding back every confirmation (a cutover's drain
+	// under its locks waited for a write that never came).
 	lastWork []pglogrepl.LSN
 	// serverEnd is the source's WAL end from its last keepalive.
 	serverEnd pglogrepl.LSN
@@ -43,7 +47,8 @@ func newPositions(confirmed pglogrepl.LSN, origins []pglogrepl.LSN) *positions {
 }
 
 // handledOn records that shard k handled every transaction up to lsn;
-// committed tells it committed changes of its own at lsn.
+// committed tells it committed changes of its own at lsn (a commit that
+// wrote, and so moved the shard's origin to lsn).
 func (p *positions) handledOn(k int, lsn pglogrepl.LSN, committed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -102,9 +102,12 @@ func (w *shardWorkers) process(ctx context.Context, k int, part shardWork) error
 		}
 	}
 	if part.commit {
-		committed := a.inTx
-		if committed {
-			if err := a.commitAt(ctx, part.lsn); err != nil {
+		// Only a commit that wrote moves the shard's origin: one that
+		// changed nothing is handled, with nothing to wait for.
+		committed := false
+		if a.inTx {
+			var err error
+			if committed, err = a.commitAt(ctx, part.lsn); err != nil {
 				return err
 			}
 		}
