@@ -4,7 +4,7 @@ BIN     := bin/reshard
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test test-race test-fault demo bench pgcopydb bench-copy bench-replicas bench-schema bench-stream bench-admin bench-verify lint deps fuzz clean
+.PHONY: all build test test-race test-fault demo bench pgcopydb bench-copy bench-replicas bench-schema bench-stream bench-admin bench-verify bench-local-ids lint deps fuzz clean
 
 all: build
 
@@ -87,6 +87,12 @@ bench-admin: deps
 # of 5 rows (BENCH_VERIFY_TABLES).
 bench-verify: deps
 	$(GO) test ./bench -run '^$$' -bench 'BenchmarkVerify' -benchtime 1x -timeout 30m
+
+# Shard-local ids: what the generator CUTOVER installs costs per insert
+# against a plain sequence default, on 2 and 4 shards, one run
+# (BENCH_IDS_ROWS rows in one INSERT, BENCH_IDS_INSERTS single-row INSERTs).
+bench-local-ids: deps
+	$(GO) test ./bench -run '^$$' -bench BenchmarkShardLocalIDs -benchtime 1x -timeout 30m
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
