@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/reshard/reshard/commands"
 )
 
@@ -14,6 +16,15 @@ import (
 // have the omni table countries(code, name), which waitCaughtUp uses),
 // copied and then streamed by a COPY_DATA task.
 func streamEnv(t *testing.T, name string, shards int, schema, data string) (*copyEnv, string) {
+	t.Helper()
+	return streamEnvWith(t, name, shards, schema, data, nil, nil)
+}
+
+// streamEnvWith is streamEnv with hooks (each may be nil): before runs
+// after SCHEMA_SYNC PRE, before the COPY_DATA task starts, and returns a
+// release function handed to during, which runs once the task has
+// started, before waiting for it to stream.
+func streamEnvWith(t *testing.T, name string, shards int, schema, data string, before func(e *copyEnv) func(), during func(e *copyEnv, release func())) (*copyEnv, string) {
 	t.Helper()
 	e := newCopyEnv(t, name, 1, shards, "")
 	src := e.src[0]
@@ -26,6 +37,10 @@ func streamEnv(t *testing.T, name string, shards int, schema, data string) (*cop
 	if _, err := e.exec.Execute(ctx, schemaPre(e)); err != nil {
 		t.Fatalf("SCHEMA_SYNC PRE: %v", err)
 	}
+	release := func() {}
+	if before != nil {
+		release = before(e)
+	}
 	res, err := e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: name + "_slot"})
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +49,9 @@ func streamEnv(t *testing.T, name string, shards int, schema, data string) (*cop
 	t.Cleanup(func() {
 		_, _ = e.exec.Execute(context.Background(), commands.StopTask{Task: taskID})
 	})
+	if during != nil {
+		during(e, release)
+	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		state, msg := e.taskState(t)
@@ -286,4 +304,149 @@ func TestStreamMoveResumesFromRecord(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// eventsSchema is the fault suite's events table: keyed by id, placed by
+// customer_id, the default replica identity, payload stored out of line
+// (8 kB each), so an UPDATE that leaves it alone sends it as unchanged
+// TOAST.
+const eventsSchema = `
+CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE events (id bigint PRIMARY KEY, customer_id bigint NOT NULL, kind text, payload text);
+ALTER TABLE events ALTER payload SET STORAGE EXTERNAL;`
+
+// eventsData: 200 events, one customer each.
+const eventsData = `
+INSERT INTO countries VALUES ('NL', 'Netherlands');
+INSERT INTO events SELECT g, g, 'seed', (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 256) i) FROM generate_series(1, 200) g;`
+
+// placedOn returns the first n customer_ids of events rows on destination
+// shard k (so: customers that shard k holds).
+func placedOn(t *testing.T, e *copyEnv, k, n int) []string {
+	t.Helper()
+	got := query(t, e.dst[k].inst, e.dst[k].db, fmt.Sprintf(`SELECT customer_id::text FROM events ORDER BY customer_id LIMIT %d`, n))
+	if len(got) < n {
+		t.Fatalf("destination shard %d holds %d events, want at least %d", k, len(got), n)
+	}
+	return got
+}
+
+// A row's changes in one batch across a new description of its table:
+// the source describes a table again (a Relation message) whenever its
+// relation cache entry is invalidated (an ANALYZE, autovacuum), here
+// between two changes of one transaction. The stream told the table's
+// rows still arriving on a shard by the relation it had for them, so the
+// change after the new description was not held back for the arrival: a
+// move and a move back left the row on both shards, a move then a delete
+// left it on the new one. Each case is its own transaction; after each
+// the shards equal the source.
+func TestStreamMovesAcrossRelationMessages(t *testing.T) {
+	e, _ := streamEnv(t, "stmoverel", 2, eventsSchema, eventsData)
+	src := e.src[0]
+	on0, on1 := placedOn(t, e, 0, 8), placedOn(t, e, 1, 8)
+	cases := []struct{ name, sql string }{
+		{"move, ANALYZE, move back", `BEGIN; UPDATE events SET customer_id = %[2]s WHERE id = %[1]s; ANALYZE events;
+			UPDATE events SET customer_id = %[3]s WHERE id = %[1]s; COMMIT`},
+		{"move, ANALYZE, delete", `BEGIN; UPDATE events SET customer_id = %[2]s, kind = 'moved' WHERE id = %[1]s; ANALYZE events;
+			DELETE FROM events WHERE id = %[1]s; COMMIT`},
+		{"move, ANALYZE, update", `BEGIN; UPDATE events SET customer_id = %[2]s WHERE id = %[1]s; ANALYZE events;
+			UPDATE events SET kind = 'after' WHERE id = %[1]s; COMMIT`},
+		{"move, ANALYZE, move back, ANALYZE, move", `BEGIN; UPDATE events SET customer_id = %[2]s WHERE id = %[1]s; ANALYZE events;
+			UPDATE events SET customer_id = %[3]s WHERE id = %[1]s; ANALYZE events;
+			UPDATE events SET customer_id = %[2]s, kind = 'third' WHERE id = %[1]s; COMMIT`},
+	}
+	for i, c := range cases {
+		// A row on shard 0 (its customer is on0[i]) moved to shard 1 and
+		// (for the move back) to another customer of shard 0.
+		sql := fmt.Sprintf(c.sql, on0[i], on1[i], on0[len(on0)-1-i])
+		src.exec(t, sql)
+		e.waitCaughtUp(t, time.Minute)
+		if state, msg := e.taskState(t); state != "streaming" {
+			t.Fatalf("%s: task %s %s", c.name, state, msg)
+		}
+		verifyPlaced(t, e, "events")
+	}
+}
+
+// A TRUNCATE of a table after the copy's snapshot, committed before the
+// copy read the table: TRUNCATE is not MVCC-safe, so the copy read the
+// table as empty, losing the rows it had at the snapshot, and the stream's
+// changes of those rows before the TRUNCATE (here moves of rows with their
+// TOASTed payload unchanged, and a change of moved rows in the same
+// transaction) found them on no shard: "an UPDATE of public.events found
+// its row on no destination shard". The copy now locks each table before
+// reading it and checks it was not rewritten since the snapshot; a
+// rewritten one is copied again at a new snapshot, whose watermark the
+// stream skips the table's changes before. The copy's 4 workers are held
+// on gate tables (larger than events, so copied first) while the source
+// moves events rows and truncates the table.
+func TestStreamMoveTruncatedDuringCopy(t *testing.T) {
+	var gates, fill, triggers []string
+	for g := 1; g <= 4; g++ {
+		gates = append(gates, fmt.Sprintf(`CREATE TABLE gate%d (id bigint PRIMARY KEY, customer_id bigint NOT NULL, note text);`, g))
+		fill = append(fill, fmt.Sprintf(`INSERT INTO gate%d SELECT x, x, md5(x::text) FROM generate_series(1, 40000) x;`, g))
+		triggers = append(triggers, fmt.Sprintf(`CREATE TRIGGER hold_copy BEFORE INSERT ON gate%[1]d FOR EACH ROW EXECUTE FUNCTION hold_copy();
+			ALTER TABLE gate%[1]d ENABLE ALWAYS TRIGGER hold_copy;`, g))
+	}
+	data := strings.Replace(eventsData, "generate_series(1, 200) g", "generate_series(1, 100) g", 1) + strings.Join(fill, "\n")
+	e, _ := streamEnvWith(t, "stmovetrunc", 2, eventsSchema+strings.Join(gates, "\n"), data, func(e *copyEnv) func() {
+		ctx := context.Background()
+		var held []*pgx.Conn
+		for _, d := range e.dst {
+			d.exec(t, `CREATE FUNCTION hold_copy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock_shared(4243); RETURN NEW; END $$;`+strings.Join(triggers, "\n"))
+			conn, err := d.inst.Connect(ctx, d.db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(4243)`); err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, conn)
+		}
+		t.Cleanup(func() {
+			for _, c := range held {
+				c.Close(ctx)
+			}
+		})
+		return func() {
+			for _, c := range held {
+				c.Close(ctx)
+			}
+		}
+	}, func(e *copyEnv, release func()) {
+		src := e.src[0]
+		// Every worker waits on a gate (on destination shard 0), events
+		// not read yet.
+		for deadline := time.Now().Add(time.Minute); e.dst[0].one(t, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4243 AND NOT granted`) != "4"; {
+			if state, msg := e.taskState(t); state == "failed" || time.Now().After(deadline) {
+				t.Fatalf("the copy's workers did not all reach the gates: %s %s", state, msg)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := src.one(t, `SELECT count(*) FROM pg_locks WHERE relation = 'events'::regclass`); n != "0" {
+			t.Fatalf("the copy holds %s locks on events already: the test proves nothing", n)
+		}
+		src.exec(t, `UPDATE events SET customer_id = customer_id + 1000, kind = 'moved' WHERE id <= 20;
+			UPDATE events SET customer_id = customer_id + 7 WHERE id <= 10; UPDATE events SET kind = 'after' WHERE id <= 10`)
+		src.exec(t, `BEGIN; UPDATE events SET customer_id = customer_id + 3 WHERE id BETWEEN 21 AND 30;
+			UPDATE events SET kind = 'moved, then changed' WHERE id BETWEEN 21 AND 30; COMMIT`)
+		src.exec(t, `TRUNCATE events`)
+		src.exec(t, `INSERT INTO events SELECT g, g, 'refill', (SELECT string_agg(md5(g::text || i::text || 'r'), '') FROM generate_series(1, 256) i) FROM generate_series(1, 50) g`)
+		release()
+	})
+	src := e.src[0]
+	e.waitCaughtUp(t, time.Minute)
+	if state, msg := e.taskState(t); state != "streaming" {
+		t.Fatalf("task after the copy: %s %s", state, msg)
+	}
+	verifyPlaced(t, e, "events", "gate1")
+	// Rows moved after the new copy (TOASTed payload unchanged): each
+	// finds its row.
+	on1 := placedOn(t, e, 1, 1)[0]
+	src.exec(t, `UPDATE events SET customer_id = `+on1+` WHERE id <= 25`)
+	e.waitCaughtUp(t, time.Minute)
+	if state, msg := e.taskState(t); state != "streaming" {
+		t.Fatalf("task after the moves: %s %s", state, msg)
+	}
+	verifyPlaced(t, e, "events")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -75,6 +76,20 @@ func Pending(ctx context.Context, conn *pgx.Conn, slot string) ([][2]string, err
 // (omni tables from shard 0) at a new snapshot of each, through the
 // columns the shards have. It returns once every unit is done.
 func CopyAgain(ctx context.Context, j *job.Job, slot string, tables [][2]string) error {
+	return copyAgain(ctx, j, slot, tables, 1)
+}
+
+// copyAgain is CopyAgain's round-th try: the tables a try finds rewritten
+// on the source after its snapshot (a TRUNCATE: see worker.rewritten) are
+// copied again at a newer one, at most maxRewriteRounds times.
+func copyAgain(ctx context.Context, j *job.Job, slot string, tables [][2]string, round int) error {
+	if round > maxRewriteRounds {
+		names := make([]string, len(tables))
+		for i, t := range tables {
+			names[i] = t[0] + "." + t[1]
+		}
+		return job.Errorf("55000", "%s: rewritten on the source (a TRUNCATE) during each of %d copies at a new snapshot; copy again when the table is not being truncated", strings.Join(names, ", "), maxRewriteRounds)
+	}
 	start := time.Now()
 	log := j.Logger("copy")
 	cfg := j.Catalog.Config.General
@@ -227,6 +242,11 @@ func CopyAgain(ctx context.Context, j *job.Job, slot string, tables [][2]string)
 	log.Info("copying tables again", "tables", len(described), "units", len(units))
 	if err := run.copyAll(ctx, units, items, nodes, cfg.ReshardingParallelCopies); err != nil {
 		return err
+	}
+	if again := run.takeRewritten(); len(again) > 0 {
+		if err := copyAgain(ctx, j, slot, again, round+1); err != nil {
+			return err
+		}
 	}
 	log.Info("tables copied again", "tables", len(described), "units", len(units), "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil

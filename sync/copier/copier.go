@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -73,6 +74,37 @@ type copyRun struct {
 	dstDSN  []string // per destination shard
 	state   *pgx.Conn
 	stateMu sync.Mutex
+	// rewritten are the tables (schema, name) whose storage the source
+	// replaced after the copy's snapshot (a TRUNCATE): their units were
+	// left undone, to be copied again at a new snapshot (copyAgain).
+	// Guarded by stateMu.
+	rewritten [][2]string
+}
+
+// maxRewriteRounds bounds how many times tables rewritten on the source
+// during their copy are copied again at a new snapshot.
+const maxRewriteRounds = 5
+
+// takeRewritten returns the tables found rewritten since the last call.
+func (r *copyRun) takeRewritten() [][2]string {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	out := r.rewritten
+	r.rewritten = nil
+	return out
+}
+
+// noteRewritten records that table t was rewritten after the snapshot.
+func (r *copyRun) noteRewritten(t *Table) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	k := [2]string{t.Schema, t.Name}
+	for _, x := range r.rewritten {
+		if x == k {
+			return
+		}
+	}
+	r.rewritten = append(r.rewritten, k)
 }
 
 // SlotNames returns the slot of each of n source shards for slot base: base
@@ -325,6 +357,13 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	log.Info("copy starting", "tables", len(tables), "units", len(todo), "already_done", res.UnitsSkipped, "resumed", res.Resumed,
 		"workers_per_node", cfg.ReshardingParallelCopies, "nodes", nodeList(nodes), "format", format)
 	err = run.copyAll(ctx, todo, items, nodes, cfg.ReshardingParallelCopies)
+	if again := run.takeRewritten(); err == nil && len(again) > 0 {
+		// A TRUNCATE is not MVCC-safe: a snapshot older than it reads
+		// the table as empty. Copied again at a new snapshot, the units'
+		// watermark is its LSN, and the stream skips the tables' changes
+		// committed before it (the TRUNCATE among them).
+		err = copyAgain(ctx, j, res.Slot, again, 1)
+	}
 	for _, it := range j.Registry.Copies() {
 		if it.Task == j.Task && it.State == progress.CopyDone {
 			res.Rows += it.Rows
@@ -478,6 +517,15 @@ func (r *copyRun) copyWithRetry(ctx context.Context, w *worker, u *unit, item *p
 		item.Reset()
 		started := time.Now()
 		rows, bytes, committed, err := w.copyUnit(ctx, u, item)
+		if errors.Is(err, errRewritten) {
+			// Left undone: the table is copied again at a new snapshot
+			// once this copy ends (copyAgain).
+			r.noteRewritten(u.table)
+			w.close() // its transaction holds the table's lock
+			reg.FinishCopy(item, err)
+			r.log.Warn("table rewritten on the source after the copy's snapshot (a TRUNCATE): it is copied again at a new snapshot", "unit", u.String(), "error", err)
+			return nil
+		}
 		if err == nil {
 			r.stateMu.Lock()
 			mctx, cancel := context.WithTimeout(ctx, r.job.Catalog.NetworkTimeout())

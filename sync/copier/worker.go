@@ -177,6 +177,9 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 			return 0, 0, false, err
 		}
 	}
+	if err := w.rewritten(ctx, t); err != nil {
+		return 0, 0, false, err
+	}
 	dstSQL := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT %s)", t.Qualified(), t.columnList(), fmtName)
 	n := len(w.dst)
 	conns := make([]*pgx.Conn, n)
@@ -253,6 +256,41 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 		return st.Rows, st.Bytes, true, dstErr
 	}
 	return st.Rows, st.Bytes, false, nil
+}
+
+// errRewritten: a table's storage was replaced on the source after the
+// copy's snapshot (TRUNCATE, or a rewriting ALTER TABLE). Those are not
+// MVCC-safe: read at the snapshot, the table is empty (or lacks rows it
+// had then), so the unit is left to be copied again at a new snapshot.
+var errRewritten = errors.New("table rewritten since the copy's snapshot")
+
+// rewritten locks table t (its partitions too) for the unit, so that it
+// cannot be truncated while it is copied, then checks that none of its
+// relations got new storage between the snapshot and the lock: pg_class as
+// the snapshot sees it against the relation cache, which the lock brought
+// up to date. (pg_partition_tree lists nothing for a table outside a
+// partition tree: the table itself is named too.) It returns errRewritten, naming them, when some did.
+func (w *worker) rewritten(ctx context.Context, t *Table) error {
+	var exists bool
+	if err := w.src.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.sourceName()).Scan(&exists); err != nil {
+		return fmt.Errorf("source shard %d %s: look up %s: %w", w.shard, w.node.label(), t, err)
+	}
+	if !exists {
+		return nil // dropped or renamed since: the copy's own checks handle it
+	}
+	if _, err := w.src.Exec(ctx, "LOCK TABLE "+t.sourceName()+" IN ACCESS SHARE MODE"); err != nil {
+		return fmt.Errorf("source shard %d %s: lock %s: %w", w.shard, w.node.label(), t, err)
+	}
+	var names *string
+	if err := w.src.QueryRow(ctx, `SELECT string_agg(c.oid::regclass::text, ', ') FROM pg_class c
+		WHERE (c.oid = $1::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree($1::regclass))) AND c.relfilenode <> 0
+		AND c.relfilenode IS DISTINCT FROM pg_relation_filenode(c.oid)`, t.sourceName()).Scan(&names); err != nil {
+		return fmt.Errorf("source shard %d %s: check the storage of %s: %w", w.shard, w.node.label(), t, err)
+	}
+	if names != nil {
+		return fmt.Errorf("%s (%s): %w", t, *names, errRewritten)
+	}
+	return nil
 }
 
 // errStalled: a unit made no progress for the network timeout; its

@@ -148,21 +148,25 @@ func (b *board) latest(row string, pos position) (image, bool) {
 // arriving. ops[k] are shard k's statements in source order; the result is
 // parts[i][k].
 func cut(ops [][]op) [][][]op {
+	// Tables are told by their id, not by their relation: the source
+	// describes a table again (a new relation) whenever its relcache entry
+	// is invalidated (an ANALYZE, autovacuum, a TRUNCATE), possibly between
+	// two changes of one row in one batch.
 	type pending struct {
 		rows map[string]bool
-		rels map[*relation]bool
+		rels map[uint32]bool
 	}
 	shards := len(ops)
 	arriving := make([]pending, shards)
 	reset := func() {
 		for k := range arriving {
-			arriving[k] = pending{rows: map[string]bool{}, rels: map[*relation]bool{}}
+			arriving[k] = pending{rows: map[string]bool{}, rels: map[uint32]bool{}}
 		}
 	}
 	reset()
 	conflicts := func(k int, o op) bool {
 		a := arriving[k]
-		return len(a.rels) > 0 && (o.rel == nil || a.rels[o.rel] && (o.row == "" || o.rel.identity == 'f' || a.rows[o.row]))
+		return len(a.rels) > 0 && (o.rel == nil || a.rels[o.rel.id] && (o.row == "" || o.rel.identity == 'f' || a.rows[o.row]))
 	}
 	idx := make([]int, shards)   // next statement of each shard
 	start := make([]int, shards) // where each shard's current part starts
@@ -201,7 +205,7 @@ func cut(ops [][]op) [][][]op {
 		for k := range ops {
 			for _, o := range ops[k][idx[k]:end[k]] {
 				if o.arrive != nil {
-					arriving[k].rels[o.rel] = true
+					arriving[k].rels[o.rel.id] = true
 					for _, id := range o.arrive.rowIDs {
 						arriving[k].rows[id] = true
 					}

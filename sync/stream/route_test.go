@@ -173,6 +173,13 @@ func TestRouteCutsAtRowsStillArriving(t *testing.T) {
 	del := func(owner string) *change {
 		return &change{kind: opDelete, rel: r, oldIsKey: true, oldRow: []value{{null: true}, {data: []byte(owner)}, {null: true}}}
 	}
+	// The same table described again (a new Relation message, after an
+	// ANALYZE on the source): another relation, the same id.
+	r2 := accounts(t, 1)
+	again := func(c *change) *change {
+		c.rel = r2
+		return c
+	}
 	for _, c := range []struct {
 		name    string
 		changes []*change
@@ -184,6 +191,8 @@ func TestRouteCutsAtRowsStillArriving(t *testing.T) {
 		{"move and move back", []*change{upd(b, "o1", "1"), upd(a, "o1", "2")}, 2},
 		{"move then delete", []*change{upd(b, "o1", "1"), del("o1")}, 2},
 		{"many moves of one row", []*change{upd(b, "o1", "1"), upd(a, "o1", "2"), upd(b, "o1", "3"), upd(a, "o1", "4")}, 4},
+		{"move and move back, the table described again between", []*change{upd(b, "o1", "1"), again(upd(a, "o1", "2"))}, 2},
+		{"move then delete, the table described again between", []*change{upd(b, "o1", "1"), again(del("o1"))}, 2},
 	} {
 		run := routeRun(t, c.changes)
 		if len(run.parts) != c.parts {
