@@ -111,6 +111,10 @@ func newEnvFrom(t *testing.T, srcs, dsts []node, general string) *copyEnv {
 	e.cfgPath, e.usersPath = testkit.WriteConfig(t, t.TempDir(), b.String())
 	e.load(t)
 	t.Cleanup(func() {
+		// A task left running would stream (and reconnect, and hold its
+		// slot) under the tests after this one: stop every task of the
+		// env's executor first.
+		stopTasks(e.exec)
 		// Slots hold WAL on the shared instances: drop this test's slots.
 		for _, s := range e.src {
 			conn, err := s.inst.Connect(context.Background(), s.db)
@@ -121,6 +125,17 @@ func newEnvFrom(t *testing.T, srcs, dsts []node, general string) *copyEnv {
 		}
 	})
 	return e
+}
+
+// stopTasks ends every task exec runs, as a shutdown of reshard would
+// (each is cancelled and waited for, 30 seconds at most).
+func stopTasks(exec *commands.Executor) {
+	if exec == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exec.Tasks.StopAll(ctx)
 }
 
 // load (re)reads the env's config files into its catalog and executor.

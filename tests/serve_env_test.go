@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reshard/reshard/sync/migrate"
 	"github.com/reshard/reshard/tests/testkit"
@@ -154,12 +156,29 @@ func (s *serveEnv) waitState(t *testing.T, want string, timeout time.Duration) {
 // persisted is the migration's phase and step as recorded on shard 0.
 func (s *serveEnv) persisted(t *testing.T) (phase, step string) {
 	t.Helper()
-	rows := query(t, s.dst[0].inst, s.dst[0].db, fmt.Sprintf(`SELECT phase || ' ' || step FROM reshard.migrations WHERE id = '%s'`, s.id))
-	if len(rows) != 1 {
-		return "", ""
+	// The rollback ends the application's sessions on the shards (this
+	// one included) when it closes them: such a session is asked again.
+	sql := fmt.Sprintf(`SELECT phase || ' ' || step FROM reshard.migrations WHERE id = '%s'`, s.id)
+	for attempt := 0; ; attempt++ {
+		var row string
+		conn, err := s.dst[0].inst.Connect(t.Context(), s.dst[0].db)
+		if err == nil {
+			err = conn.QueryRow(t.Context(), sql).Scan(&row)
+			conn.Close(context.Background())
+		}
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return "", ""
+		case err == nil:
+			f := strings.SplitN(row+" ", " ", 3)
+			return f[0], f[1]
+		case errors.As(err, &pgErr) && pgErr.Code == "57P01" && attempt < 5:
+			continue
+		default:
+			t.Fatalf("%s: %v", sql, err)
+		}
 	}
-	f := strings.SplitN(rows[0]+" ", " ", 3)
-	return f[0], f[1]
 }
 
 // waitStep waits until the recorded step is step.
