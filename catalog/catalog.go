@@ -143,9 +143,12 @@ func New(cfg *Config, users *Users) (*Catalog, error) {
 		ce.add("general.resharding_ddl", "%q is not stop or replicate", g.ReshardingDDL)
 	}
 	switch g.CutoverTimeoutAction {
-	case "abort", "cutover":
+	case CutoverTimeoutAbort, CutoverTimeoutCutover:
 	default:
 		ce.add("general.cutover_timeout_action", "%q is not abort or cutover", g.CutoverTimeoutAction)
+	}
+	if g.CutoverReplicationLagThreshold != 0 {
+		ce.add("general.cutover_replication_lag_threshold", "is %d, but reshard cuts over only once every change committed before writes were blocked is applied (lag 0, which it waits for): remove the setting or set it to 0 (cutover_traffic_stop_threshold is the lag under which writes are blocked)", g.CutoverReplicationLagThreshold)
 	}
 	if g.CutoverTimeout < 0 {
 		ce.add("general.cutover_timeout", "must not be negative")

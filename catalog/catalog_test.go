@@ -321,3 +321,28 @@ schema_admin = true
 		t.Errorf("type error not explained: %s", got[0])
 	}
 }
+
+// TestCutoverSettings: cutover_timeout_action is abort by default, cutover
+// is accepted, anything else refused; a non-zero
+// cutover_replication_lag_threshold is refused with the reason (reshard
+// cuts over at lag 0 only), 0 accepted.
+func TestCutoverSettings(t *testing.T) {
+	c, err := build(t, goodConfig, goodUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Config.General.CutoverTimeoutAction != CutoverTimeoutAbort {
+		t.Fatalf("default cutover_timeout_action %q, want abort", c.Config.General.CutoverTimeoutAction)
+	}
+	c, err = build(t, strings.Replace(goodConfig, "workers = 2", `cutover_timeout_action = "cutover"`, 1), goodUsers)
+	if err != nil || c.Config.General.CutoverTimeoutAction != CutoverTimeoutCutover {
+		t.Fatalf("cutover_timeout_action = cutover: %v", err)
+	}
+	cfg := strings.Replace(goodConfig, "workers = 2", `cutover_timeout_action = "force"`, 1)
+	expectErr(t, cfg, goodUsers, "pgdog.toml", "general.cutover_timeout_action", 5, `"force" is not abort or cutover`)
+	if _, err := build(t, strings.Replace(goodConfig, "workers = 2", "cutover_replication_lag_threshold = 0", 1), goodUsers); err != nil {
+		t.Fatalf("cutover_replication_lag_threshold = 0: %v", err)
+	}
+	cfg = strings.Replace(goodConfig, "workers = 2", "cutover_replication_lag_threshold = 1024", 1)
+	expectErr(t, cfg, goodUsers, "pgdog.toml", "general.cutover_replication_lag_threshold", 5, "is 1024, but reshard cuts over only once every change committed before writes were blocked is applied")
+}

@@ -75,14 +75,19 @@ type General struct {
 	// CutoverTrafficStopThreshold is the replication lag in bytes under which
 	// cutover blocks writes on the source.
 	CutoverTrafficStopThreshold int64 `toml:"cutover_traffic_stop_threshold"`
-	// CutoverReplicationLagThreshold is the lag in bytes under which cutover
-	// considers the destination caught up after writes are blocked.
+	// CutoverReplicationLagThreshold is PgDog's lag in bytes under which
+	// cutover considers the destination caught up after writes are
+	// blocked. reshard cuts over only once every change committed before
+	// writes were blocked is applied: the only value it accepts is 0.
 	CutoverReplicationLagThreshold int64 `toml:"cutover_replication_lag_threshold"`
 	// CutoverTimeout is how long, in milliseconds, cutover may keep writes
 	// blocked before it gives up.
 	CutoverTimeout int64 `toml:"cutover_timeout"`
-	// CutoverTimeoutAction is "abort" (unblock and keep streaming) or
-	// "cutover" (finish anyway).
+	// CutoverTimeoutAction is what cutover (and rollback) do once
+	// cutover_timeout has passed: "abort" (unblock and keep streaming) or
+	// "cutover" (go on without losing a change: block writes whatever the
+	// lag, end the application sessions that keep the tables locked, and
+	// wait for the drain however long it takes).
 	CutoverTimeoutAction string `toml:"cutover_timeout_action"`
 	// CutoverCommand is an optional shell command run once cutover is ready.
 	CutoverCommand string `toml:"cutover_command"`
@@ -322,6 +327,12 @@ const (
 	DDLReplicate = "replicate" // the source's DDL is captured and applied on the shards
 )
 
+// The [general] cutover_timeout_action values.
+const (
+	CutoverTimeoutAbort   = "abort"   // give up: writes unblocked, the stream goes on
+	CutoverTimeoutCutover = "cutover" // go on, never at the cost of a change
+)
+
 // ParseConfig decodes pgdog.toml content in strict mode. path is used in
 // error messages only. Every problem is reported (ConfigErrors), not only
 // the first.
@@ -492,7 +503,7 @@ func (c *Config) applyDefaults() {
 		g.ReshardingNetworkTimeout = DefaultNetworkTimeout
 	}
 	if g.CutoverTimeoutAction == "" {
-		g.CutoverTimeoutAction = "abort"
+		g.CutoverTimeoutAction = CutoverTimeoutAbort
 	}
 	if g.ReshardingDDL == "" {
 		g.ReshardingDDL = DDLStop

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/reshard/reshard/commands"
 )
 
@@ -185,6 +187,78 @@ func TestCutoverTimeout(t *testing.T) {
 			t.Fatalf("shard %d: writes after the aborted cutover did not stream (%s)", k, n)
 		}
 	}
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCutoverTimeoutActionCutover: with cutover_timeout_action =
+// "cutover", a writer holding a long transaction does not make CUTOVER
+// give up: at cutover_timeout its session is ended (its change rolled
+// back, on no side), the cutover completes, and so does the rollback
+// with such a writer on a shard; the two sides equal each time.
+func TestCutoverTimeoutActionCutover(t *testing.T) {
+	e, src := sourceEnv(t, "cutforce", 500, "cutover_timeout = 1500\ncutover_timeout_action = \"cutover\"")
+	id := e.reshardStreaming(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// longWriter opens a transaction on n that changes countries and
+	// keeps it open.
+	longWriter := func(n node, suffix string) *pgx.Conn {
+		t.Helper()
+		c, err := n.inst.Connect(ctx, n.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		if _, err := c.Exec(ctx, `BEGIN`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, `UPDATE countries SET name = name || '`+suffix+`' WHERE code = 'NL'`); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ended := func(c *pgx.Conn, what string) {
+		t.Helper()
+		if _, err := c.Exec(ctx, `COMMIT`); err == nil {
+			t.Fatalf("the long writer on %s committed: its session was not ended", what)
+		}
+	}
+
+	long := longWriter(src, ".")
+	began := time.Now()
+	res, err := e.exec.Execute(ctx, commands.Cutover{Task: id})
+	if err != nil {
+		t.Fatalf("CUTOVER with a long writer and cutover_timeout_action = cutover: %v", err)
+	}
+	if res.Rows[0][1] != "reverse_streaming" {
+		t.Fatalf("CUTOVER answered %v", res.Rows)
+	}
+	t.Logf("cut over after %s, the long writer's session ended", time.Since(began).Round(time.Millisecond))
+	ended(long, "the source")
+	if n := src.one(t, `SELECT name FROM countries WHERE code = 'NL'`); strings.HasSuffix(n, ".") {
+		t.Fatalf("the ended writer's change is on the source: %q", n)
+	}
+	e.verifyCopy(t)
+
+	long = longWriter(e.dst[0], "!")
+	res, err = e.exec.Execute(ctx, commands.Cutover{Task: id})
+	if err != nil {
+		t.Fatalf("rollback with a long writer on a shard: %v", err)
+	}
+	if res.Rows[0][1] != "streaming" {
+		t.Fatalf("rollback answered %v", res.Rows)
+	}
+	ended(long, "shard 0")
+	src.exec(t, `INSERT INTO countries VALUES ('WW', 'after the rollback')`)
+	e.waitCaughtUp(t, time.Minute)
+	for k, d := range e.dst {
+		if n := d.one(t, `SELECT name FROM countries WHERE code = 'NL'`); strings.HasSuffix(n, "!") || strings.HasSuffix(n, ".") {
+			t.Fatalf("shard %d: an ended writer's change is there: %q", k, n)
+		}
+	}
+	e.verifyCopy(t)
 	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,8 +17,10 @@ import (
 )
 
 // waitLag waits until every slot's lag (on its node's connection) is at
-// most threshold bytes, or deadline passes.
-func waitLag(ctx context.Context, conns job.Conns, slots []string, threshold int64, deadline time.Time) error {
+// most threshold bytes. Once the budget is spent it gives up, or, with
+// cutover_timeout_action = "cutover", returns so that writes are blocked
+// anyway (the drain then applies what is left).
+func waitLag(ctx context.Context, conns job.Conns, slots []string, threshold int64, bud budget) error {
 	for {
 		worst := int64(0)
 		for i, c := range conns {
@@ -31,7 +33,11 @@ func waitLag(ctx context.Context, conns job.Conns, slots []string, threshold int
 		if worst <= threshold {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if bud.spent() {
+			if bud.force {
+				bud.log.Warn("replication lag still above cutover_traffic_stop_threshold at cutover_timeout: cutover_timeout_action = cutover blocks writes anyway", "lag_bytes", worst, "threshold", threshold)
+				return nil
+			}
 			return fmt.Errorf("replication lag %d bytes stayed above cutover_traffic_stop_threshold (%d) until cutover_timeout", worst, threshold)
 		}
 		select {
@@ -63,8 +69,9 @@ func (b *blocked) release() {
 }
 
 // blockWrites opens a session per shard (connect) and locks the tables
-// there, each waiting at most until deadline for writers in progress.
-func blockWrites(ctx context.Context, connect func(context.Context) (job.Conns, error), shards []*catalog.Shard, tables []*copier.Table, deadline time.Time, timeout time.Duration) (*blocked, error) {
+// there, each waiting for the writers in progress within the budget (see
+// lockTables for what happens once it is spent).
+func blockWrites(ctx context.Context, connect func(context.Context) (job.Conns, error), shards []*catalog.Shard, tables []*copier.Table, bud budget) (*blocked, error) {
 	names := make([]string, len(tables))
 	for i, t := range tables {
 		names[i] = t.Qualified()
@@ -75,11 +82,11 @@ func blockWrites(ctx context.Context, connect func(context.Context) (job.Conns, 
 	}
 	b := &blocked{conns: conns}
 	for i, sh := range shards {
-		if err := lockTables(ctx, conns[i], names, deadline); err != nil {
+		if err := lockTables(ctx, conns[i], names, bud); err != nil {
 			b.release()
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "55P03" {
-				return nil, fmt.Errorf("could not block writes on %s within cutover_timeout (%s): a transaction kept writing (%s)", sh.Primary, timeout, pe.Message)
+				return nil, fmt.Errorf("could not block writes on %s within cutover_timeout (%s): a transaction kept writing (%s)", sh.Primary, bud.timeout, pe.Message)
 			}
 			return nil, fmt.Errorf("lock tables on %s: %w", sh.Primary, err)
 		}
@@ -89,15 +96,23 @@ func blockWrites(ctx context.Context, connect func(context.Context) (job.Conns, 
 
 // drain waits until every slot (slots[i] on conns[i]) has confirmed the WAL
 // position its node had under the locks (lag 0 for the locked tables).
-func drain(ctx context.Context, locks, conns job.Conns, slots []string, deadline time.Time, timeout time.Duration) error {
+// Once the budget is spent it gives up, or, with cutover_timeout_action =
+// "cutover", keeps waiting with writes blocked until the stream has
+// applied every change (the task's end, STOP_TASK, ends the wait).
+func drain(ctx context.Context, locks, conns job.Conns, slots []string, bud budget) error {
 	targets := make([]pglogrepl.LSN, len(locks))
 	for i, l := range locks {
 		var s string
 		if err := l.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
 			return err
 		}
-		targets[i], _ = pglogrepl.ParseLSN(s)
+		lsn, err := pglogrepl.ParseLSN(s)
+		if err != nil {
+			return fmt.Errorf("the WAL position under the locks (%q): %w", s, err)
+		}
+		targets[i] = lsn
 	}
+	warned := false
 	for {
 		var behind []string
 		for i, c := range conns {
@@ -112,8 +127,14 @@ func drain(ctx context.Context, locks, conns job.Conns, slots []string, deadline
 		if len(behind) == 0 {
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the stream did not drain to lag 0 within cutover_timeout (%s): %s", timeout, strings.Join(behind, ", "))
+		if bud.spent() {
+			if !bud.force {
+				return fmt.Errorf("the stream did not drain to lag 0 within cutover_timeout (%s): %s", bud.timeout, strings.Join(behind, ", "))
+			}
+			if !warned {
+				warned = true
+				bud.log.Warn("the stream did not drain within cutover_timeout: cutover_timeout_action = cutover keeps writes blocked until it has (STOP_TASK gives up and unblocks)", "behind", strings.Join(behind, ", "))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -124,17 +145,49 @@ func drain(ctx context.Context, locks, conns job.Conns, slots []string, deadline
 }
 
 // lockTables blocks writes to the tables: in a transaction on conn, it
-// locks them IN SHARE MODE (reads go on, writes wait), waiting at most until
-// deadline for writers in progress. Rolling the transaction back unblocks.
-func lockTables(ctx context.Context, conn *pgx.Conn, names []string, deadline time.Time) error {
-	remaining := time.Until(deadline)
-	if remaining < 100*time.Millisecond {
-		remaining = 100 * time.Millisecond
+// locks them IN SHARE MODE (reads go on, writes wait), waiting for
+// writers in progress until the budget is spent. Then it gives up
+// (SQLSTATE 55P03), or, with cutover_timeout_action = "cutover", ends the
+// application sessions that hold or wait for a lock on the tables that
+// conflicts with SHARE (their transactions roll back, as the commit point
+// would end them anyway) and tries again. Rolling the transaction back
+// unblocks.
+func lockTables(ctx context.Context, conn *pgx.Conn, names []string, bud budget) error {
+	for attempt := 0; ; attempt++ {
+		remaining := time.Until(bud.deadline)
+		if remaining < 100*time.Millisecond {
+			remaining = 100 * time.Millisecond
+		}
+		if bud.force && bud.spent() {
+			remaining = time.Second
+		}
+		err := tryLock(ctx, conn, names, remaining)
+		var pe *pgconn.PgError
+		if err == nil || !bud.force || !errors.As(err, &pe) || pe.Code != "55P03" || attempt >= 20 {
+			return err
+		}
+		if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr != nil {
+			return rerr
+		}
+		var ended int
+		if qerr := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a
+			WHERE a.datname = current_database() AND a.backend_type = 'client backend'
+			  AND a.pid <> pg_backend_pid() AND a.application_name NOT LIKE 'reshard%'
+			  AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'relation'
+			    AND l.relation = ANY ($1::text[]::regclass[])
+			    AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'ShareLock'))`, names).Scan(&ended); qerr != nil {
+			return fmt.Errorf("end the sessions writing to the tables: %w", qerr)
+		}
+		bud.log.Warn("writers kept the tables locked until cutover_timeout: cutover_timeout_action = cutover ended their sessions", "sessions", ended)
 	}
+}
+
+// tryLock is one attempt of lockTables, waiting at most wait.
+func tryLock(ctx context.Context, conn *pgx.Conn, names []string, wait time.Duration) error {
 	if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
 		return err
 	}
-	if _, err := conn.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", remaining.Milliseconds())); err != nil {
+	if _, err := conn.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", wait.Milliseconds())); err != nil {
 		return err
 	}
 	_, err := conn.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN SHARE MODE")

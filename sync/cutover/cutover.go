@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pglogrepl"
@@ -137,8 +136,7 @@ func lag(ctx context.Context, conn *pgx.Conn, slot string) (int64, pglogrepl.LSN
 func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	log := j.Logger("cutover")
 	g := j.Catalog.Config.General
-	timeout := time.Duration(g.CutoverTimeout) * time.Millisecond
-	deadline := time.Now().Add(timeout)
+	bud := newBudget(g, log)
 	src := j.Source
 	slots := copier.SlotNames(req.Slot, len(src.Shards))
 	conns, err := j.ConnectSources(ctx)
@@ -151,7 +149,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	}
 
 	// 1. Lag under the traffic-stop threshold.
-	if err := waitLag(ctx, conns, slots, g.CutoverTrafficStopThreshold, deadline); err != nil {
+	if err := waitLag(ctx, conns, slots, g.CutoverTrafficStopThreshold, bud); err != nil {
 		return nil, abort("%v", err)
 	}
 
@@ -160,7 +158,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	if err != nil {
 		return nil, abort("%v", err)
 	}
-	b, err := blockWrites(ctx, j.ConnectSources, src.Shards, tables, deadline, timeout)
+	b, err := blockWrites(ctx, j.ConnectSources, src.Shards, tables, bud)
 	if err != nil {
 		return nil, abort("%v", err)
 	}
@@ -182,7 +180,7 @@ func Run(ctx context.Context, j *job.Job, req Request) (*Result, error) {
 	}
 
 	// 3. Drain: the slots confirm the WAL position taken under the locks.
-	if err := drain(ctx, b.conns, conns, slots, deadline, timeout); err != nil {
+	if err := drain(ctx, b.conns, conns, slots, bud); err != nil {
 		return fail(err)
 	}
 	log.Info("stream drained")

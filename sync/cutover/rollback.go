@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/reshard/reshard/sync/copier"
 	"github.com/reshard/reshard/sync/job"
@@ -65,8 +64,7 @@ func (r *RollbackRequest) step(ctx context.Context, step string) error {
 func Rollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
 	log := j.Logger("rollback")
 	g := j.Catalog.Config.General
-	timeout := time.Duration(g.CutoverTimeout) * time.Millisecond
-	deadline := time.Now().Add(timeout)
+	bud := newBudget(g, log)
 	dst := j.Destination
 	abort := func(format string, args ...any) error {
 		return aborted(log, "rollback", "writes on the shards unblocked, reverse replication goes on: "+format, args...)
@@ -87,7 +85,7 @@ func Rollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
 	if err != nil {
 		return abort("%v", err)
 	}
-	b, err := blockWrites(ctx, j.ConnectDestinations, dst.Shards, tables, deadline, timeout)
+	b, err := blockWrites(ctx, j.ConnectDestinations, dst.Shards, tables, bud)
 	if err != nil {
 		return abort("%v", err)
 	}
@@ -106,7 +104,7 @@ func Rollback(ctx context.Context, j *job.Job, req RollbackRequest) error {
 	if err := req.step(ctx, RollbackWritesBlocked); err != nil {
 		return fail(err)
 	}
-	if err := drain(ctx, b.conns, shardConns, copier.SlotNames(req.ReverseSlot, len(dst.Shards)), deadline, timeout); err != nil {
+	if err := drain(ctx, b.conns, shardConns, copier.SlotNames(req.ReverseSlot, len(dst.Shards)), bud); err != nil {
 		return fail(err)
 	}
 	if err := req.step(ctx, RollbackDrained); err != nil {
