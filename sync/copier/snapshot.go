@@ -58,6 +58,14 @@ func (s *Slots) Close() {
 	}
 }
 
+// Drop closes the connections and drops the slots (a fresh copy that
+// starts again from new ones).
+func (s *Slots) Drop(j *job.Job) {
+	if s != nil {
+		s.drop(j)
+	}
+}
+
 // drop closes the connections and drops the slots.
 func (s *Slots) drop(j *job.Job) {
 	s.Close()
@@ -128,6 +136,16 @@ func snapshotTables(ctx context.Context, conn, snap *pgx.Conn, publication strin
 	}
 	var out []*Table
 	for _, n := range names {
+		// A table created since the snapshot has no row there to
+		// describe.
+		var existed bool
+		now := (&Table{Schema: n[0], Name: n[1]}).Qualified()
+		if err := snap.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1))`, now).Scan(&existed); err != nil {
+			return nil, fmt.Errorf("find %s at the copy's snapshot: %w", now, err)
+		}
+		if !existed {
+			continue
+		}
 		t, err := describeTable(ctx, snap, n[0], n[1])
 		if err != nil {
 			return nil, err

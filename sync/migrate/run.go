@@ -177,6 +177,10 @@ func (r *runner) post(ctx context.Context) error {
 	return forgetDump(ctx, r.j, st.Slot)
 }
 
+// dumpAttempts bounds how often RESHARD makes new slots and dumps again
+// when a table was dropped or renamed between its slots and its dump.
+const dumpAttempts = 5
+
 // preAndCopy is RESHARD's SCHEMA_SYNC PRE and copy from one point of the
 // source: DDL capture is installed (resharding_ddl = "replicate"), the
 // slots are created first, the schema is dumped at source shard 0's
@@ -202,18 +206,36 @@ func (r *runner) preAndCopy(ctx context.Context) error {
 		return fmt.Errorf("SCHEMA_SYNC PRE: %w", err)
 	}
 	var slots *copier.Slots
-	req := schema.Request{Phase: schema.PhasePre}
-	if !recorded {
-		if slots, err = copier.CreateSlots(ctx, r.j, st.Slot); err != nil {
-			return fmt.Errorf("SCHEMA_SYNC PRE: %w", err)
+	var res *schema.Result
+	for attempt := 1; ; attempt++ {
+		req := schema.Request{Phase: schema.PhasePre}
+		if !recorded {
+			if slots, err = copier.CreateSlots(ctx, r.j, st.Slot); err != nil {
+				return fmt.Errorf("SCHEMA_SYNC PRE: %w", err)
+			}
+			req.Snapshot = slots.Snapshot(0)
 		}
-		defer slots.Close()
-		req.Snapshot = slots.Snapshot(0)
-	}
-	res, err := schema.Run(ctx, r.j, req)
-	if err != nil {
+		res, err = schema.Run(ctx, r.j, req)
+		if err == nil {
+			break
+		}
+		if slots != nil && errors.Is(err, schema.ErrChangedSinceSnapshot) {
+			// A table was dropped or renamed between the slots and the
+			// dump: pg_dump cannot lock it by its name at the snapshot.
+			// New slots, a new snapshot: the statement is then in the
+			// dump, not in the stream.
+			slots.Drop(r.j)
+			slots = nil
+			if attempt < dumpAttempts {
+				r.e.log.Warn("a table was dropped or renamed on the source while RESHARD dumped its schema: new slots, dumping again", "task", st.ID, "attempt", attempt, "error", err)
+				continue
+			}
+			return fmt.Errorf("SCHEMA_SYNC %s: %w (%d attempts, each with new slots: DDL dropping or renaming tables kept running on the source while RESHARD dumped the schema; run RESHARD again once it has ended)", schema.PhasePre, err, attempt)
+		}
+		slots.Close()
 		return fmt.Errorf("SCHEMA_SYNC %s: %w", schema.PhasePre, err)
 	}
+	defer slots.Close()
 	if slots != nil {
 		// POST plans from the same dump: the indexes and constraints of
 		// the schema the rows are copied with (the source's may have more

@@ -33,6 +33,12 @@ type DumpSource struct {
 // ErrPgDump marks a pg_dump that is missing, too old or failing.
 var ErrPgDump = errors.New("pg_dump")
 
+// ErrChangedSinceSnapshot marks a dump at an exported snapshot that failed
+// because a table the snapshot lists was dropped or renamed since (pg_dump
+// locks each table by its name at the snapshot): dumping at a new snapshot
+// gets past it.
+var ErrChangedSinceSnapshot = errors.New("a table was dropped or renamed on the source since the snapshot")
+
 var pgDumpVersion = regexp.MustCompile(`\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?`)
 
 // PgDumpMajor returns the major version of the pg_dump at path.
@@ -68,7 +74,11 @@ func Dump(ctx context.Context, src DumpSource) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%w --schema-only of %s:%d/%s failed: %v: %s", ErrPgDump, src.Host, src.Port, src.Database, err, strings.TrimSpace(stderr.String()))
+		msg := strings.TrimSpace(stderr.String())
+		if src.Snapshot != "" && strings.Contains(msg, "does not exist") && strings.Contains(msg, "LOCK TABLE") {
+			return "", fmt.Errorf("%w --schema-only of %s:%d/%s at snapshot %s failed (%w): %v: %s", ErrPgDump, src.Host, src.Port, src.Database, src.Snapshot, ErrChangedSinceSnapshot, err, msg)
+		}
+		return "", fmt.Errorf("%w --schema-only of %s:%d/%s failed: %v: %s", ErrPgDump, src.Host, src.Port, src.Database, err, msg)
 	}
 	return stdout.String(), nil
 }
