@@ -50,8 +50,14 @@ func ddlEnv(t *testing.T, name string, general string) (*copyEnv, node) {
 // reads them from the catalog before each write, so columns added,
 // renamed or dropped meanwhile are written as they are).
 func ddlWriter(t *testing.T, n node, stop <-chan struct{}, wg *sync.WaitGroup) {
-	wg.Add(2)
+	wg.Add(1)
 	go writer(t, n, stop, wg)
+	ticketsWriter(t, n, stop, wg)
+}
+
+// ticketsWriter is ddlWriter's load on tickets alone.
+func ticketsWriter(t *testing.T, n node, stop <-chan struct{}, wg *sync.WaitGroup) {
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		ctx := context.Background()

@@ -52,7 +52,8 @@ var partitionTables = []string{"customer", "payment", "payment_2024", "payment_2
 
 // compareSourceAndShards compares each table with testkit.CompareShards
 // (the comparison the benchmarks use): count and sum of row hashes of the
-// source against the union of the shards (a sharded table) or against
+// source (the union of the source shards for a sharded table, source
+// shard 0 for an omni table) against the union of the shards (a sharded table) or against
 // every shard (omni), and that every row of a sharded table sits on the
 // shard PostgreSQL's hash partitioning gives its key. Each table is read
 // with ONLY (a relation's own rows, none for a partitioned table) and
@@ -78,7 +79,11 @@ func (e *copyEnv) compareSourceAndShards(t *testing.T, tables []string, keyOf ma
 			list = append(list, testkit.Table{Name: table, Key: keyOf[table], Only: only})
 		}
 	}
-	res, err := testkit.CompareShards(ctx, []*pgx.Conn{conn(e.src[0])}, shards, list)
+	var srcs []*pgx.Conn
+	for _, s := range e.src {
+		srcs = append(srcs, conn(s))
+	}
+	res, err := testkit.CompareShards(ctx, srcs, shards, list)
 	if err != nil {
 		t.Fatal(err)
 	}

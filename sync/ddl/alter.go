@@ -77,6 +77,29 @@ func (p *planner) drop(ds *pg_query.DropStmt) error {
 	return nil
 }
 
+// sqlTypeName is a type's SQL name for messages (integer, not int4).
+func sqlTypeName(typ string) string {
+	switch typ {
+	case "int2":
+		return "smallint"
+	case "int4", "int":
+		return "integer"
+	case "int8":
+		return "bigint"
+	case "float4":
+		return "real"
+	case "float8":
+		return "double precision"
+	case "bool":
+		return "boolean"
+	case "varchar":
+		return "character varying"
+	case "bpchar":
+		return "character"
+	}
+	return typ
+}
+
 // intFamily and textFamily are the sharding column types that hash alike
 // (integers hash as int8), so a change between them keeps every row's
 // shard.
@@ -160,7 +183,7 @@ func (p *planner) alterTable(at *pg_query.AlterTableStmt) error {
 			}
 		case pg_query.AlterTableType_AT_DropColumn:
 			if placed && !before.omni && cmd.Name == before.column {
-				return p.uncarriable(fmt.Sprintf("it drops %s's sharding column %s", rel.qualified(), cmd.Name),
+				return p.uncarriable(fmt.Sprintf("it drops sharding column %s of table %s", cmd.Name, rel.display()),
 					"drop the sharding column only after the migration is finished (after CUTOVER), or stop the migration (ABORT), change the schema, and run RESHARD again")
 			}
 			newCols = without(newCols, cmd.Name)
@@ -172,7 +195,7 @@ func (p *planner) alterTable(at *pg_query.AlterTableStmt) error {
 			newType := typeNameOf(cd.TypeName)
 			col := rel.col(cmd.Name)
 			if placed && !before.omni && cmd.Name == before.column && col != nil && hashFamily(col.typ) != hashFamily(newType) {
-				return p.uncarriable(fmt.Sprintf("it changes the type of %s's sharding column %s from %s to %s, which would place its rows on other shards", rel.qualified(), cmd.Name, col.typ, newType),
+				return p.uncarriable(fmt.Sprintf("it changes the type of sharding column %s of table %s from %s to %s, which would place its rows on other shards", cmd.Name, rel.display(), sqlTypeName(col.typ), sqlTypeName(newType)),
 					"change the sharding column's type only after the migration is finished (after CUTOVER), or stop the migration (ABORT), change the schema, and run RESHARD again")
 			}
 			if p.rules.Widen && col != nil && col.typ == "int8" && (narrow(newType) || newType == "integer" || newType == "smallint") && len(at.Cmds) == 1 {

@@ -225,6 +225,26 @@ type relation struct {
 
 func (r *relation) qualified() string { return pgx.Identifier{r.schema, r.name}.Sanitize() }
 
+// display is the relation's name for messages: schema.name, each part
+// quoted only when it needs to be.
+func (r *relation) display() string { return displayIdent(r.schema) + "." + displayIdent(r.name) }
+
+// displayIdent quotes an identifier for a message only when it is not a
+// plain lower-case name.
+func displayIdent(s string) string {
+	plain := s != ""
+	for i, c := range s {
+		if !(c >= 'a' && c <= 'z' || c == '_' || i > 0 && (c >= '0' && c <= '9' || c == '$')) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s
+	}
+	return pgx.Identifier{s}.Sanitize()
+}
+
 func (r *relation) names() []string {
 	out := make([]string, len(r.columns))
 	for i, c := range r.columns {
@@ -326,7 +346,7 @@ func (p *planner) keepsPlacement(r *relation, newSchema, newName string, newCols
 	}
 	after, err := p.place(newSchema, newName, newCols)
 	if err != nil {
-		return p.uncarriable(fmt.Sprintf("table %s is %s; after it the sharding rules cannot place it (%v)", r.qualified(), before, err),
+		return p.uncarriable(fmt.Sprintf("table %s is %s; after it the sharding rules cannot place it (%v)", r.display(), before, err),
 			"leave the sharding column as it is until the migration is finished (after CUTOVER), or change the [[sharded_tables]] rule and start the migration again")
 	}
 	same := before.omni == after.omni
@@ -338,7 +358,7 @@ func (p *planner) keepsPlacement(r *relation, newSchema, newName string, newCols
 		same = want == after.column && renamed[before.column] == ""
 	}
 	if !same {
-		return p.uncarriable(fmt.Sprintf("table %s is %s on the shards; after it the sharding rules would place it %s", r.qualified(), before, after),
+		return p.uncarriable(fmt.Sprintf("table %s is %s on the shards; after it the sharding rules would place it %s", r.display(), before, after),
 			"leave the sharding column (and the table's name) as they are until the migration is finished (after CUTOVER), or stop the migration (ABORT), change the schema, and run RESHARD again")
 	}
 	return nil

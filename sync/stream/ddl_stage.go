@@ -565,8 +565,12 @@ func (s *ddlStage) applyStatement(ctx context.Context, t *txn, c *change) error 
 	if err != nil {
 		var ue *ddl.UncarriableError
 		if errors.As(err, &ue) {
-			err = fmt.Errorf("%w. To apply it yourself and go on: run its equivalent on every destination shard, then on each shard k: INSERT INTO reshard.ddl_applied (origin, ddl_id, ordinal, commit_lsn, state, command_tag, statement) VALUES ('%s', %d, %d, '%s', 'applied by hand', %s, ''), and start the stream again; or stop the migration (ABORT)",
-				err, strings.Replace(OriginName(s.slot, 0), "_0", "_<k>", 1), cap.ID, ord, t.commitLSN, ddl.QuoteLiteral(cap.Tag))
+			var origins []string
+			for k := range s.appliers {
+				origins = append(origins, fmt.Sprintf("%s on shard %d", ddl.QuoteLiteral(OriginName(s.slot, k)), k))
+			}
+			err = fmt.Errorf("%w. To apply it yourself and go on: run its equivalent on every destination shard, then on each shard: INSERT INTO reshard.ddl_applied (origin, ddl_id, ordinal, commit_lsn, state, command_tag, statement) VALUES (<origin>, %d, %d, '%s', 'applied by hand', %s, '') with <origin> %s, and start the stream again; or stop the migration (ABORT)",
+				err, cap.ID, ord, t.commitLSN, ddl.QuoteLiteral(cap.Tag), strings.Join(origins, ", "))
 		}
 		err = fmt.Errorf("captured DDL statement %d of source shard %d (%s): %w", cap.ID, s.sourceShard, abbrevSQL(st.Statement), err)
 		s.reg.SetDDL(st, progress.DDLFailed, nil, shards, "", "", err)
