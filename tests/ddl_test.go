@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -123,11 +124,30 @@ func tableCatalog(t *testing.T, n node, table string) string {
 // every shard), by my own SQL.
 func (e *copyEnv) compareDDL(t *testing.T, keys map[string]string) {
 	t.Helper()
+	e.compareDDLWith(t, keys, false)
+}
+
+// compareDDLCutOver is compareDDL after a CUTOVER, which gave the shards
+// their shard-local id generators (docs/cutover.md): shard k of N holds
+// the schema reshard_local, and a sequence-backed sharding key's default
+// reshard_local.nextval('s'::regclass, N, k) where the old database has
+// nextval('s'::regclass). Nothing else may differ.
+func (e *copyEnv) compareDDLCutOver(t *testing.T, keys map[string]string) {
+	t.Helper()
+	e.compareDDLWith(t, keys, true)
+}
+
+func (e *copyEnv) compareDDLWith(t *testing.T, keys map[string]string, cutOver bool) {
+	t.Helper()
 	src := e.src[0]
 	tables := publishedTables(t, src)
+	skip := "'pg_catalog', 'information_schema', 'reshard'"
+	if cutOver {
+		skip += ", 'reshard_local'"
+	}
 	for k, d := range e.dst {
 		got := query(t, d.inst, d.db, `SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'reshard') ORDER BY 1`)
+			WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN (`+skip+`) ORDER BY 1`)
 		var want []string
 		for _, tb := range query(t, src.inst, src.db, `SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'reshard') ORDER BY 1`) {
@@ -137,8 +157,13 @@ func (e *copyEnv) compareDDL(t *testing.T, keys map[string]string) {
 		if strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Errorf("shard %d tables %v, source %v", k, got, want)
 		}
+		local := regexp.MustCompile(fmt.Sprintf(`reshard_local\.nextval\(('[^']*'::regclass), %d, %d\)`, len(e.dst), k))
 		for _, tb := range tables {
-			if s, g := tableCatalog(t, src, tb), tableCatalog(t, d, tb); s != g {
+			g := tableCatalog(t, d, tb)
+			if cutOver {
+				g = local.ReplaceAllString(g, "nextval($1)")
+			}
+			if s := tableCatalog(t, src, tb); s != g {
 				t.Errorf("%s on shard %d:\n%s\nsource:\n%s", tb, k, g, s)
 			}
 		}
@@ -248,7 +273,10 @@ func (e *copyEnv) ddlStates(t *testing.T) map[string]string {
 // constant, and now(): the existing rows get the source's value), one
 // renamed, one dropped; an index built concurrently; an enum value added
 // and used by later rows; a table created with rows in the same and later
-// transactions; a table dropped; a unique index; a comment. Eleven of them
+// transactions; a table dropped; a unique index; a comment; a query of
+// four DDL statements of which the last alone is captured (a temporary
+// table, a CREATE ... IF NOT EXISTS and a DROP ... IF EXISTS that change
+// nothing: the shards must find the fourth, not the first). Twelve of them
 // are DDL (SHOW DDL lists them).
 var ddlStatements = []string{
 	`ALTER TABLE customers ADD COLUMN tier text NOT NULL DEFAULT 'basic'`,
@@ -266,6 +294,8 @@ var ddlStatements = []string{
 	`DROP TABLE scratch`,
 	`CREATE UNIQUE INDEX reviews_customer_stars ON reviews (id, customer_id)`,
 	`COMMENT ON TABLE reviews IS 'carried'`,
+	`CREATE TEMP TABLE scratch_tmp (k int); CREATE TABLE IF NOT EXISTS countries (code text); DROP TABLE IF EXISTS no_such_table;
+	 CREATE TABLE notes_archive (id bigint PRIMARY KEY, note text)`,
 }
 
 // ddlConcurrently is ddlStatements' index built concurrently.
@@ -274,7 +304,7 @@ const ddlConcurrently = `CREATE INDEX CONCURRENTLY tickets_status_idx ON tickets
 // checkDDLResult checks what every run of ddlStatements ends with: the
 // shards equal to the source (catalog and rows), schema sync's rules
 // applied (the new table's serial key and its foreign key to the widened
-// customers.id are bigint on the shards), and SHOW DDL listing the eleven
+// customers.id are bigint on the shards), and SHOW DDL listing the twelve
 // statements applied on both shards.
 func (e *copyEnv) checkDDLResult(t *testing.T) {
 	t.Helper()
@@ -290,7 +320,7 @@ func (e *copyEnv) checkDDLResult(t *testing.T) {
 			t.Errorf("SHOW DDL: %q is %s", stmt, st)
 		}
 	}
-	if len(states) != 11 {
+	if len(states) != 12 {
 		t.Errorf("SHOW DDL lists %d statements: %v", len(states), states)
 	}
 }

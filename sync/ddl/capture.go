@@ -70,8 +70,10 @@ REVOKE ALL ON reshard.ddl FROM PUBLIC`
 // client query (a simple query can hold several statements; current_query()
 // is then all of them): the session counts them per statement_timestamp().
 // Commands run by an extension's script, on temporary objects, or on
-// reshard's own objects are not recorded; neither is anything run with
-// reshard.ddl_capture = off (reshard's own sessions). A failure to record
+// reshard's own objects are not recorded, nor a CREATE or DROP that
+// changed nothing (IF NOT EXISTS, IF EXISTS), though each counts in nth;
+// neither is anything run with reshard.ddl_capture = off (reshard's own
+// sessions). A failure to record
 // still records the statement with its error, so the stream stops there
 // instead of silently missing it.
 const functionsDDL = `
@@ -119,6 +121,23 @@ BEGIN
 			PERFORM set_config('search_path', caller_path, true);
 			RETURN;
 		END IF;
+		-- The command's place in its query counts every DDL command,
+		-- the ones left out below too (the shards find the statement by
+		-- it among the query's DDL statements).
+		key := statement_timestamp()::text;
+		IF current_setting('reshard.ddl_query', true) IS DISTINCT FROM key THEN
+			n := 1;
+		ELSE
+			n := coalesce(nullif(current_setting('reshard.ddl_nth', true), '')::int, 0) + 1;
+		END IF;
+		PERFORM set_config('reshard.ddl_query', key, false);
+		PERFORM set_config('reshard.ddl_nth', n::text, false);
+		IF commands = 0 AND jsonb_array_length(dropped) = 0 AND (tg_tag LIKE 'CREATE %' OR tg_tag LIKE 'DROP %') THEN
+			-- it changed nothing: CREATE ... IF NOT EXISTS of an object
+			-- that exists, DROP ... IF EXISTS of one that does not
+			PERFORM set_config('search_path', caller_path, true);
+			RETURN;
+		END IF;
 		objs := created || coalesce((SELECT jsonb_agg(d) FROM jsonb_array_elements(dropped) d
 			WHERE NOT coalesce((d->>'temporary')::bool, false)), '[]');
 		IF (jsonb_array_length(created) > 0 OR jsonb_array_length(dropped) > 0)
@@ -130,14 +149,6 @@ BEGIN
 			PERFORM set_config('search_path', caller_path, true);
 			RETURN;
 		END IF;
-		key := statement_timestamp()::text;
-		IF current_setting('reshard.ddl_query', true) IS DISTINCT FROM key THEN
-			n := 1;
-		ELSE
-			n := coalesce(nullif(current_setting('reshard.ddl_nth', true), '')::int, 0) + 1;
-		END IF;
-		PERFORM set_config('reshard.ddl_query', key, false);
-		PERFORM set_config('reshard.ddl_nth', n::text, false);
 		INSERT INTO reshard.ddl (command_tag, object_type, objects, statement, nth, search_path)
 			VALUES (tg_tag, objs->0->>'type', objs, current_query(), n, caller_path);
 	EXCEPTION WHEN OTHERS THEN
