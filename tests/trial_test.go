@@ -34,6 +34,8 @@ import (
 //	RESHARD_TRIAL_SCHEMAS schemas compared (default: every user schema)
 //	RESHARD_TRIAL_WRITES  SQL file run on the source while streaming
 //	RESHARD_TRIAL_REPORT  file the figures are written to
+//	RESHARD_TRIAL_GENERAL lines added to the config's [general] section
+//	                      (resharding_ddl = "replicate": DDL in the writes)
 func TestRealSchemaTrial(t *testing.T) {
 	files := os.Getenv("RESHARD_TRIAL_SQL")
 	if files == "" {
@@ -53,7 +55,7 @@ func TestRealSchemaTrial(t *testing.T) {
 	if len(rules) == 0 {
 		t.Fatal("RESHARD_TRIAL_RULES names no sharding column")
 	}
-	e := newCopyEnv(t, "trial", 1, 2, "")
+	e := newCopyEnv(t, "trial", 1, 2, os.Getenv("RESHARD_TRIAL_GENERAL"))
 	cfg, err := os.ReadFile(e.cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +127,10 @@ func TestRealSchemaTrial(t *testing.T) {
 		psqlFile(t, src, w)
 		e.trialCaughtUp(t, 5*time.Minute)
 		fig.add("writes streamed and caught up", time.Since(start))
+		// The writes may have created or dropped tables (DDL carried
+		// with resharding_ddl = "replicate").
+		tables = trialTables(t, src, schemas)
+		fig.tables = len(tables)
 	}
 
 	// What schema sync says it did: statements per phase (a dry run
