@@ -274,3 +274,26 @@ func TestDDLAfterCutover(t *testing.T) {
 	}
 	e.noCapture(t, "after the migration finished")
 }
+
+// TestDDLAbortAfterCutover: ABORT_TASK of a migration streaming back to
+// the old database after CUTOVER (capture installed on the source and, by
+// the cutover, on every shard) removes the event triggers, their
+// functions and reshard.ddl from every database.
+func TestDDLAbortAfterCutover(t *testing.T) {
+	e, _ := ddlEnv(t, "ddlabrev", "")
+	id := e.reshardStreaming(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := e.exec.Execute(ctx, commands.Cutover{Task: id}); err != nil {
+		t.Fatalf("CUTOVER: %v", err)
+	}
+	for _, n := range e.nodes() {
+		if c := n.one(t, `SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'reshard_ddl%'`); c != "2" {
+			t.Fatalf("%s has %s of reshard's event triggers after CUTOVER, want 2", n.db, c)
+		}
+	}
+	if _, err := e.exec.Execute(ctx, commands.AbortTask{Task: id}); err != nil {
+		t.Fatalf("ABORT_TASK after CUTOVER: %v", err)
+	}
+	e.noCapture(t, "after ABORT_TASK of a cut-over task")
+}
