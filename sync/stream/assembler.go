@@ -22,6 +22,17 @@ type assembler struct {
 	streamed  map[uint32]*spool // in-progress streamed transactions
 	streamXid uint32            // the transaction of the current stream block
 	inStream  bool
+
+	// spoolAfter, when set, bounds the changes of a transaction between
+	// BEGIN and COMMIT held in its txn: past it they go to a spool, like a
+	// streamed transaction's (charged to the budget, spilled past it), and
+	// the transaction is applied alone at its commit. The source sends
+	// every transaction smaller than its logical_decoding_work_mem whole
+	// at its commit (all of them without streaming): unbounded else.
+	spoolAfter int
+	// curSizes are the message sizes of cur's changes while they are
+	// held in cur (for the budget, should they go to a spool).
+	curSizes []int
 }
 
 // assembled is what one message yields: nothing, a relation to prepare,
@@ -41,6 +52,10 @@ func (a *assembler) idle() bool { return a.cur == nil && len(a.streamed) == 0 }
 
 // release frees what in-progress streamed transactions hold.
 func (a *assembler) release() {
+	if a.cur != nil && a.cur.spool != nil {
+		a.cur.spool.release(a.budget)
+	}
+	a.cur = nil
 	for xid, sp := range a.streamed {
 		sp.release(a.budget)
 		delete(a.streamed, xid)
@@ -64,7 +79,11 @@ func (a *assembler) feed(walStart pglogrepl.LSN, data []byte) (assembled, error)
 	case *pglogrepl.RelationMessageV2:
 		return assembled{relation: a.rels.describe(lm)}, nil
 	case *pglogrepl.BeginMessage:
+		if a.cur != nil && a.cur.spool != nil {
+			a.cur.spool.release(a.budget) // (a BEGIN without a COMMIT)
+		}
 		a.cur = &txn{xid: lm.Xid}
+		a.curSizes = a.curSizes[:0]
 	case *pglogrepl.CommitMessage:
 		if a.cur == nil {
 			return assembled{}, job.Errorf("XX000", "decode pgoutput message at %s: commit without begin", walStart)
@@ -144,8 +163,26 @@ func (a *assembler) add(c *change, subxid uint32, size int) error {
 		}
 		return sp.add(a.budget, c, int64(size))
 	}
-	if a.cur != nil {
+	switch {
+	case a.cur == nil:
+	case a.cur.spool != nil:
+		return a.cur.spool.add(a.budget, c, int64(size))
+	case a.spoolAfter > 0 && len(a.cur.changes) >= a.spoolAfter:
+		sp := &spool{xid: a.cur.xid}
+		for i, held := range a.cur.changes {
+			if err := sp.add(a.budget, held, int64(a.curSizes[i])); err != nil {
+				sp.release(a.budget)
+				return err
+			}
+		}
+		a.cur.changes, a.curSizes = nil, a.curSizes[:0]
+		a.cur.spool = sp
+		return sp.add(a.budget, c, int64(size))
+	default:
 		a.cur.changes = append(a.cur.changes, c)
+		if a.spoolAfter > 0 {
+			a.curSizes = append(a.curSizes, size)
+		}
 	}
 	return nil
 }

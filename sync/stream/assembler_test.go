@@ -282,3 +282,52 @@ func TestAssembleRejectsMalformed(t *testing.T) {
 		t.Fatalf("a row of an unknown relation: %v", err)
 	}
 }
+
+// A transaction the source sends whole at its commit (smaller than its
+// logical_decoding_work_mem) with more changes than spoolAfter goes to a
+// spool, charged to the budget and spilled past it, its changes in order;
+// a smaller one stays in its txn.
+func TestAssembleLargeTransactionSpooled(t *testing.T) {
+	for _, budget := range []int64{1 << 20, 600} {
+		t.Run(fmt.Sprintf("budget %d", budget), func(t *testing.T) {
+			b := &spoolBudget{limit: budget, dir: t.TempDir()}
+			a := newAssembler(newRelations(), b)
+			a.spoolAfter = 2
+			var txns []*txn
+			for i, m := range fixture(t, "begin_commit") {
+				ev, err := a.feed(m.walStart, m.data)
+				if err != nil {
+					t.Fatalf("message %d: %v", i, err)
+				}
+				if ev.txn != nil {
+					txns = append(txns, ev.txn)
+				}
+			}
+			if len(txns) != 2 || !a.idle() {
+				t.Fatalf("%d transactions, idle %v", len(txns), a.idle())
+			}
+			big, small := txns[0], txns[1]
+			if big.spool == nil || big.changes != nil || small.spool != nil || len(small.changes) != 1 {
+				t.Fatalf("the 4-change transaction spooled %v (%d changes in its txn), the 1-change one %v", big.spool != nil, len(big.changes), small.spool != nil)
+			}
+			if spilled := big.spool.file != nil; spilled != (budget < 1<<20) {
+				t.Fatalf("budget %d: spilled = %v", budget, spilled)
+			}
+			if b.used.Load() == 0 && big.spool.file == nil {
+				t.Fatal("the spooled transaction is not charged to the budget")
+			}
+			var got []string
+			for _, c := range changesOf(t, big) {
+				got = append(got, describeChange(c))
+			}
+			want := []string{"I t 1,one,NULL", "I t 2,two,<3000 bytes>", "U t 1,uno,NULL", "D t 2,NULL,NULL key true"}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			big.spool.release(b)
+			if used := b.used.Load(); used != 0 {
+				t.Fatalf("%d bytes still charged after release", used)
+			}
+		})
+	}
+}

@@ -39,22 +39,24 @@ type value struct {
 	toasted bool // unchanged TOASTed value, not sent
 }
 
-// change is one row change (or a truncate) of a source transaction.
+// change is one row change (or a truncate) of a source transaction. (Its
+// fields are ordered so that it takes 96 bytes: a large streamed
+// transaction holds millions.)
 type change struct {
-	kind   changeKind
-	rel    *relation
-	subxid uint32 // (sub)transaction of a streamed change
+	rel *relation
 	// newRow is the new row (insert, update); oldRow the old row or key
 	// (update with a changed key or REPLICA IDENTITY FULL, delete).
 	newRow, oldRow []value
-	oldIsKey       bool // oldRow holds only replica-identity columns ('K')
 	truncated      []*relation
-	cascade        bool
-	restartSeqs    bool
 	// keep: for a truncated relation whose copy was taken partly after
 	// the TRUNCATE (see copyMarks.truncateCovered), the rows that must survive it: the
 	// condition selecting the key ranges copied after it.
-	keep map[*relation]string
+	keep        map[*relation]string
+	subxid      uint32 // (sub)transaction of a streamed change
+	kind        changeKind
+	oldIsKey    bool // oldRow holds only replica-identity columns ('K')
+	cascade     bool
+	restartSeqs bool
 }
 
 // txn is one committed source transaction.

@@ -178,6 +178,12 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 	rels := newRelations()
 	rels.captureDDL = stage != nil
 	asm := newAssembler(rels, cfg.budget)
+	if stage == nil {
+		// A transaction of more changes than a batch is held like a
+		// streamed one. (With captured statements, one the source sends
+		// whole is held whole: the DDL stage applies those from memory.)
+		asm.spoolAfter = cfg.batchChanges
+	}
 	defer asm.release()
 	shape := shaper{conn: monitors[0], dst: cfg.dst, sourceRules: cfg.sourceRules}
 	var (
@@ -299,7 +305,8 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 		cfg.status.Transaction(t.commitTime)
 		cfg.gate.observe(t.commitLSN)
 		if t.spool != nil {
-			// A streamed transaction is applied alone.
+			// A streamed transaction (or one of more changes than a
+			// batch) is applied alone.
 			if err := flush(); err != nil {
 				return err
 			}

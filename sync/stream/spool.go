@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync/atomic"
+	"unsafe"
 )
 
 // spool holds the changes of one in-progress source transaction that the
@@ -31,28 +32,59 @@ type spool struct {
 }
 
 // spoolBudget is the memory in-progress streamed transactions may use
-// together before their changes go to disk.
+// together before their changes go to disk: the budgets of one stream's
+// slots share one counter (shared), so that a stream of several source
+// shards holds no more than one budget.
 // The router releases what the receiver charges.
 type spoolBudget struct {
-	limit int64
-	used  atomic.Int64
-	dir   string
+	limit  int64
+	used   atomic.Int64
+	shared *atomic.Int64 // used instead of used when set
+	dir    string
 	// onSpill is told when a transaction starts going to disk.
 	onSpill func(xid uint32, file string)
 }
 
-// changeOverhead approximates what a decoded change costs in memory
-// besides its message's bytes.
-const changeOverhead = 160
+// counter is the memory charged to the budget.
+func (b *spoolBudget) counter() *atomic.Int64 {
+	if b.shared != nil {
+		return b.shared
+	}
+	return &b.used
+}
 
-// add appends a change of size bytes, spilling it (and every later change
-// of the transaction) once the budget is used up.
-func (sp *spool) add(b *spoolBudget, c *change, size int64) error {
-	size += changeOverhead
-	if sp.file == nil && b.used.Load()+size <= b.limit {
+// heldSize estimates the heap a decoded change holds: the change, its
+// rows' value slices, the copy of its message their values point into
+// (msg bytes) and its pointer in the spool (with append's spare capacity),
+// each allocation rounded up as Go's size classes do (to 16 bytes, and up
+// to 1/8 more past 1 KiB). The budget is charged this, so that what it
+// allows is what the process holds.
+func heldSize(c *change, msg int64) int64 {
+	values := int64(unsafe.Sizeof(value{})) * int64(len(c.newRow)+len(c.oldRow))
+	return allocSize(int64(unsafe.Sizeof(*c))) + allocSize(msg) + allocSize(values) +
+		allocSize(int64(unsafe.Sizeof((*relation)(nil)))*int64(len(c.truncated))) +
+		int64(unsafe.Sizeof(c))*3/2
+}
+
+// allocSize is about what the Go allocator takes for n bytes.
+func allocSize(n int64) int64 {
+	if n == 0 {
+		return 0
+	}
+	if n > 1024 {
+		n += n / 8
+	}
+	return (n + 15) &^ 15
+}
+
+// add appends a change decoded from a message of msg bytes, spilling it
+// (and every later change of the transaction) once the budget is used up.
+func (sp *spool) add(b *spoolBudget, c *change, msg int64) error {
+	size := heldSize(c, msg)
+	if used := b.counter(); sp.file == nil && used.Load()+size <= b.limit {
 		sp.mem = append(sp.mem, c)
 		sp.memSize += size
-		b.used.Add(size)
+		used.Add(size)
 		return nil
 	}
 	if sp.file == nil {
@@ -94,7 +126,7 @@ func (sp *spool) abortSub(subxid uint32) {
 
 // release gives the spool's memory back to the budget and removes its file.
 func (sp *spool) release(b *spoolBudget) {
-	b.used.Add(-sp.memSize)
+	b.counter().Add(-sp.memSize)
 	sp.memSize = 0
 	if sp.file != nil {
 		name := sp.file.Name()
@@ -105,13 +137,21 @@ func (sp *spool) release(b *spoolBudget) {
 }
 
 // changes calls fn with the transaction's changes in order, at most n at
-// a time: those in memory, then those read back from disk.
+// a time: those in memory, then those read back from disk. The spool lets
+// go of the changes in memory as it hands them on (fn and what it hands
+// them to hold them while they need them), so that a large transaction
+// read back does not hold its first part in memory to its end; their
+// memory stays charged to the budget until release. The changes can be
+// read once.
 func (sp *spool) changes(n int, fn func([]*change) error) error {
 	for lo := 0; lo < len(sp.mem); lo += n {
-		if err := fn(sp.mem[lo:min(lo+n, len(sp.mem))]); err != nil {
+		part := slices.Clone(sp.mem[lo:min(lo+n, len(sp.mem))])
+		clear(sp.mem[lo:min(lo+n, len(sp.mem))])
+		if err := fn(part); err != nil {
 			return err
 		}
 	}
+	sp.mem = nil
 	if sp.file == nil {
 		return nil
 	}
@@ -121,10 +161,14 @@ func (sp *spool) changes(n int, fn func([]*change) error) error {
 	if _, err := sp.file.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("spill file %s: %w", sp.file.Name(), err)
 	}
+	st, err := sp.file.Stat()
+	if err != nil {
+		return fmt.Errorf("spill file %s: %w", sp.file.Name(), err)
+	}
 	r := bufio.NewReaderSize(sp.file, 1<<16)
 	batch := make([]*change, 0, n)
 	for i := int64(0); i < sp.spilled; i++ {
-		c, err := sp.decode(r)
+		c, err := sp.decode(r, st.Size())
 		if err != nil {
 			return fmt.Errorf("read back spill file %s (change %d of %d): %w", sp.file.Name(), i+1, sp.spilled, err)
 		}
@@ -230,7 +274,8 @@ func writeRow(w *bufio.Writer, row []value) {
 
 var errSpillCorrupt = errors.New("corrupt spill record")
 
-func (sp *spool) decode(r *bufio.Reader) (*change, error) {
+// decode reads back one change from a spill file of size bytes.
+func (sp *spool) decode(r *bufio.Reader, size int64) (*change, error) {
 	var hdr [10]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
@@ -250,10 +295,10 @@ func (sp *spool) decode(r *bufio.Reader) (*change, error) {
 			return nil, err
 		}
 	}
-	if c.oldRow, err = readRow(r); err != nil {
+	if c.oldRow, err = readRow(r, size); err != nil {
 		return nil, err
 	}
-	if c.newRow, err = readRow(r); err != nil {
+	if c.newRow, err = readRow(r, size); err != nil {
 		return nil, err
 	}
 	var n [4]byte
@@ -280,7 +325,8 @@ func (sp *spool) decode(r *bufio.Reader) (*change, error) {
 // maxSpillColumns bounds a row read back (PostgreSQL allows 1,664).
 const maxSpillColumns = 1 << 16
 
-func readRow(r *bufio.Reader) ([]value, error) {
+// readRow reads back a row from a spill file of size bytes.
+func readRow(r *bufio.Reader, size int64) ([]value, error) {
 	var n [4]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, err
@@ -307,11 +353,15 @@ func readRow(r *bufio.Reader) ([]value, error) {
 			if _, err := io.ReadFull(r, n[:]); err != nil {
 				return nil, err
 			}
-			size := binary.BigEndian.Uint32(n[:])
-			// Grow as bytes arrive: a corrupt length cannot allocate
-			// more than the file holds.
-			data, err := readN(r, int64(size))
-			if err != nil {
+			l := int64(binary.BigEndian.Uint32(n[:]))
+			// A corrupt length cannot allocate more than the file
+			// holds; a value is read into a buffer of its size (read
+			// in growing steps, a 200 MB one would take twice that).
+			if l > size {
+				return nil, errSpillCorrupt
+			}
+			data := make([]byte, l)
+			if _, err := io.ReadFull(r, data); err != nil {
 				return nil, err
 			}
 			row[i].data = data
@@ -320,17 +370,4 @@ func readRow(r *bufio.Reader) ([]value, error) {
 		}
 	}
 	return row, nil
-}
-
-func readN(r io.Reader, n int64) ([]byte, error) {
-	if n <= 1<<20 {
-		b := make([]byte, n)
-		_, err := io.ReadFull(r, b)
-		return b, err
-	}
-	b, err := io.ReadAll(io.LimitReader(r, n))
-	if err == nil && int64(len(b)) != n {
-		err = io.ErrUnexpectedEOF
-	}
-	return slices.Clip(b), err
 }

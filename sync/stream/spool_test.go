@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 )
 
@@ -104,4 +106,84 @@ func sameChange(a, b *change) bool {
 		}
 	}
 	return sameValues(a.oldRow, b.oldRow) && sameValues(a.newRow, b.newRow) && (a.oldRow == nil) == (b.oldRow == nil)
+}
+
+// The budget is charged at least what decoded changes hold on the heap
+// (the change, its rows, the message copy), and not far more, for narrow
+// and wide rows: what it allows in memory is what the process holds.
+func TestSpoolChargesWhatChangesHold(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cols, len int
+	}{{"3 short columns", 3, 8}, {"1 column of 40 bytes", 1, 40}, {"20 columns of 100 bytes", 20, 100}} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 20000
+			msgs := make([][]byte, n)
+			for i := range msgs {
+				m := []byte{'I', 0, 0, 0, 1, 'N', byte(tc.cols >> 8), byte(tc.cols)}
+				for c := 0; c < tc.cols; c++ {
+					m = append(m, 't', 0, 0, byte(tc.len>>8), byte(tc.len))
+					m = append(m, bytes.Repeat([]byte{byte('a' + i%26)}, tc.len)...)
+				}
+				msgs[i] = m
+			}
+			b := &spoolBudget{limit: 1 << 40, dir: t.TempDir()}
+			sp := &spool{xid: 1}
+			rel := &relation{name: "t"}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for _, m := range msgs {
+				rm, err := decodeRow(m, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := sp.add(b, &change{kind: rm.kind, rel: rel, newRow: rm.newRow, oldRow: rm.oldRow}, int64(len(m))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			charged := b.used.Load()
+			runtime.KeepAlive(sp)
+			runtime.KeepAlive(msgs)
+			if sp.file != nil || len(sp.mem) != n {
+				t.Fatalf("spilled within an unlimited budget")
+			}
+			t.Logf("%d changes hold %d bytes on the heap, charged %d (%.2fx)", n, held, charged, float64(charged)/float64(held))
+			if charged < held || charged > held+held/4 {
+				t.Fatalf("%d changes hold %d bytes on the heap, the budget is charged %d", n, held, charged)
+			}
+		})
+	}
+}
+
+// The budgets of one stream's slots share their memory: what one slot's
+// transactions hold is not left to another's.
+func TestSpoolBudgetShared(t *testing.T) {
+	var shared atomic.Int64
+	dir := t.TempDir()
+	a := &spoolBudget{limit: 10000, shared: &shared, dir: dir}
+	b := &spoolBudget{limit: 10000, shared: &shared, dir: dir}
+	spA, spB := &spool{xid: 1}, &spool{xid: 2}
+	c := func() *change {
+		return &change{kind: opInsert, rel: &relation{}, newRow: []value{{data: make([]byte, 100)}}}
+	}
+	for spA.file == nil {
+		if err := spA.add(a, c(), 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := spB.add(b, c(), 100); err != nil {
+		t.Fatal(err)
+	}
+	if spB.file == nil {
+		t.Fatal("the second slot's transaction was kept in memory although the first holds the shared budget")
+	}
+	spA.release(a)
+	spB.release(b)
+	if shared.Load() != 0 || a.used.Load() != 0 || b.used.Load() != 0 {
+		t.Fatalf("budget still charged after release: %d", shared.Load())
+	}
 }

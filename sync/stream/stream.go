@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/reshard/reshard/catalog"
@@ -86,11 +87,13 @@ func Run(ctx context.Context, j *job.Job, req Request) error {
 	slots := copier.SlotNames(req.Slot, len(j.Source.Shards))
 	gates := req.Hold.begin(slots, j.Logger("stream"))
 	defer req.Hold.end(gates)
+	// The slots' in-progress transactions share one budget.
+	var spoolMemory atomic.Int64
 	for i, sh := range j.Source.Shards {
 		slot := slots[i]
 		slog := j.Logger("stream").With("slot", slot)
 		status := &progress.Slot{Task: j.Task, Host: sh.Primary.Host, Port: sh.Primary.Port, Database: sh.Primary.Database, Name: slot, CopyData: req.CopyData}
-		budget := &spoolBudget{limit: req.StreamMemory, dir: req.SpillDir, onSpill: func(xid uint32, file string) {
+		budget := &spoolBudget{limit: req.StreamMemory, shared: &spoolMemory, dir: req.SpillDir, onSpill: func(xid uint32, file string) {
 			slog.Info("streamed transaction spilled to disk", "xid", xid, "file", file, "memory_limit", req.StreamMemory)
 			status.Spilled()
 		}}
