@@ -97,6 +97,14 @@ func (g *globals) logger(out io.Writer) (hclog.Logger, error) {
 }
 
 func main() {
+	// RESHARD_HEAPPROFILE=file writes a heap profile at the heap's peak
+	// (bench-stream-memory: where the memory goes).
+	if p := os.Getenv("RESHARD_HEAPPROFILE"); p != "" {
+		stop := watchHeap(p)
+		code := run(os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	// RESHARD_CPUPROFILE=file writes a CPU profile (used by the benchmarks
 	// to show where the time goes).
 	if p := os.Getenv("RESHARD_CPUPROFILE"); p != "" {
@@ -278,7 +286,11 @@ var subcommands = map[string]subcommand{
 
 // load reads and validates the configuration files.
 func (e *env) load() (*catalog.Catalog, error) {
-	return catalog.Load(e.config, e.users)
+	cat, err := catalog.Load(e.config, e.users)
+	if err == nil {
+		setMemoryLimit(cat)
+	}
+	return cat, err
 }
 
 func serveCmd(fs *flag.FlagSet) func(ctx context.Context, e *env) error {
