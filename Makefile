@@ -4,7 +4,7 @@ BIN     := bin/reshard
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test test-race test-fault demo bench pgcopydb bench-copy bench-replicas bench-schema bench-stream bench-admin bench-verify bench-local-ids lint deps fuzz clean
+.PHONY: all build test test-race test-fault demo bench pgcopydb bench-copy bench-replicas bench-schema bench-stream bench-stream-memory bench-admin bench-verify bench-local-ids lint deps fuzz clean
 
 all: build
 
@@ -70,7 +70,13 @@ bench-replicas: deps
 # Stream: a pgbench load for BENCH_STREAM_SECONDS (default 60) applied by
 # reshard into 2 shards and by CREATE SUBSCRIPTION into 1 database, one run.
 bench-stream: deps
-	$(GO) test ./bench -run '^$$' -bench BenchmarkStream -benchtime 1x -timeout 30m
+	$(GO) test ./bench -run '^$$' -bench '^BenchmarkStream$$' -benchtime 1x -timeout 30m
+
+# Stream memory: reshard's peak RSS streaming a 3M-row transaction and one
+# carrying a 200 MB value (BENCH_STREAM_MEMORY_9M=1 adds 9M rows), against
+# resharding_stream_memory + 64 MB; see bench/README.md.
+bench-stream-memory: deps
+	$(GO) test ./bench -run '^$$' -bench '^BenchmarkStreamMemory$$' -benchtime 1x -timeout 60m
 
 # Schema sync: 1,000 tables and 3,000 indexes, against pg_dump -s | psql.
 bench-schema: deps
