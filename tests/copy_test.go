@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/commands"
@@ -115,6 +116,25 @@ func newEnvFrom(t *testing.T, srcs, dsts []node, general string) *copyEnv {
 		// slot) under the tests after this one: stop every task of the
 		// env's executor first.
 		stopTasks(e.exec)
+		// The replication origins the streams made (reshard_<slot>_<k>)
+		// hold replication state slots of the shared instances, as many
+		// as max_replication_slots: drop this test's, named after the
+		// slots on its databases (forward slots on the sources, reverse
+		// ones on the shards).
+		var slots []string
+		for _, n := range append(append([]node(nil), e.src...), e.dst...) {
+			conn, err := n.inst.Connect(context.Background(), n.db)
+			if err != nil {
+				continue
+			}
+			rows, err := conn.Query(context.Background(), `SELECT slot_name::text FROM pg_replication_slots WHERE database = current_database()`)
+			if err == nil {
+				names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+				slots = append(slots, names...)
+			}
+			conn.Close(context.Background())
+		}
+		dropOrigins(e, slots)
 		// Slots hold WAL on the shared instances: drop this test's slots.
 		for _, s := range e.src {
 			conn, err := s.inst.Connect(context.Background(), s.db)
@@ -125,6 +145,34 @@ func newEnvFrom(t *testing.T, srcs, dsts []node, general string) *copyEnv {
 		}
 	})
 	return e
+}
+
+// dropOrigins drops, on every instance of the env, the replication
+// origins of the streams of slots (those not in use; errors are ignored).
+func dropOrigins(e *copyEnv, slots []string) {
+	if len(slots) == 0 {
+		return
+	}
+	seen := map[*pgtest.Instance]bool{}
+	for _, n := range append(append([]node(nil), e.src...), e.dst...) {
+		if seen[n.inst] {
+			continue
+		}
+		seen[n.inst] = true
+		conn, err := n.inst.Connect(context.Background(), n.db)
+		if err != nil {
+			continue
+		}
+		rows, err := conn.Query(context.Background(), `SELECT roname::text FROM pg_replication_origin o
+			WHERE EXISTS (SELECT 1 FROM unnest($1::text[]) s WHERE starts_with(o.roname, left('reshard_' || s || '_', 63)))`, slots)
+		if err == nil {
+			names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+			for _, name := range names {
+				_, _ = conn.Exec(context.Background(), `SELECT pg_replication_origin_drop($1)`, name)
+			}
+		}
+		conn.Close(context.Background())
+	}
 }
 
 // stopTasks ends every task exec runs, as a shutdown of reshard would

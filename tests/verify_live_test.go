@@ -291,6 +291,11 @@ func testVerifyUnderLoad(t *testing.T, nSrc int) {
 	e := newCopyEnv(t, fmt.Sprintf("vload%d", nSrc), nSrc, 2, "")
 	e.logs = &testkit.Buffer{}
 	e.load(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("reshard's log:\n%s", lastLines(e.logs.String(), 120))
+		}
+	})
 	for i, s := range e.src {
 		s.exec(t, copySchema)
 		loadData(t, s, i, nSrc, 2000)

@@ -217,7 +217,7 @@ func startOne(ctx context.Context, bin, dir string, cred *syscall.Credential, se
 		args := []string{"-D", dir, "-p", strconv.Itoa(port), "-k", dir,
 			"-c", "listen_addresses=127.0.0.1",
 			"-c", "wal_level=logical",
-			"-c", "max_replication_slots=32",
+			"-c", "max_replication_slots=128", // replication slots, and the origins a stream tracks its progress in (one per slot and shard)
 			"-c", "max_wal_senders=32",
 			"-c", "max_connections=200",
 			"-c", "fsync=off",
