@@ -116,13 +116,40 @@ func Check(ctx context.Context, j *job.Job, src, dst job.Conns, req CheckRequest
 		want = wantAbsentOrEmpty
 	}
 	for i, sh := range j.Destination.Shards {
-		p, err := destinationChecks(ctx, dst[i], fmt.Sprintf("destination %s", sh.Primary), tables, want)
+		where := fmt.Sprintf("destination %s", sh.Primary)
+		p, err := destinationChecks(ctx, dst[i], where, tables, want)
 		if err != nil {
 			return nil, nil, err
 		}
 		problems = append(problems, p...)
+		if !req.SyncOnly && (req.Mode == CheckFresh || req.Mode == CheckSchemaFirst) {
+			problems = append(problems, originCapacity(ctx, dst[i], where, req.Slot, len(j.Source.Shards))...)
+		}
 	}
 	return tables, problems, nil
+}
+
+// originCapacity checks that a destination shard can track the progress
+// of the streams to come: one replication origin per source shard, each
+// taking one of the server's replication state slots (as many as
+// max_replication_slots, shared with its replication slots' count but
+// kept apart from them). Without one free, the stream would fail to start
+// (53400) once the copy is done. Origins of slot base already there count
+// as free. A server that does not show the origins' status to this user
+// is not checked.
+func originCapacity(ctx context.Context, conn *pgx.Conn, where, slot string, needed int) []string {
+	var maxStates, used, ours int
+	err := conn.QueryRow(ctx, `SELECT current_setting('max_replication_slots')::int,
+		(SELECT count(*) FROM pg_replication_origin_status)::int,
+		(SELECT count(*) FROM pg_replication_origin_status WHERE starts_with(external_id, left('reshard_' || $1 || '_', 63)))::int`, slot).
+		Scan(&maxStates, &used, &ours)
+	if err != nil {
+		return nil
+	}
+	if free := maxStates - used + ours; free < needed {
+		return []string{fmt.Sprintf("%s cannot track %d more replication origin(s) (max_replication_slots = %d, %d origins with progress in pg_replication_origin_status): raise max_replication_slots and restart it, or drop origins no stream uses (SELECT pg_replication_origin_drop(external_id) FROM pg_replication_origin_status ...)", where, needed, maxStates, used)}
+	}
+	return nil
 }
 
 // CheckSource verifies one source shard primary: logical WAL, slotsNeeded
