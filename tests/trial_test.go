@@ -34,6 +34,10 @@ import (
 //	RESHARD_TRIAL_SCHEMAS schemas compared (default: every user schema)
 //	RESHARD_TRIAL_WRITES  SQL file run on the source while streaming
 //	RESHARD_TRIAL_REPORT  file the figures are written to
+//	RESHARD_TRIAL_CUTOVER_WRITES SQL file run on each shard after CUTOVER
+//	                      (inserts taking ids from the column defaults);
+//	                      then rollback, writes on the source, CUTOVER
+//	                      again and the file once more, each step compared
 //	RESHARD_TRIAL_GENERAL lines added to the config's [general] section
 //	                      (resharding_ddl = "replicate": DDL in the writes)
 func TestRealSchemaTrial(t *testing.T) {
@@ -189,34 +193,7 @@ func TestRealSchemaTrial(t *testing.T) {
 
 	// Data: counts, row hashes, placement.
 	start = time.Now()
-	for _, tb := range tables {
-		key := tb.shardKey(rules)
-		srcCount, srcSum := checksumOf(t, src, tb.rel())
-		fig.rows += srcCount
-		if key == "" {
-			for k, d := range e.dst {
-				if c, s := checksumOf(t, d, tb.rel()); c != srcCount || s != srcSum {
-					t.Errorf("omni %s on shard %d: %d rows (sum %s), source %d (sum %s)", tb.rel(), k, c, s, srcCount, srcSum)
-				}
-			}
-			fig.omni++
-			continue
-		}
-		fig.sharded++
-		var total int64
-		sum := "0"
-		for k, d := range e.dst {
-			c, s := checksumOf(t, d, tb.rel())
-			total += c
-			sum = d.one(t, fmt.Sprintf("SELECT (%s::numeric + %s::numeric)::text", sum, s))
-			if n := misplaced(t, d, tb.rel(), quoteIdent(key), len(e.dst), k); n != 0 {
-				t.Errorf("%s: %d rows on shard %d belong elsewhere", tb.rel(), n, k)
-			}
-		}
-		if total != srcCount || sum != srcSum {
-			t.Errorf("%s: shards hold %d rows (sum %s), source %d (sum %s)", tb.rel(), total, sum, srcCount, srcSum)
-		}
-	}
+	fig.rows, fig.omni, fig.sharded = compareTrial(t, e, tables, rules, "")
 	fig.add("my comparison of every table", time.Since(start))
 
 	// Catalog diff, source against each shard. PostgreSQL itself does not
@@ -288,6 +265,9 @@ func TestRealSchemaTrial(t *testing.T) {
 	}
 	fig.add("VERIFY", time.Since(start))
 	fig.verify = statuses
+	if w := os.Getenv("RESHARD_TRIAL_CUTOVER_WRITES"); w != "" {
+		e.trialCutover(t, ctx, admin, id, w, tables, rules, fig)
+	}
 	if _, err := admin.Exec(ctx, "STOP_TASK "+id); err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +290,112 @@ func TestRealSchemaTrial(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// compareTrial compares every table of the trial, source against shards,
+// with my own SQL: counts and row hashes (an omni table on every shard, a
+// sharded one against the union of the shards) and the placement of every
+// sharded row. It returns the source's rows and how many tables are omni
+// and sharded. when names the moment in the errors.
+func compareTrial(t *testing.T, e *copyEnv, tables []trialTable, rules []trialRule, when string) (rows int64, omni, sharded int) {
+	t.Helper()
+	src := e.src[0]
+	for _, tb := range tables {
+		key := tb.shardKey(rules)
+		srcCount, srcSum := checksumOf(t, src, tb.rel())
+		rows += srcCount
+		if key == "" {
+			for k, d := range e.dst {
+				if c, s := checksumOf(t, d, tb.rel()); c != srcCount || s != srcSum {
+					t.Errorf("%somni %s on shard %d: %d rows (sum %s), source %d (sum %s)", when, tb.rel(), k, c, s, srcCount, srcSum)
+				}
+			}
+			omni++
+			continue
+		}
+		sharded++
+		var total int64
+		sum := "0"
+		for k, d := range e.dst {
+			c, s := checksumOf(t, d, tb.rel())
+			total += c
+			sum = d.one(t, fmt.Sprintf("SELECT (%s::numeric + %s::numeric)::text", sum, s))
+			if n := misplaced(t, d, tb.rel(), quoteIdent(key), len(e.dst), k); n != 0 {
+				t.Errorf("%s%s: %d rows on shard %d belong elsewhere", when, tb.rel(), n, k)
+			}
+		}
+		if total != srcCount || sum != srcSum {
+			t.Errorf("%s%s: shards hold %d rows (sum %s), source %d (sum %s)", when, tb.rel(), total, sum, srcCount, srcSum)
+		}
+	}
+	return rows, omni, sharded
+}
+
+// trialCutover is the trial's cutover and rollback: CUTOVER; writes (the
+// file) on every shard, taking ids from the column defaults (the
+// shard-local generators); the old database follows by reverse
+// replication and equals the shards; rollback (CUTOVER again); a write on
+// the old database streams to the shards; a second CUTOVER and the writes
+// once more. Each step is compared with compareTrial.
+func (e *copyEnv) trialCutover(t *testing.T, ctx context.Context, admin *noticeConn, id, writes string, tables []trialTable, rules []trialRule, fig *trialFigures) {
+	t.Helper()
+	src := e.src[0]
+	cutover := func(want string) {
+		t.Helper()
+		start := time.Now()
+		var tid, state, slot string
+		if err := admin.QueryRow(ctx, "CUTOVER "+id).Scan(&tid, &state, &slot); err != nil {
+			t.Fatalf("CUTOVER: %v", err)
+		}
+		if state != want {
+			t.Fatalf("CUTOVER answered %s, want %s", state, want)
+		}
+		fig.add("CUTOVER to "+want, time.Since(start))
+	}
+	// reverseCaughtUp waits until a marker written on shard 0 (the omni
+	// table's changes stream back from shard 0) is in the old database.
+	reverseCaughtUp := func() {
+		t.Helper()
+		marker := fmt.Sprintf("R%d", time.Now().UnixNano())
+		e.dst[0].exec(t, fmt.Sprintf(`INSERT INTO reshard_trial_marker VALUES ('%s')`, marker))
+		for k := 1; k < len(e.dst); k++ {
+			e.dst[k].exec(t, fmt.Sprintf(`SET session_replication_role = replica; INSERT INTO reshard_trial_marker VALUES ('%s')`, marker))
+		}
+		deadline := time.Now().Add(5 * time.Minute)
+		for src.one(t, fmt.Sprintf(`SELECT count(*) FROM reshard_trial_marker WHERE code = '%s'`, marker)) != "1" {
+			if st, msg := e.taskState(t); st != "reverse_streaming" || time.Now().After(deadline) {
+				t.Fatalf("the reverse streams did not catch up: task %s %s", st, msg)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	shardWrites := func(round string) {
+		t.Helper()
+		start := time.Now()
+		for _, d := range e.dst {
+			psqlFile(t, d, writes)
+		}
+		reverseCaughtUp()
+		fig.add("writes on every shard ("+round+") reached the old database", time.Since(start))
+		compareTrial(t, e, tables, rules, "after the shards' writes ("+round+"): ")
+	}
+
+	cutover("reverse_streaming")
+	if err := src.inst.Exec(ctx, src.db, `INSERT INTO reshard_trial_marker VALUES ('after cutover')`); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("the old database takes writes after CUTOVER: %v", err)
+	}
+	shardWrites("first cutover")
+	cutover("streaming")
+	for k, d := range e.dst {
+		if err := d.inst.Exec(ctx, d.db, `INSERT INTO reshard_trial_marker VALUES ('after rollback')`); err == nil || !strings.Contains(err.Error(), "read-only") {
+			t.Fatalf("shard %d takes writes after the rollback: %v", k, err)
+		}
+	}
+	e.trialCaughtUp(t, 5*time.Minute)
+	compareTrial(t, e, tables, rules, "after the rollback: ")
+	cutover("reverse_streaming")
+	shardWrites("second cutover")
+	fig.cutover = true
 }
 
 // trialRule is one sharding rule of the trial: a column, on every table
@@ -497,6 +583,7 @@ type trialFigures struct {
 	intColumns                     string
 	kept                           []string
 	verify                         map[string]int
+	cutover                        bool // CUTOVER, rollback and CUTOVER again compared equal
 }
 
 func (f *trialFigures) add(phase string, d time.Duration) {
@@ -518,6 +605,9 @@ func (f *trialFigures) String() string {
 	fmt.Fprintf(&b, "foreign keys crossing shards (%d):\n  %s\n", len(f.crossing), strings.Join(f.crossing, "\n  "))
 	fmt.Fprintf(&b, "preflight notices (%d):\n  %s\n", len(f.notices), strings.Join(f.notices, "\n  "))
 	fmt.Fprintf(&b, "VERIFY: %v\n", f.verify)
+	if f.cutover {
+		fmt.Fprintf(&b, "CUTOVER, writes on every shard with ids from the defaults, rollback, a write on the old database, CUTOVER again and the writes again: every table equal at each step (counts, row hashes, placement)\n")
+	}
 	return b.String()
 }
 
