@@ -31,6 +31,31 @@ func (e *Executor) verifyRequest(r Route) verify.Request {
 	return verify.Request{Hold: holder, Reverse: reverse}
 }
 
+// stalledMigration is what a VERIFY that found differences adds when the
+// route's migration exists but no longer runs (failed or stopped): no
+// stream applies the source's changes, so the differences include what it
+// left unapplied. It names the task, its state and its error ("" when a
+// migration of the route runs, or none exists).
+func (e *Executor) stalledMigration(r Route) string {
+	out := ""
+	for _, t := range e.Tasks.List() {
+		if t.Kind == "verify" || t.Source != r.Source || t.Destination != r.Destination || t.Publication != r.Publication {
+			continue
+		}
+		switch t.State {
+		case task.StateFailed, task.StateStopped:
+			out = fmt.Sprintf("; task %s (%s) of this route is %s, so no stream applies the source's changes to the destination (the differences include what it left unapplied)", t.ID, t.Kind, t.State)
+			if t.Error != "" {
+				out += ": " + abbreviate(t.Error)
+			}
+		case task.StateDone, task.StateAborted:
+		default:
+			return ""
+		}
+	}
+	return out
+}
+
 // verify runs VERIFY as a task (from the CLI, in the caller); results
 // appear in SHOW VERIFY and stay there until the next VERIFY of the route.
 func (e *Executor) verify(ctx context.Context, c Verify) (*Result, error) {
@@ -45,7 +70,7 @@ func (e *Executor) verify(ctx context.Context, c Verify) (*Result, error) {
 		}
 		out := &Result{Columns: verifyColumns, Tag: "VERIFY", Rows: e.showVerify()}
 		if res.Mismatched+res.Failed > 0 {
-			return out, Errorf(CodeInternalError, "%d of %d tables differ, %d could not be read", res.Mismatched, res.Tables, res.Failed)
+			return out, Errorf(CodeInternalError, "%d of %d tables differ, %d could not be read%s", res.Mismatched, res.Tables, res.Failed, e.stalledMigration(c.Route))
 		}
 		return out, nil
 	}
@@ -66,8 +91,8 @@ func (e *Executor) verify(ctx context.Context, c Verify) (*Result, error) {
 				return task.Outcome{}, err
 			}
 			if res.Mismatched+res.Failed > 0 {
-				return task.Outcome{}, fmt.Errorf("%d of %d tables differ and %d could not be read: SHOW VERIFY lists them, the log names the keys",
-					res.Mismatched, res.Tables, res.Failed)
+				return task.Outcome{}, fmt.Errorf("%d of %d tables differ and %d could not be read: SHOW VERIFY lists them, the log names the keys%s",
+					res.Mismatched, res.Tables, res.Failed, e.stalledMigration(c.Route))
 			}
 			return task.Outcome{}, nil
 		})

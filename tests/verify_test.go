@@ -337,3 +337,24 @@ func verifyRowsAgree(r []any) bool {
 	}
 	return true
 }
+
+// TestVerifyNamesStoppedMigration: VERIFY of a route whose migration was
+// stopped finds the changes made since (no stream applies them) and says
+// why: its error names the task, its state and that no stream feeds the
+// destination.
+func TestVerifyNamesStoppedMigration(t *testing.T) {
+	e, src := sourceEnv(t, "vstop", 300, "")
+	id := e.reshardStreaming(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := e.exec.Execute(ctx, commands.StopTask{Task: id}); err != nil {
+		t.Fatal(err)
+	}
+	src.exec(t, `UPDATE customers SET name = name || ' (after the stop)' WHERE id <= 10`)
+	_, err := e.exec.Execute(ctx, commands.Verify{Route: e.route(), Foreground: true})
+	want := fmt.Sprintf("task %s (reshard) of this route is stopped, so no stream applies the source's changes", id)
+	if err == nil || !strings.Contains(err.Error(), "1 of") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("VERIFY after STOP_TASK and a write: %v; want it to say %q", err, want)
+	}
+	t.Logf("VERIFY: %v", err)
+}
