@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +36,8 @@ import (
 //	RESHARD_TRIAL_SCHEMAS schemas compared (default: every user schema)
 //	RESHARD_TRIAL_WRITES  SQL file run on the source while streaming
 //	RESHARD_TRIAL_REPORT  file the figures are written to
+//	RESHARD_TRIAL_SHARD_VERSION the shards' major version (16, 17, 18; the
+//	                      source stays on 15)
 //	RESHARD_TRIAL_CUTOVER_WRITES SQL file run on each shard after CUTOVER
 //	                      (inserts taking ids from the column defaults);
 //	                      then rollback, writes on the source, CUTOVER
@@ -60,6 +64,16 @@ func TestRealSchemaTrial(t *testing.T) {
 		t.Fatal("RESHARD_TRIAL_RULES names no sharding column")
 	}
 	e := newCopyEnv(t, "trial", 1, 2, os.Getenv("RESHARD_TRIAL_GENERAL"))
+	if v := os.Getenv("RESHARD_TRIAL_SHARD_VERSION"); v != "" {
+		// The shards on servers of another major version (16, 17, 18 from
+		// the pinned npm packages), the source on the package's 15.
+		var major int
+		if _, err := fmt.Sscan(v, &major); err != nil {
+			t.Fatalf("RESHARD_TRIAL_SHARD_VERSION %q: %v", v, err)
+		}
+		c := startVersion(t, major, 2, nil)
+		e = newCopyEnvOn(t, "trial", cluster.Instances[0], c.Instances, 1, 2, os.Getenv("RESHARD_TRIAL_GENERAL"))
+	}
 	cfg, err := os.ReadFile(e.cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -172,9 +186,21 @@ func TestRealSchemaTrial(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fig.reruns = append(fig.reruns, fmt.Sprintf("%s shard %d: %d statements, %d applied, %d already present, %d failed", p, v[1], v[3], v[4], v[5], v[6]))
-			if v[4].(int64) != 0 || v[6].(int64) != 0 {
-				t.Errorf("rerun of %s on shard %d applied %d and failed %d statements: nothing changed, so none should (%v)", p, v[1], v[4], v[6], v[8])
+			// A shard pg_dump cannot dump (a newer major version) is told
+			// by existence checks alone: the statements that have none run
+			// again and count as applied, as its note says; nothing else
+			// may be applied.
+			var rerun int64
+			if m := regexp.MustCompile(`(\d+) statements without one ran again and count as applied`).FindStringSubmatch(v[8].(string)); m != nil {
+				rerun, _ = strconv.ParseInt(m[1], 10, 64)
+			}
+			applied := fmt.Sprint(v[4])
+			if rerun > 0 {
+				applied += fmt.Sprintf(" (%d without an existence check: the shard could not be dumped)", rerun)
+			}
+			fig.reruns = append(fig.reruns, fmt.Sprintf("%s shard %d: %d statements, %s applied, %d already present, %d failed", p, v[1], v[3], applied, v[5], v[6]))
+			if v[4].(int64) != rerun || v[6].(int64) != 0 {
+				t.Errorf("rerun of %s on shard %d applied %d and failed %d statements: nothing changed, so none should but the %d without an existence check (%v)", p, v[1], v[4], v[6], rerun, v[8])
 			}
 			if p == "POST" {
 				for _, note := range strings.Split(v[8].(string), "; ") {
@@ -352,8 +378,10 @@ func (e *copyEnv) trialCutover(t *testing.T, ctx context.Context, admin *noticeC
 		}
 		fig.add("CUTOVER to "+want, time.Since(start))
 	}
-	// reverseCaughtUp waits until a marker written on shard 0 (the omni
-	// table's changes stream back from shard 0) is in the old database.
+	// reverseCaughtUp waits until every shard's reverse stream has
+	// confirmed the shard's WAL position taken now (everything written on
+	// it before is in the old database), and a marker written on shard 0
+	// (the omni table's changes stream back from shard 0) is there.
 	reverseCaughtUp := func() {
 		t.Helper()
 		marker := fmt.Sprintf("R%d", time.Now().UnixNano())
@@ -361,8 +389,22 @@ func (e *copyEnv) trialCutover(t *testing.T, ctx context.Context, admin *noticeC
 		for k := 1; k < len(e.dst); k++ {
 			e.dst[k].exec(t, fmt.Sprintf(`SET session_replication_role = replica; INSERT INTO reshard_trial_marker VALUES ('%s')`, marker))
 		}
+		targets := make([]string, len(e.dst))
+		for k, d := range e.dst {
+			targets[k] = d.one(t, `SELECT pg_current_wal_lsn()::text`)
+		}
 		deadline := time.Now().Add(5 * time.Minute)
-		for src.one(t, fmt.Sprintf(`SELECT count(*) FROM reshard_trial_marker WHERE code = '%s'`, marker)) != "1" {
+		for {
+			done := src.one(t, fmt.Sprintf(`SELECT count(*) FROM reshard_trial_marker WHERE code = '%s'`, marker)) == "1"
+			for k, d := range e.dst {
+				q := fmt.Sprintf(`SELECT count(*) FROM pg_replication_slots WHERE database = current_database() AND slot_type = 'logical' AND confirmed_flush_lsn >= '%s'::pg_lsn`, targets[k])
+				if d.one(t, q) == "0" {
+					done = false
+				}
+			}
+			if done {
+				return
+			}
 			if st, msg := e.taskState(t); st != "reverse_streaming" || time.Now().After(deadline) {
 				t.Fatalf("the reverse streams did not catch up: task %s %s", st, msg)
 			}
