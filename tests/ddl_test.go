@@ -314,14 +314,21 @@ func (e *copyEnv) checkDDLResult(t *testing.T) {
 			t.Errorf("shard %d reviews: %s", k, got)
 		}
 	}
+	e.checkDDLApplied(t, 12)
+}
+
+// checkDDLApplied checks that SHOW DDL lists n statements, each applied
+// on both shards.
+func (e *copyEnv) checkDDLApplied(t *testing.T, n int) {
+	t.Helper()
 	states := e.ddlStates(t)
 	for stmt, st := range states {
 		if !strings.HasPrefix(st, "applied 0,1") {
 			t.Errorf("SHOW DDL: %q is %s", stmt, st)
 		}
 	}
-	if len(states) != 12 {
-		t.Errorf("SHOW DDL lists %d statements: %v", len(states), states)
+	if len(states) != n {
+		t.Errorf("SHOW DDL lists %d statements, want %d: %v", len(states), n, states)
 	}
 }
 

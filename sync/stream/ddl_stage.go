@@ -25,7 +25,11 @@ import (
 // statement, the statement on every destination shard (with schema sync's
 // rules: ddl.Plan), then the changes after it, in one destination
 // transaction per shard whose replication origin moves to the source
-// commit with them (exactly once, as every change). A statement that
+// commit with them (exactly once, as every change). A transaction larger
+// than a batch (spooled: streamed by the source while in progress, or sent
+// whole at its commit) is read back in parts, its statements at their
+// place among them, so that it holds no more memory than any other. A
+// statement that
 // cannot run in a transaction block (CONCURRENTLY) runs alone on each
 // shard, with a record of its own (reshard.ddl_applied, state started)
 // and a check of its effect, so a crash in the middle neither repeats nor
@@ -172,9 +176,54 @@ func isDDL(c *change) bool { return c.rel != nil && c.rel.ddl }
 
 // hasDDL tells whether a transaction holds a captured statement.
 func hasDDL(t *txn) bool {
+	if t.spool != nil {
+		return len(t.spool.stmts) > 0
+	}
 	for _, c := range t.changes {
 		if isDDL(c) {
 			return true
+		}
+	}
+	return false
+}
+
+// statementsOf lists a transaction's captured statements in order, each
+// with the table it creates with rows written before it.
+func statementsOf(t *txn) []spooledStatement {
+	if t.spool != nil {
+		return t.spool.stmts
+	}
+	var out []spooledStatement
+	for _, c := range t.changes {
+		if isDDL(c) {
+			out = append(out, spooledStatement{change: c, creates: createdByRows(c)})
+		}
+	}
+	return out
+}
+
+// txnSize is the number of changes of a transaction (of a spooled one,
+// those of rolled-back subtransactions that went to disk included).
+func txnSize(t *txn) int64 {
+	if t.spool != nil {
+		return t.spool.count()
+	}
+	return int64(len(t.changes))
+}
+
+// unshaped tells whether a relation of a change still needs shaping.
+func unshaped(r *relation) bool { return r != nil && !r.ignore && !r.ddl && r.plan == nil }
+
+// anyUnshaped tells whether a relation of the changes still needs shaping.
+func anyUnshaped(changes []*change) bool {
+	for _, c := range changes {
+		if unshaped(c.rel) {
+			return true
+		}
+		for _, r := range c.truncated {
+			if unshaped(r) {
+				return true
+			}
 		}
 	}
 	return false
@@ -186,7 +235,7 @@ func (s *ddlStage) prepareChanges(ctx context.Context, changes []*change, conn *
 	sh := s.shape
 	sh.conn = conn
 	prep := func(r *relation) error {
-		if r == nil || r.ignore || r.ddl || r.plan != nil {
+		if !unshaped(r) {
 			return nil
 		}
 		pctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -214,47 +263,6 @@ func (s *ddlStage) needing(lsn pglogrepl.LSN) []int {
 		if lsn > a.applied {
 			out = append(out, k)
 		}
-	}
-	return out
-}
-
-// segment is a run of row changes, or one captured statement.
-type segment struct {
-	changes []*change
-	stmt    *change
-}
-
-// segments cuts a transaction's changes at its captured statements. The
-// rows a CREATE TABLE AS (or SELECT INTO) wrote come before its statement
-// (the event fires at the end of the command): they are moved after it.
-func segments(changes []*change, created func(c *change) string) []segment {
-	var out []segment
-	var cur []*change
-	for _, c := range changes {
-		if !isDDL(c) {
-			cur = append(cur, c)
-			continue
-		}
-		var moved []*change
-		if name := created(c); name != "" {
-			kept := cur[:0:0]
-			for _, x := range cur {
-				if x.rel != nil && x.rel.String() == name {
-					moved = append(moved, x)
-				} else {
-					kept = append(kept, x)
-				}
-			}
-			cur = kept
-		}
-		if len(cur) > 0 {
-			out = append(out, segment{changes: cur})
-		}
-		out = append(out, segment{stmt: c})
-		cur = moved
-	}
-	if len(cur) > 0 {
-		out = append(out, segment{changes: cur})
 	}
 	return out
 }
@@ -293,91 +301,192 @@ func createdByRows(c *change) string {
 }
 
 // statementTxn is a source transaction with captured statements being
-// applied: whether a statement of it ran yet (relations of the changes
-// after it are then read inside the shards' open transactions).
+// applied, its changes handed on in order (all at once, or read back from
+// its spool in parts): the changes before each statement, the statement,
+// the changes after it. The rows a CREATE TABLE AS (or SELECT INTO) wrote
+// come before its statement (the event fires at the end of the command):
+// they are held back (heldRows) and applied just after it.
 type statementTxn struct {
-	s      *ddlStage
-	t      *txn
+	s *ddlStage
+	t *txn
+	// sawDDL: a statement of it ran (relations of the changes after it
+	// are then read inside the shards' open transactions).
 	sawDDL bool
+	// stmts are its statements, next the one its changes reach next;
+	// held the rows of the table stmts[next] creates, written before it.
+	stmts []spooledStatement
+	next  int
+	held  *spool
 }
 
-func (s *ddlStage) begin(t *txn) *statementTxn { return &statementTxn{s: s, t: t} }
+func (s *ddlStage) begin(t *txn) *statementTxn {
+	return &statementTxn{s: s, t: t, stmts: statementsOf(t)}
+}
 
-// apply applies a transaction holding captured statements, alone: its
-// changes in parts cut at its statements, each part handed to the shard
-// workers inside one open destination transaction per shard, each
+// apply applies a source transaction alone with its statements (or, for a
+// spooled one, any spooled transaction): its changes handed to the shard
+// workers inside one open destination transaction per shard, in parts cut
+// at its statements (and for a spooled one, read back in parts), each
 // statement run on the shards between two parts (the workers idle), and
 // every shard committing at the transaction's commit LSN.
 func (s *ddlStage) apply(ctx context.Context, d *dispatcher, t *txn) error {
+	sc := s.begin(t)
+	defer sc.release(d.budget)
 	if len(s.needing(t.commitLSN)) == 0 {
 		// Every shard has it (a restart after it committed everywhere).
-		for _, c := range t.changes {
-			if isDDL(c) {
-				if err := s.skipApplied(ctx, c); err != nil {
-					return err
-				}
+		for _, st := range sc.stmts {
+			if err := s.skipApplied(ctx, st.change); err != nil {
+				return err
 			}
 		}
 		return d.commitAll(ctx, t.commitLSN)
 	}
-	if s.sourceShards > 1 && s.sourceShard != 0 {
+	if s.sourceShards > 1 && s.sourceShard != 0 && len(sc.stmts) > 0 {
 		if err := d.workers.wait(ctx); err != nil {
 			return err
 		}
-		if err := s.matchFirst(ctx, t); err != nil {
+		if err := s.matchFirst(ctx, t, sc.stmts); err != nil {
 			return err
 		}
 	}
-	sc := s.begin(t)
 	seq := 0
-	if err := sc.applyChanges(ctx, d, t.changes, &seq); err != nil {
-		s.pending, s.decided = nil, nil
-		return err
+	err := sc.applyAll(ctx, d, &seq)
+	if err == nil {
+		err = d.commitAll(ctx, t.commitLSN)
 	}
-	if err := d.commitAll(ctx, t.commitLSN); err != nil {
+	if err != nil {
 		s.pending, s.decided = nil, nil
 		return err
 	}
 	return sc.settle(ctx, d)
 }
 
-// applyChanges applies changes of the transaction (all of it, or a part of
-// a streamed one) with their statements; seq numbers the changes.
-func (sc *statementTxn) applyChanges(ctx context.Context, d *dispatcher, changes []*change, seq *int) error {
-	s, t := sc.s, sc.t
-	for _, seg := range segments(changes, createdByRows) {
-		if seg.stmt == nil {
-			conn := s.shapeConn
-			if sc.sawDDL {
-				if err := d.workers.wait(ctx); err != nil {
-					return err
-				}
-				conn = s.shapingConn(ctx, t)
-			}
-			if err := s.prepareChanges(ctx, seg.changes, conn); err != nil {
-				return err
-			}
-			part := &txn{xid: t.xid, commitLSN: t.commitLSN, commitTime: t.commitTime, changes: seg.changes, seqBase: *seq}
-			*seq += len(seg.changes)
-			r, err := d.router.routeRun([]*txn{part})
-			if err != nil {
-				return err
-			}
-			if err := d.submit(ctx, r, false); err != nil {
-				return err
-			}
-			continue
+// applyAll applies every change of the transaction: from memory, or read
+// back from its spool in parts of d.partChanges.
+func (sc *statementTxn) applyAll(ctx context.Context, d *dispatcher, seq *int) error {
+	if sc.t.spool == nil {
+		if err := sc.applyChanges(ctx, d, sc.t.changes, seq); err != nil {
+			return err
 		}
+	} else if err := sc.t.spool.changes(d.partChanges, func(part []*change) error {
+		return sc.applyChanges(ctx, d, part, seq)
+	}); err != nil {
+		return err
+	}
+	// (Rows held for a statement that never came: none, but in order.)
+	return sc.applyHeld(ctx, d, seq)
+}
+
+// applyChanges applies changes of the transaction (all of it, or a part
+// of a spooled one) with their statements; seq numbers the changes.
+func (sc *statementTxn) applyChanges(ctx context.Context, d *dispatcher, changes []*change, seq *int) error {
+	var run []*change
+	for _, c := range changes {
+		switch {
+		case isDDL(c):
+			if err := sc.applyRows(ctx, d, run, seq); err != nil {
+				return err
+			}
+			run = nil
+			if err := sc.applyStatement(ctx, d, c, seq); err != nil {
+				return err
+			}
+		case sc.holds(c):
+			if sc.held == nil {
+				sc.held = &spool{xid: sc.t.xid, quiet: true}
+			}
+			if err := sc.held.add(d.budget, c, rowBytes(c)); err != nil {
+				return err
+			}
+		default:
+			run = append(run, c)
+		}
+	}
+	return sc.applyRows(ctx, d, run, seq)
+}
+
+// holds tells whether a row change is one the next statement's CREATE
+// TABLE AS wrote: it is applied after the statement.
+func (sc *statementTxn) holds(c *change) bool {
+	if sc.next >= len(sc.stmts) || sc.stmts[sc.next].creates == "" || c.rel == nil {
+		return false
+	}
+	return c.rel.String() == sc.stmts[sc.next].creates
+}
+
+// rowBytes is about the message a change was decoded from: its values.
+func rowBytes(c *change) int64 {
+	n := int64(0)
+	for _, row := range [][]value{c.oldRow, c.newRow} {
+		for _, v := range row {
+			n += int64(len(v.data)) + 5
+		}
+	}
+	return n
+}
+
+// applyRows routes a run of row changes and hands them to the shard
+// workers, shaping their relations first: after a statement of the
+// transaction, those not shaped yet through a shard's open transaction
+// (the workers idle).
+func (sc *statementTxn) applyRows(ctx context.Context, d *dispatcher, changes []*change, seq *int) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	s, t := sc.s, sc.t
+	conn := s.shapeConn
+	if sc.sawDDL && anyUnshaped(changes) {
 		if err := d.workers.wait(ctx); err != nil {
 			return err
 		}
-		*seq++
-		if err := s.applyStatement(ctx, t, seg.stmt); err != nil {
-			return err
-		}
-		sc.sawDDL = true
+		conn = s.shapingConn(ctx, t)
 	}
-	return nil
+	if err := s.prepareChanges(ctx, changes, conn); err != nil {
+		return err
+	}
+	part := &txn{xid: t.xid, commitLSN: t.commitLSN, commitTime: t.commitTime, changes: changes, seqBase: *seq}
+	*seq += len(changes)
+	r, err := d.router.routeRun([]*txn{part})
+	if err != nil {
+		return err
+	}
+	return d.submit(ctx, r, false)
+}
+
+// applyStatement runs a statement of the transaction on the shards once
+// the workers are idle, then the rows held back for it.
+func (sc *statementTxn) applyStatement(ctx context.Context, d *dispatcher, c *change, seq *int) error {
+	if err := d.workers.wait(ctx); err != nil {
+		return err
+	}
+	*seq++
+	if err := sc.s.applyStatement(ctx, sc.t, c); err != nil {
+		return err
+	}
+	sc.sawDDL = true
+	sc.next++
+	return sc.applyHeld(ctx, d, seq)
+}
+
+// applyHeld applies the rows held back for the statement just applied.
+func (sc *statementTxn) applyHeld(ctx context.Context, d *dispatcher, seq *int) error {
+	held := sc.held
+	if held == nil {
+		return nil
+	}
+	sc.held = nil
+	defer held.release(d.budget)
+	return held.changes(d.partChanges, func(part []*change) error {
+		return sc.applyRows(ctx, d, part, seq)
+	})
+}
+
+// release frees the rows held back, if any (after an error).
+func (sc *statementTxn) release(b *spoolBudget) {
+	if sc.held != nil {
+		sc.held.release(b)
+		sc.held = nil
+	}
 }
 
 // settle ends a transaction with statements once its commits are
@@ -454,12 +563,9 @@ func (s *ddlStage) ordinal(ctx context.Context, id int64) (int, error) {
 // 0's statements must be applied first, and this stream must hold no open
 // transaction meanwhile (the statements take locks its changes would
 // hold).
-func (s *ddlStage) matchFirst(ctx context.Context, t *txn) error {
-	for _, c := range t.changes {
-		if !isDDL(c) {
-			continue
-		}
-		cap, err := decodeCaptured(c)
+func (s *ddlStage) matchFirst(ctx context.Context, t *txn, stmts []spooledStatement) error {
+	for _, stmt := range stmts {
+		cap, err := decodeCaptured(stmt.change)
 		if err != nil {
 			return fmt.Errorf("captured statement at %s: %w", t.commitLSN, err)
 		}
@@ -576,7 +682,7 @@ func (s *ddlStage) applyStatement(ctx context.Context, t *txn, c *change) error 
 		s.reg.SetDDL(st, progress.DDLFailed, nil, shards, "", "", err)
 		return err
 	}
-	if plan.Outside && len(t.changes) > 1 {
+	if plan.Outside && txnSize(t) > 1 {
 		err := fmt.Errorf("captured DDL statement %d of source shard %d (%s) must run outside a transaction block but shares its source transaction with other changes", cap.ID, s.sourceShard, abbrevSQL(st.Statement))
 		s.reg.SetDDL(st, progress.DDLFailed, nil, shards, "", "", err)
 		return err

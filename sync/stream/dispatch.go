@@ -41,17 +41,18 @@ func (d *dispatcher) apply(ctx context.Context, txns []*txn) error {
 		return d.submit(ctx, r, true)
 	}
 	for _, t := range txns {
-		if t.spool == nil && d.ddl != nil {
-			if hasDDL(t) {
-				// Applied alone, in source order, with its statements.
-				if err := flush(); err != nil {
-					return err
-				}
-				if err := d.ddl.apply(ctx, d, t); err != nil {
-					return err
-				}
-				continue
+		if d.ddl != nil && (t.spool != nil || hasDDL(t)) {
+			// Applied alone, in source order, with its statements (a
+			// spooled one read back in parts).
+			if err := flush(); err != nil {
+				return err
 			}
+			if err := d.ddl.apply(ctx, d, t); err != nil {
+				return err
+			}
+			continue
+		}
+		if d.ddl != nil {
 			// Shaped before it is routed (the statements before it are
 			// applied: this batch's ones too, in order).
 			if err := d.ddl.prepareChanges(ctx, t.changes, d.ddl.shapeConn); err != nil {
@@ -97,19 +98,11 @@ func (d *dispatcher) submit(ctx context.Context, r routedRun, commit bool) error
 // progress, which may be larger than memory: its changes are read back in
 // parts of partChanges, each part applied on the shards inside one open
 // destination transaction per shard, and those are committed together once
-// the last part is in.
+// the last part is in. (With resharding_ddl = "replicate", the DDL stage
+// applies it instead: ddlStage.apply.)
 func (d *dispatcher) applyStreamed(ctx context.Context, t *txn) error {
 	seq := 0
-	var sc *statementTxn
-	if d.ddl != nil {
-		sc = d.ddl.begin(t)
-	}
 	err := t.spool.changes(d.partChanges, func(batch []*change) error {
-		if sc != nil {
-			// Its statements, and its relations shaped after those
-			// before them (see ddlStage).
-			return sc.applyChanges(ctx, d, batch, &seq)
-		}
 		part := &txn{xid: t.xid, commitLSN: t.commitLSN, changes: batch, seqBase: seq}
 		seq += len(batch)
 		r, err := d.router.routeRun([]*txn{part})
@@ -121,13 +114,7 @@ func (d *dispatcher) applyStreamed(ctx context.Context, t *txn) error {
 	if err != nil {
 		return err
 	}
-	if err := d.commitAll(ctx, t.commitLSN); err != nil {
-		return err
-	}
-	if sc != nil {
-		return sc.settle(ctx, d)
-	}
-	return nil
+	return d.commitAll(ctx, t.commitLSN)
 }
 
 // commitAll has every shard commit its open transaction at lsn.

@@ -178,12 +178,10 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 	rels := newRelations()
 	rels.captureDDL = stage != nil
 	asm := newAssembler(rels, cfg.budget)
-	if stage == nil {
-		// A transaction of more changes than a batch is held like a
-		// streamed one. (With captured statements, one the source sends
-		// whole is held whole: the DDL stage applies those from memory.)
-		asm.spoolAfter = cfg.batchChanges
-	}
+	// A transaction of more changes than a batch is held like a streamed
+	// one (with captured statements too: the DDL stage reads it back in
+	// parts, its statements at their place among them).
+	asm.spoolAfter = cfg.batchChanges
 	defer asm.release()
 	shape := shaper{conn: monitors[0], dst: cfg.dst, sourceRules: cfg.sourceRules}
 	var (

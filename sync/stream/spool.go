@@ -29,6 +29,21 @@ type spool struct {
 	rels    []*relation
 	relIdx  map[*relation]uint32
 	aborted map[uint32]bool // rolled-back subtransactions of spilled changes
+	// stmts are the captured statements among the changes (resharding_ddl
+	// = "replicate"), in order, kept in memory as well: the DDL stage
+	// needs them before it reads the changes back.
+	stmts []spooledStatement
+	// quiet: a spill of this spool is not a transaction's (the DDL
+	// stage's rows held back past a statement): onSpill is not told.
+	quiet bool
+}
+
+// spooledStatement is a captured statement of a spooled transaction, and
+// the table it creates with rows written before it (CREATE TABLE AS,
+// SELECT INTO: see heldRows), "" for other statements.
+type spooledStatement struct {
+	change  *change
+	creates string
 }
 
 // spoolBudget is the memory in-progress streamed transactions may use
@@ -80,6 +95,9 @@ func allocSize(n int64) int64 {
 // add appends a change decoded from a message of msg bytes, spilling it
 // (and every later change of the transaction) once the budget is used up.
 func (sp *spool) add(b *spoolBudget, c *change, msg int64) error {
+	if isDDL(c) {
+		sp.stmts = append(sp.stmts, spooledStatement{change: c, creates: createdByRows(c)})
+	}
 	size := heldSize(c, msg)
 	if used := b.counter(); sp.file == nil && used.Load()+size <= b.limit {
 		sp.mem = append(sp.mem, c)
@@ -94,7 +112,7 @@ func (sp *spool) add(b *spoolBudget, c *change, msg int64) error {
 		}
 		sp.file, sp.w = f, bufio.NewWriterSize(f, 1<<16)
 		sp.relIdx = map[*relation]uint32{}
-		if b.onSpill != nil {
+		if b.onSpill != nil && !sp.quiet {
 			b.onSpill(sp.xid, f.Name())
 		}
 	}
@@ -116,6 +134,13 @@ func (sp *spool) abortSub(subxid uint32) {
 	}
 	clear(sp.mem[len(kept):])
 	sp.mem = kept
+	stmts := sp.stmts[:0]
+	for _, st := range sp.stmts {
+		if st.change.subxid != subxid {
+			stmts = append(stmts, st)
+		}
+	}
+	sp.stmts = stmts
 	if sp.file != nil {
 		if sp.aborted == nil {
 			sp.aborted = map[uint32]bool{}
@@ -123,6 +148,10 @@ func (sp *spool) abortSub(subxid uint32) {
 		sp.aborted[subxid] = true
 	}
 }
+
+// count is the number of changes the spool holds (those of rolled-back
+// subtransactions that went to disk included).
+func (sp *spool) count() int64 { return int64(len(sp.mem)) + sp.spilled }
 
 // release gives the spool's memory back to the budget and removes its file.
 func (sp *spool) release(b *spoolBudget) {

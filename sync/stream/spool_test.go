@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -186,4 +187,69 @@ func TestSpoolBudgetShared(t *testing.T) {
 	if shared.Load() != 0 || a.used.Load() != 0 || b.used.Load() != 0 {
 		t.Fatalf("budget still charged after release: %d", shared.Load())
 	}
+}
+
+// A spool keeps its captured statements (resharding_ddl = "replicate") in
+// order beside its changes, in memory and spilled alike, each with the
+// table it creates with rows (CREATE TABLE AS), without those of a
+// rolled-back subtransaction; read back, the statements come at their
+// place among the changes.
+func TestSpoolKeepsStatements(t *testing.T) {
+	ddlRel := &relation{schema: "reshard", name: "ddl", ddl: true, columns: []string{"id", "command_tag", "objects"}}
+	stmt := func(id int, tag, objects string, subxid uint32) *change {
+		return &change{kind: opInsert, rel: ddlRel, subxid: subxid,
+			newRow: []value{{data: []byte(strconv.Itoa(id))}, {data: []byte(tag)}, {data: []byte(objects)}}}
+	}
+	rows := &relation{schema: "public", name: "t"}
+	b := &spoolBudget{limit: 2048, dir: t.TempDir()}
+	sp := &spool{xid: 9}
+	var want []string
+	add := func(c *change, kept bool) {
+		t.Helper()
+		if err := sp.add(b, c, 60); err != nil {
+			t.Fatal(err)
+		}
+		if kept {
+			if isDDL(c) {
+				want = append(want, "ddl "+string(c.newRow[0].data))
+			} else {
+				want = append(want, "row "+string(c.newRow[0].data))
+			}
+		}
+	}
+	add(stmt(1, "ALTER TABLE", `[]`, 9), true) // in memory
+	for i := 0; i < 100; i++ {
+		add(&change{kind: opInsert, rel: rows, subxid: 9, newRow: []value{{data: []byte(strconv.Itoa(i))}}}, true)
+	}
+	if sp.file == nil {
+		t.Fatal("100 changes in a 2 KiB budget were not spilled")
+	}
+	add(stmt(2, "CREATE TABLE AS", `[{"type": "table", "identity": "public.t2"}]`, 9), true) // spilled
+	add(stmt(3, "DROP TABLE", `[]`, 10), false)                                              // rolled back
+	add(stmt(4, "SELECT INTO", `[{"type": "table", "identity": "public.\"T 3\""}]`, 9), true)
+	sp.abortSub(10)
+	var got []string
+	for _, st := range sp.stmts {
+		got = append(got, string(st.change.newRow[0].data)+" "+st.creates)
+	}
+	if g, w := strings.Join(got, ", "), `1 , 2 public.t2, 4 public.T 3`; g != w {
+		t.Fatalf("statements %q, want %q", g, w)
+	}
+	got = nil
+	if err := sp.changes(30, func(cs []*change) error {
+		for _, c := range cs {
+			if isDDL(c) {
+				got = append(got, "ddl "+string(c.newRow[0].data))
+			} else {
+				got = append(got, "row "+string(c.newRow[0].data))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if g, w := strings.Join(got, ","), strings.Join(want, ","); g != w {
+		t.Fatalf("read back %s\nwant %s", g, w)
+	}
+	sp.release(b)
 }
