@@ -73,8 +73,10 @@ bench-stream: deps
 	$(GO) test ./bench -run '^$$' -bench '^BenchmarkStream$$' -benchtime 1x -timeout 30m
 
 # Stream memory: reshard's peak RSS streaming a 3M-row transaction and one
-# carrying a 200 MB value (BENCH_STREAM_MEMORY_9M=1 adds 9M rows), against
-# resharding_stream_memory + 64 MB; see bench/README.md.
+# carrying a 200 MB value, the 3M rows sent whole at commit, and again with
+# resharding_ddl = "replicate" and a column added in the transaction
+# (BENCH_STREAM_MEMORY_9M=1 adds 9M rows), against resharding_stream_memory
+# + 64 MB; see bench/README.md.
 bench-stream-memory: deps
 	$(GO) test ./bench -run '^$$' -bench '^BenchmarkStreamMemory$$' -benchtime 1x -timeout 60m
 

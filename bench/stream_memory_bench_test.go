@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/reshard/reshard/sync/ddl"
 	"github.com/reshard/reshard/tests/pgtest"
 	"github.com/reshard/reshard/tests/testkit"
 )
@@ -23,9 +24,13 @@ import (
 // 3M inserted rows, streamed by the source while in progress, (b) one
 // transaction carrying a single 200 MB value, (c) the 3M rows again, sent
 // whole at their commit (the source's logical_decoding_work_mem raised
-// above them), and with BENCH_STREAM_MEMORY_9M=1 (d) one of 9M rows. Each case runs in its
-// own reshard process (the first copies the empty tables, the others
-// stream from the same slot with --replicate-only), started before the
+// above them), with BENCH_STREAM_MEMORY_9M=1 (d) one of 9M rows, and (e)
+// the 3M rows sent whole at their commit again with [general]
+// resharding_ddl = "replicate", after a column added in the same
+// transaction (a captured statement: the DDL stage applies it among the
+// rows read back from the spool). Each case runs in its own reshard
+// process (the first copies the empty tables, the others stream from the
+// same slot with --replicate-only), started before the
 // transaction and stopped once the shards equal the source
 // (testkit.CompareShards); its peak RSS is the kernel's (getrusage
 // ru_maxrss after it ended, the same as /proc/PID/status VmHWM). It prints
@@ -75,6 +80,11 @@ func BenchmarkStreamMemory(b *testing.B) {
 	dir := b.TempDir()
 	cfgPath, usersPath := writeConfig(b, dir, freeBenchPort(b), src, "app", []shardNode{{d0, "shard0"}, {d1, "shard1"}}, "id",
 		fmt.Sprintf("resharding_stream_memory = %d", limit))
+	// (e)'s configuration: the same, replicating DDL.
+	ddlDir := filepath.Join(dir, "ddl")
+	must(os.MkdirAll(ddlDir, 0o755))
+	ddlCfgPath, ddlUsersPath := writeConfig(b, ddlDir, freeBenchPort(b), src, "app", []shardNode{{d0, "shard0"}, {d1, "shard1"}}, "id",
+		fmt.Sprintf("resharding_stream_memory = %d\nresharding_ddl = \"replicate\"", limit))
 	bin := filepath.Join(dir, "reshard")
 	run(b, nil, "go", "build", "-o", bin, "github.com/reshard/reshard/cmd/reshard")
 
@@ -94,9 +104,13 @@ func BenchmarkStreamMemory(b *testing.B) {
 		return n
 	}
 	first := true
+	config, users := cfgPath, usersPath
+	// logged, when set, must be in reshard's log once the shards hold the
+	// transaction.
+	logged := ""
 	stream := func(name, sql string, table string, want int64, largest float64) {
 		spills := largest == 0 // a transaction of many rows outgrows logical_decoding_work_mem
-		args := []string{"--config", cfgPath, "--users", usersPath, "--log-level", "info",
+		args := []string{"--config", config, "--users", users, "--log-level", "info",
 			"data-sync", "--from-database", "src", "--to-database", "dst", "--publication", "all_tables", "--replication-slot", "bench_mem_slot"}
 		if !first {
 			args = append(args, "--replicate-only")
@@ -166,6 +180,9 @@ func BenchmarkStreamMemory(b *testing.B) {
 		if spills && !strings.Contains(out.String(), "spilled to disk") {
 			b.Fatalf("%s: the transaction was not streamed while in progress and spilled (no spill logged):\n%s", name, out.String())
 		}
+		if logged != "" && !strings.Contains(out.String(), logged) {
+			b.Fatalf("%s: reshard did not log %q:\n%s", name, logged, out.String())
+		}
 		peak := float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) * 1024
 		fmt.Printf("%s: the source streamed %d transactions while in progress (pg_stat_replication_slots)\n", name, streamedTxns()-streamedBefore)
 		results = append(results, result{name: name, peak: peak, idle: idle, took: took, largestByte: largest})
@@ -198,6 +215,20 @@ func BenchmarkStreamMemory(b *testing.B) {
 			`INSERT INTO wide_rows SELECT g, g % 1000, repeat(md5(g::text), 2) FROM generate_series(1, 9000000) g`,
 			"wide_rows", 9_000_000, 0)
 	}
+	// (e): DDL capture on the source (as COPY_DATA installs it with
+	// resharding_ddl = "replicate"), the rows sent whole at commit again,
+	// after a column added in their transaction.
+	must(src.Exec(ctx, "app", "TRUNCATE wide_rows"))
+	must(ddl.Install(ctx, srcConn, "all_tables"))
+	must(src.Exec(ctx, "postgres", "ALTER SYSTEM SET logical_decoding_work_mem = '4GB'"))
+	must(src.Exec(ctx, "postgres", "SELECT pg_reload_conf()"))
+	config, users, logged = ddlCfgPath, ddlUsersPath, "captured DDL statement applied"
+	stream(fmt.Sprintf("(e) %d rows whole at commit + DDL", rows),
+		fmt.Sprintf(`BEGIN; ALTER TABLE wide_rows ADD COLUMN note text;
+			INSERT INTO wide_rows SELECT g, g %% 1000, repeat(md5(g::text), 2), 'e' FROM generate_series(1, %d) g; COMMIT`, rows),
+		"wide_rows", rows, 0)
+	must(src.Exec(ctx, "postgres", "ALTER SYSTEM RESET logical_decoding_work_mem"))
+	must(src.Exec(ctx, "postgres", "SELECT pg_reload_conf()"))
 	for _, r := range results {
 		line := fmt.Sprintf("%-38s streamed in %6.1fs  idle RSS %5.0f MB  peak RSS %6.0f MB  peak / goal %.2fx",
 			r.name, r.took.Seconds(), mb(r.idle), mb(r.peak), r.peak/goal)
