@@ -167,8 +167,19 @@ func BenchmarkStream(b *testing.B) {
 	_ = rs.Process.Signal(os.Interrupt)
 	_ = rs.Wait()
 	must(d0.Exec(ctx, "native", `ALTER SUBSCRIPTION bench_sub DISABLE`))
+	// The ceiling: a slot of its own, read by pg_recvlogical into
+	// /dev/null once both have drained (what the source's walsender can
+	// decode and send, with no consumer applying anything).
+	must(src.Exec(ctx, "app", `SELECT pg_create_logical_replication_slot('bench_ceiling', 'pgoutput')`))
 	time.Sleep(time.Second)
 	out = run2(b, env, pgbench, "-n", "-c", "4", "-j", "2", "-T", fmt.Sprint(seconds), "-h", src.Host, "-p", fmt.Sprint(src.Port), "-U", pgtest.User, "app")
+	var backlogEnd string
+	{
+		c, err := src.Connect(ctx, "app")
+		must(err)
+		must(c.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&backlogEnd))
+		c.Close(ctx)
+	}
 	m = regexp.MustCompile(`number of transactions actually processed: (\d+)`).FindStringSubmatch(out)
 	txns, _ = strconv.ParseInt(m[1], 10, 64)
 	want = historyCount(src, "app")
@@ -206,6 +217,13 @@ func BenchmarkStream(b *testing.B) {
 		changes, nativeTook.Seconds(), nativeRate, oursTook.Seconds(), oursRate)
 	fmt.Printf("backlog: reshard / native apply rate: %.2fx\n", oursRate/nativeRate)
 	b.ReportMetric(oursRate/nativeRate, "ratio")
+	ceilStart := time.Now()
+	run(b, env, filepath.Join(cl.BinDir, "pg_recvlogical"), "-h", src.Host, "-p", fmt.Sprint(src.Port), "-U", pgtest.User, "-d", "app",
+		"-S", "bench_ceiling", "--start", "-E", backlogEnd, "-o", "proto_version=1", "-o", "publication_names=all_tables", "-f", "/dev/null")
+	ceilRate := changes / time.Since(ceilStart).Seconds()
+	must(src.Exec(ctx, "app", `SELECT pg_drop_replication_slot('bench_ceiling')`))
+	fmt.Printf("ceiling: the source's walsender decoding the same backlog into pg_recvlogical (nothing applied): %.0f changes/s; reshard at %.2f of it, native at %.2f\n",
+		ceilRate, oursRate/ceilRate, nativeRate/ceilRate)
 
 	// Move cost: the same drain by reshard of a backlog of UPDATEs of
 	// orders (whose replica identity, the primary key, does not carry the
