@@ -20,6 +20,7 @@ bindir=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client-15)
 command -v pg_dump >/dev/null 2>&1 || missing+=(postgresql-client-15)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v gdb >/dev/null 2>&1 || missing+=(gdb)
 # The client matrix (tests/clients): pgjdbc on a JRE, psycopg2 for Debian's
 # python3 (a pyenv python3 earlier on PATH does not see it), node and npm for
 # node-postgres (the test runs npm ci from its package-lock.json).

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/sync/slotsnap"
 )
 
 // snapshotSlot is a replication connection that created a logical slot with
@@ -20,7 +21,8 @@ type snapshotSlot struct {
 	lsn      pglogrepl.LSN
 }
 
-// createSlot creates a pgoutput slot exporting its snapshot. A temporary
+// createSlot creates a pgoutput slot exporting its snapshot (guarded
+// against pruning while it is created: see package slotsnap). A temporary
 // slot disappears with the connection (used for a resumed copy's newer
 // snapshot); a permanent one holds WAL for streaming.
 func createSlot(ctx context.Context, cat *catalog.Catalog, node *catalog.Node, name string, temporary bool) (*snapshotSlot, error) {
@@ -28,12 +30,15 @@ func createSlot(ctx context.Context, cat *catalog.Catalog, node *catalog.Node, n
 	if err != nil {
 		return nil, err
 	}
+	guardDSN, err := cat.ConnString(node, nil)
+	if err != nil {
+		return nil, err
+	}
 	conn, err := pgconn.Connect(ctx, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("replication connection to %s: %w", node, err)
 	}
-	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, name, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Temporary: temporary, SnapshotAction: "EXPORT_SNAPSHOT"})
+	res, err := slotsnap.Create(ctx, conn, guardDSN, name, temporary)
 	if err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("create replication slot %q on %s: %w", name, node, err)
