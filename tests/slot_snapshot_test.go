@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,13 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reshard/reshard/sync/slotsnap"
+	"github.com/reshard/reshard/tests/pgtest"
 )
 
-// slotSnapDB creates database db on the first instance with t(id, v): 3000
+// slotSnapDB creates database db on inst with t(id, v): 3000
 // rows, v = 0, vacuumed.
-func slotSnapDB(t *testing.T, ctx context.Context, db string) {
+func slotSnapDB(t *testing.T, ctx context.Context, inst *pgtest.Instance, db string) {
 	t.Helper()
-	inst := cluster.Instances[0]
 	if err := inst.CreateDatabase(ctx, db); err != nil {
 		t.Fatal(err)
 	}
@@ -35,9 +36,9 @@ func slotSnapDB(t *testing.T, ctx context.Context, db string) {
 	}
 }
 
-func replConn(t *testing.T, ctx context.Context, db string) *pgconn.PgConn {
+func replConn(t *testing.T, ctx context.Context, inst *pgtest.Instance, db string) *pgconn.PgConn {
 	t.Helper()
-	rc, err := pgconn.Connect(ctx, cluster.Instances[0].DSN(db)+"&replication=database")
+	rc, err := pgconn.Connect(ctx, inst.DSN(db)+"&replication=database")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,9 +47,9 @@ func replConn(t *testing.T, ctx context.Context, db string) *pgconn.PgConn {
 
 // snapshotRows imports the exported snapshot id and returns what it sees of
 // t, read by a sequential scan (the heap, not the visibility map).
-func snapshotRows(t *testing.T, ctx context.Context, db, id string) (rows, sum int64) {
+func snapshotRows(t *testing.T, ctx context.Context, inst *pgtest.Instance, db, id string) (rows, sum int64) {
 	t.Helper()
-	tx := importSnapshotTx(t, ctx, db, id)
+	tx := importSnapshotTx(t, ctx, inst, db, id)
 	if _, err := tx.Exec(ctx, "SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off; SET LOCAL enable_bitmapscan = off"); err != nil {
 		t.Fatal(err)
 	}
@@ -60,9 +61,9 @@ func snapshotRows(t *testing.T, ctx context.Context, db, id string) (rows, sum i
 
 // importSnapshotTx opens a session on db in a transaction that imported the
 // exported snapshot id; it ends with the test.
-func importSnapshotTx(t *testing.T, ctx context.Context, db, id string) pgx.Tx {
+func importSnapshotTx(t *testing.T, ctx context.Context, inst *pgtest.Instance, db, id string) pgx.Tx {
 	t.Helper()
-	c, err := cluster.Instances[0].Connect(ctx, db)
+	c, err := inst.Connect(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +86,8 @@ func TestSlotSnapshotGuard(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const db = "slotsnap_guard"
-	slotSnapDB(t, ctx, db)
 	inst := cluster.Instances[0]
+	slotSnapDB(t, ctx, inst, db)
 	writer, err := inst.Connect(ctx, db)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +96,7 @@ func TestSlotSnapshotGuard(t *testing.T) {
 	if _, err := writer.Exec(ctx, "BEGIN; UPDATE t SET v = 1 WHERE id = 1"); err != nil {
 		t.Fatal(err)
 	}
-	rc := replConn(t, ctx, db)
+	rc := replConn(t, ctx, inst, db)
 	defer rc.Close(context.Background())
 	type created struct {
 		res pglogrepl.CreateReplicationSlotResult
@@ -138,7 +139,7 @@ func TestSlotSnapshotGuard(t *testing.T) {
 		t.Fatal(c.err)
 	}
 	// The exported snapshot's xmin, from a session that imported it.
-	tx := importSnapshotTx(t, ctx, db, c.res.SnapshotName)
+	tx := importSnapshotTx(t, ctx, inst, db, c.res.SnapshotName)
 	var snapXmin int64
 	if err := tx.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296`).Scan(&snapXmin); err != nil {
 		t.Fatal(err)
@@ -162,7 +163,8 @@ func TestSlotSnapshotGuard(t *testing.T) {
 // reader scan the table, then imports the exported snapshot. Unguarded (a
 // plain CREATE_REPLICATION_SLOT) the snapshot loses the updated rows: their
 // old versions were pruned, their new ones are after it. Through
-// slotsnap.Create it sees every row as of the snapshot.
+// slotsnap.Create it sees every row as of the snapshot. On PostgreSQL 15
+// (the shared instances) and 18 (one of its own).
 //
 // It needs gdb and the right to ptrace the server's processes; without
 // them it is skipped (make test installs gdb).
@@ -171,116 +173,128 @@ func TestSlotSnapshotWindow(t *testing.T) {
 	if err != nil {
 		t.Skip("gdb is not installed: PostgreSQL's window cannot be held open")
 	}
-	for _, guarded := range []bool{false, true} {
-		name := map[bool]string{false: "unguarded", true: "guarded"}[guarded]
-		t.Run(name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			db := "slotsnap_window_" + name
-			slotSnapDB(t, ctx, db)
-			rc := replConn(t, ctx, db)
-			defer rc.Close(context.Background())
-			res, err := rc.Exec(ctx, "SELECT pg_backend_pid()").ReadAll()
-			if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
-				t.Fatalf("walsender pid: %v", err)
-			}
-			pid := string(res[0].Rows[0][0])
-
-			dir := t.TempDir()
-			attached, inWindow, release := filepath.Join(dir, "attached"), filepath.Join(dir, "in-window"), filepath.Join(dir, "release")
-			script := strings.Join([]string{
-				"set pagination off",
-				// Release's call passes already_locked = false; the call
-				// while the slot is being set up passes true.
-				"break ReplicationSlotsComputeRequiredXmin if ($rdi & 0xff) == 0",
-				"shell touch " + attached,
-				"continue",
-				"finish",
-				"shell touch " + inWindow,
-				"shell while [ ! -e " + release + " ]; do sleep 0.05; done",
-				"detach",
-				"quit",
-			}, "\n")
-			scriptPath := filepath.Join(dir, "gdb.cmds")
-			if err := os.WriteFile(scriptPath, []byte(script), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.CommandContext(ctx, gdb, "-q", "-batch", "-p", pid, "-x", scriptPath)
-			var out strings.Builder
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			gdbDone := make(chan error, 1)
-			go func() { gdbDone <- cmd.Wait() }()
-			defer func() {
-				os.WriteFile(release, nil, 0o600)
-				select {
-				case <-gdbDone:
-				case <-time.After(10 * time.Second):
-					cmd.Process.Kill()
-					<-gdbDone
-				}
-			}()
-			waitFile := func(path string) bool {
-				for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-					if _, err := os.Stat(path); err == nil {
-						return true
-					}
-					select {
-					case <-gdbDone:
-						gdbDone <- nil
-						return false
-					default:
-					}
-				}
-				return false
-			}
-			if !waitFile(attached) || strings.Contains(out.String(), "ptrace:") {
-				t.Skipf("gdb could not attach to the walsender (no ptrace right here): %s", out.String())
-			}
-
-			type created struct {
-				res pglogrepl.CreateReplicationSlotResult
-				err error
-			}
-			done := make(chan created, 1)
-			go func() {
-				var c created
-				if guarded {
-					c.res, c.err = slotsnap.Create(ctx, rc, cluster.Instances[0].DSN(db), "slotsnap_window", true)
-				} else {
-					c.res, c.err = pglogrepl.CreateReplicationSlot(ctx, rc, "slotsnap_window", "pgoutput",
-						pglogrepl.CreateReplicationSlotOptions{Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT"})
-				}
-				done <- c
-			}()
-			if !waitFile(inWindow) {
-				t.Fatalf("the walsender never reached ReplicationSlotRelease's window: %s", out.String())
-			}
-			// Inside the window: an update committed after the snapshot,
-			// then an ordinary reader (its scan prunes full pages).
+	for _, v := range []int{15, 18} {
+		t.Run(fmt.Sprintf("pg%d", v), func(t *testing.T) {
 			inst := cluster.Instances[0]
-			if err := inst.Exec(ctx, db, `UPDATE t SET v = 1 WHERE id <= 1500`); err != nil {
-				t.Fatal(err)
+			if v != pgtest.DefaultVersion {
+				inst = startVersion(t, v, 1, nil).Instances[0]
 			}
-			if err := inst.Exec(ctx, db, `SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off; SELECT count(*) FROM t`); err != nil {
-				t.Fatal(err)
-			}
-			os.WriteFile(release, nil, 0o600)
-			c := <-done
-			if c.err != nil {
-				t.Fatal(c.err)
-			}
-			rows, sum := snapshotRows(t, ctx, db, c.res.SnapshotName)
-			t.Logf("%s: the exported snapshot sees %d rows, sum(v) = %d", name, rows, sum)
-			if guarded {
-				if rows != 3000 || sum != 0 {
-					t.Fatalf("guarded slot's snapshot sees %d rows with sum(v) %d, want 3000 rows as of the snapshot (sum 0)", rows, sum)
-				}
-			} else if rows == 3000 {
-				t.Fatalf("the unguarded snapshot lost nothing: the scenario no longer opens PostgreSQL's window, so it cannot show that the guard closes it")
+			for _, guarded := range []bool{false, true} {
+				slotSnapshotWindow(t, gdb, inst, guarded)
 			}
 		})
 	}
+}
+
+// slotSnapshotWindow is one run of TestSlotSnapshotWindow on inst.
+func slotSnapshotWindow(t *testing.T, gdb string, inst *pgtest.Instance, guarded bool) {
+	name := map[bool]string{false: "unguarded", true: "guarded"}[guarded]
+	t.Run(name, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		db := "slotsnap_window_" + name
+		slotSnapDB(t, ctx, inst, db)
+		rc := replConn(t, ctx, inst, db)
+		defer rc.Close(context.Background())
+		res, err := rc.Exec(ctx, "SELECT pg_backend_pid()").ReadAll()
+		if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
+			t.Fatalf("walsender pid: %v", err)
+		}
+		pid := string(res[0].Rows[0][0])
+
+		dir := t.TempDir()
+		attached, inWindow, release := filepath.Join(dir, "attached"), filepath.Join(dir, "in-window"), filepath.Join(dir, "release")
+		script := strings.Join([]string{
+			"set pagination off",
+			// Release's call passes already_locked = false; the call
+			// while the slot is being set up passes true.
+			"break ReplicationSlotsComputeRequiredXmin if ($rdi & 0xff) == 0",
+			"shell touch " + attached,
+			"continue",
+			"finish",
+			"shell touch " + inWindow,
+			"shell while [ ! -e " + release + " ]; do sleep 0.05; done",
+			"detach",
+			"quit",
+		}, "\n")
+		scriptPath := filepath.Join(dir, "gdb.cmds")
+		if err := os.WriteFile(scriptPath, []byte(script), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(ctx, gdb, "-q", "-batch", "-p", pid, "-x", scriptPath)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		gdbDone := make(chan error, 1)
+		go func() { gdbDone <- cmd.Wait() }()
+		defer func() {
+			os.WriteFile(release, nil, 0o600)
+			select {
+			case <-gdbDone:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-gdbDone
+			}
+		}()
+		waitFile := func(path string) bool {
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if _, err := os.Stat(path); err == nil {
+					return true
+				}
+				select {
+				case <-gdbDone:
+					gdbDone <- nil
+					return false
+				default:
+				}
+			}
+			return false
+		}
+		if !waitFile(attached) || strings.Contains(out.String(), "ptrace:") {
+			t.Skipf("gdb could not attach to the walsender (no ptrace right here): %s", out.String())
+		}
+
+		type created struct {
+			res pglogrepl.CreateReplicationSlotResult
+			err error
+		}
+		done := make(chan created, 1)
+		go func() {
+			var c created
+			if guarded {
+				c.res, c.err = slotsnap.Create(ctx, rc, inst.DSN(db), "slotsnap_window", true)
+			} else {
+				c.res, c.err = pglogrepl.CreateReplicationSlot(ctx, rc, "slotsnap_window", "pgoutput",
+					pglogrepl.CreateReplicationSlotOptions{Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT"})
+			}
+			done <- c
+		}()
+		if !waitFile(inWindow) {
+			t.Fatalf("the walsender never reached ReplicationSlotRelease's window: %s", out.String())
+		}
+		// Inside the window: an update committed after the snapshot,
+		// then an ordinary reader (its scan prunes full pages).
+		if err := inst.Exec(ctx, db, `UPDATE t SET v = 1 WHERE id <= 1500`); err != nil {
+			t.Fatal(err)
+		}
+		if err := inst.Exec(ctx, db, `SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off; SELECT count(*) FROM t`); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(release, nil, 0o600)
+		c := <-done
+		if c.err != nil {
+			t.Fatal(c.err)
+		}
+		rows, sum := snapshotRows(t, ctx, inst, db, c.res.SnapshotName)
+		t.Logf("%s: the exported snapshot sees %d rows, sum(v) = %d", name, rows, sum)
+		if guarded {
+			if rows != 3000 || sum != 0 {
+				t.Fatalf("guarded slot's snapshot sees %d rows with sum(v) %d, want 3000 rows as of the snapshot (sum 0)", rows, sum)
+			}
+		} else if rows == 3000 {
+			t.Fatalf("the unguarded snapshot lost nothing: the scenario no longer opens PostgreSQL's window, so it cannot show that the guard closes it")
+		}
+	})
 }
