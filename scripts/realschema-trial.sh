@@ -9,7 +9,9 @@
 #   RESHARD_TRIAL_SQL=schema.sql:data.sql RESHARD_TRIAL_RULES=customer_id \
 #   RESHARD_TRIAL_WRITES=scripts/trial/pagila-writes.sql scripts/realschema-trial.sh
 #
-# RESHARD_TRIAL_SCHEMAS limits the comparison to some schemas;
+# RESHARD_TRIAL_LOAD names a pgbench script run on the source during the
+# copy (until 2 s into streaming); RESHARD_TRIAL_SCHEMAS limits the
+# comparison to some schemas;
 # RESHARD_TRIAL_REPORT names a file for the figures; RESHARD_TRIAL_GENERAL
 # adds lines to [general] (resharding_ddl = "replicate" for writes with DDL).
 # Relative paths are taken from the directory the script is run in.
@@ -24,6 +26,7 @@ for f in "${parts[@]}"; do files="${files:+$files:}$(abs "$f")"; done
 RESHARD_TRIAL_SQL=$files
 [ -n "${RESHARD_TRIAL_WRITES:-}" ] && RESHARD_TRIAL_WRITES=$(abs "$RESHARD_TRIAL_WRITES") && export RESHARD_TRIAL_WRITES
 [ -n "${RESHARD_TRIAL_REPORT:-}" ] && RESHARD_TRIAL_REPORT=$(abs "$RESHARD_TRIAL_REPORT") && export RESHARD_TRIAL_REPORT
+[ -n "${RESHARD_TRIAL_LOAD:-}" ] && RESHARD_TRIAL_LOAD=$(abs "$RESHARD_TRIAL_LOAD") && export RESHARD_TRIAL_LOAD
 export RESHARD_TRIAL_SQL RESHARD_TRIAL_RULES
 cd "$(dirname "$0")/.."
 exec go test -count=1 -timeout 60m -run '^TestRealSchemaTrial$' -v ./tests

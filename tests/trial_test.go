@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -35,6 +36,9 @@ import (
 //	RESHARD_TRIAL_RULES   sharding rules: column or table.column, ','-separated
 //	RESHARD_TRIAL_SCHEMAS schemas compared (default: every user schema)
 //	RESHARD_TRIAL_WRITES  SQL file run on the source while streaming
+//	RESHARD_TRIAL_LOAD    pgbench script run on the source (4 clients) from
+//	                      before RESHARD until 2 s after it streams: the
+//	                      copy's snapshot is taken and read under writes
 //	RESHARD_TRIAL_REPORT  file the figures are written to
 //	RESHARD_TRIAL_SHARD_VERSION the shards' major version (16, 17, 18; the
 //	                      source stays on 15)
@@ -93,7 +97,7 @@ func TestRealSchemaTrial(t *testing.T) {
 	}
 	e.load(t)
 	src := e.src[0]
-	fig := &trialFigures{}
+	fig := &trialFigures{loadChanges: -1}
 
 	start := time.Now()
 	for _, f := range filepath.SplitList(files) {
@@ -114,6 +118,10 @@ func TestRealSchemaTrial(t *testing.T) {
 	defer cancel()
 	addr, _ := serveAdmin(t, e, hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr}))
 	admin := connectNotices(t, ctx, addr)
+	var load *trialLoad
+	if f := os.Getenv("RESHARD_TRIAL_LOAD"); f != "" {
+		load = startTrialLoad(t, src, f)
+	}
 	start = time.Now()
 	var id string
 	if err := admin.QueryRow(ctx, "RESHARD src dst all_tables").Scan(&id); err != nil {
@@ -140,6 +148,13 @@ func TestRealSchemaTrial(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	fig.add("RESHARD to streaming", time.Since(start))
+	if load != nil {
+		time.Sleep(2 * time.Second)
+		start = time.Now()
+		fig.loadChanges = load.stop(t)
+		e.trialCaughtUp(t, 5*time.Minute)
+		fig.add("load stopped and caught up", time.Since(start))
+	}
 	if w := os.Getenv("RESHARD_TRIAL_WRITES"); w != "" {
 		start = time.Now()
 		psqlFile(t, src, w)
@@ -596,6 +611,68 @@ func psqlFile(t *testing.T, n node, file string) {
 	}
 }
 
+// trialLoad is pgbench running a script on the source.
+type trialLoad struct {
+	cmd    *exec.Cmd
+	out    bytes.Buffer
+	n      node
+	before int64
+}
+
+// loadChangesSQL sums the rows inserted, updated and deleted in every user
+// table of the database (as the statistics tell, a little late).
+const loadChangesSQL = `SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables`
+
+// startTrialLoad starts pgbench with script file on n: 4 clients, until
+// stopped.
+func startTrialLoad(t *testing.T, n node, file string) *trialLoad {
+	t.Helper()
+	l := &trialLoad{n: n}
+	l.before = trialScalar(t, n, loadChangesSQL)
+	l.cmd = exec.Command(filepath.Join(cluster.BinDir, "pgbench"), "-n", "-c", "4", "-T", "3600", "-f", file,
+		"-h", n.inst.Host, "-p", fmt.Sprint(n.inst.Port), "-U", pgtest.User, n.db)
+	l.cmd.Env = append(os.Environ(), "PGPASSWORD="+pgtest.Password, "PGSSLMODE=disable")
+	l.cmd.Stdout, l.cmd.Stderr = &l.out, &l.out
+	if err := l.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if l.cmd.ProcessState == nil {
+			l.cmd.Process.Kill()
+			l.cmd.Wait()
+		}
+	})
+	return l
+}
+
+// stop ends pgbench and returns the rows it changed; a client that failed
+// fails the test.
+func (l *trialLoad) stop(t *testing.T) int64 {
+	t.Helper()
+	l.cmd.Process.Signal(os.Interrupt)
+	l.cmd.Wait()
+	if out := l.out.String(); strings.Contains(out, "aborted") || strings.Contains(out, "ERROR") {
+		t.Fatalf("the load failed:\n%s", out)
+	}
+	time.Sleep(time.Second) // the statistics are flushed within a second
+	return trialScalar(t, l.n, loadChangesSQL) - l.before
+}
+
+// trialScalar runs sql (one bigint) on n.
+func trialScalar(t *testing.T, n node, sql string) int64 {
+	t.Helper()
+	c, err := n.inst.Connect(context.Background(), n.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var v int64
+	if err := c.QueryRow(context.Background(), sql).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
+}
+
 // dumpInto restores the schema of one node into another with pg_dump -s
 // and psql, as an operator would by hand.
 func dumpInto(t *testing.T, from, to node) {
@@ -625,7 +702,8 @@ type trialFigures struct {
 	intColumns                     string
 	kept                           []string
 	verify                         map[string]int
-	cutover                        bool // CUTOVER, rollback and CUTOVER again compared equal
+	cutover                        bool  // CUTOVER, rollback and CUTOVER again compared equal
+	loadChanges                    int64 // rows the RESHARD_TRIAL_LOAD changed (-1: none ran)
 }
 
 func (f *trialFigures) add(phase string, d time.Duration) {
@@ -637,6 +715,9 @@ func (f *trialFigures) String() string {
 	fmt.Fprintf(&b, "tables (ordinary, logged): %d (%d sharded, %d omni), %d source rows compared (counts, row hashes, placement)\n", f.tables, f.sharded, f.omni, f.rows)
 	fmt.Fprintf(&b, "catalog objects compared per shard: %d\n", f.catalog)
 	fmt.Fprintf(&b, "statements per shard: %s\n", strings.Join(f.statements, ", "))
+	if f.loadChanges >= 0 {
+		fmt.Fprintf(&b, "rows the load changed on the source while the copy ran and streamed: %d\n", f.loadChanges)
+	}
 	fmt.Fprintf(&b, "seconds:\n  %s\n", strings.Join(f.phases, "\n  "))
 	fmt.Fprintf(&b, "reruns:\n  %s\n", strings.Join(f.reruns, "\n  "))
 	fmt.Fprintf(&b, "widened columns (%d of %s integer and smallint table columns):\n  %s\n", len(f.widened), f.intColumns, strings.Join(f.widened, "\n  "))
