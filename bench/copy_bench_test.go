@@ -234,7 +234,7 @@ func BenchmarkCopy(b *testing.B) {
 	// (d) reshard into 2 shards, as a process (for its peak RSS).
 	fresh(d0, "shard0")
 	fresh(d1, "shard1")
-	cfgPath, usersPath := writeConfig(b, dir, 6998, src, "app", []shardNode{{d0, "shard0"}, {d1, "shard1"}}, "customer_id", "resharding_parallel_copies = 4")
+	cfgPath, usersPath := writeConfig(b, dir, freeBenchPort(b), src, "app", []shardNode{{d0, "shard0"}, {d1, "shard1"}}, "customer_id", "resharding_parallel_copies = 4")
 	bin := filepath.Join(dir, "reshard")
 	run(b, nil, "go", "build", "-o", bin, "github.com/reshard/reshard/cmd/reshard")
 	cmd := exec.Command(bin, "--config", cfgPath, "--users", usersPath, "--log-level", "warn",

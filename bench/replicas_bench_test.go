@@ -76,7 +76,7 @@ func BenchmarkCopyReplicas(b *testing.B) {
 			}
 		}
 		general := "resharding_parallel_copies = 4\nresharding_split_threshold = 33554432"
-		cfgPath, usersPath := writeConfig(b, b.TempDir(), 6997, src, "app", shards, "customer_id", general)
+		cfgPath, usersPath := writeConfig(b, b.TempDir(), freeBenchPort(b), src, "app", shards, "customer_id", general)
 		f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
 		must(err)
 		for _, r := range replicas {

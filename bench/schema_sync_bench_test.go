@@ -106,7 +106,7 @@ func BenchmarkSchemaSync1000Tables(b *testing.B) {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()
-	cfgPath, usersPath := writeConfig(b, dir, 6999, src, "app", []shardNode{{s0, "dst"}, {s1, "dst"}}, "", "")
+	cfgPath, usersPath := writeConfig(b, dir, freeBenchPort(b), src, "app", []shardNode{{s0, "dst"}, {s1, "dst"}}, "", "")
 	cat, err := catalog.Load(cfgPath, usersPath)
 	if err != nil {
 		b.Fatal(err)

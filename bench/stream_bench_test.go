@@ -86,7 +86,7 @@ func BenchmarkStream(b *testing.B) {
 
 	// reshard: copy, then stream, as a process.
 	dir := b.TempDir()
-	cfgPath, usersPath := writeConfig(b, dir, 6997, src, "app", []shardNode{{d0, "shard0"}, {d1, "shard1"}}, "aid", "")
+	cfgPath, usersPath := writeConfig(b, dir, freeBenchPort(b), src, "app", []shardNode{{d0, "shard0"}, {d1, "shard1"}}, "aid", "")
 	bin := filepath.Join(dir, "reshard")
 	run(b, nil, "go", "build", "-o", bin, "github.com/reshard/reshard/cmd/reshard")
 	rs := exec.Command(bin, "--config", cfgPath, "--users", usersPath, "--log-level", "warn",

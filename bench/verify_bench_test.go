@@ -100,7 +100,7 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 	dir := b.TempDir()
-	cfgPath, usersPath := writeConfig(b, dir, 6997, src, "app", shards, "customer_id", "")
+	cfgPath, usersPath := writeConfig(b, dir, freeBenchPort(b), src, "app", shards, "customer_id", "")
 	j := verifyJob(b, cfgPath, usersPath, nil)
 	copyAndSettle(b, ctx, j, src, shards)
 
@@ -177,7 +177,7 @@ func BenchmarkVerifyManyTables(b *testing.B) {
 		}
 	}
 	dir := b.TempDir()
-	cfgPath, usersPath := writeConfig(b, dir, 6996, src, "app", shards, "customer_id", "")
+	cfgPath, usersPath := writeConfig(b, dir, freeBenchPort(b), src, "app", shards, "customer_id", "")
 	j := verifyJob(b, cfgPath, usersPath, nil)
 	copyAndSettle(b, ctx, j, src, shards)
 
@@ -231,7 +231,7 @@ func BenchmarkVerifyHold(b *testing.B) {
 		fatalIf(b, s.inst.CreateDatabase(ctx, s.db))
 		run(b, env, pgbench, "-i", "-q", "-s", "1", "-I", "dtp", "-h", s.inst.Host, "-p", fmt.Sprint(s.inst.Port), "-U", pgtest.User, s.db)
 	}
-	cfgPath, usersPath := writeConfig(b, b.TempDir(), 6995, src, "app", shards, "aid", "")
+	cfgPath, usersPath := writeConfig(b, b.TempDir(), freeBenchPort(b), src, "app", shards, "aid", "")
 	cat, err := catalog.Load(cfgPath, usersPath)
 	fatalIf(b, err)
 	var logs testkit.Buffer
