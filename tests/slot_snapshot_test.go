@@ -104,7 +104,7 @@ func TestSlotSnapshotGuard(t *testing.T) {
 	}
 	done := make(chan created, 1)
 	go func() {
-		res, err := slotsnap.Create(ctx, rc, inst.DSN(db), "slotsnap_guard", true)
+		res, err := slotsnap.Create(ctx, rc, inst.DSN(db)+"&replication=database", "slotsnap_guard", true)
 		done <- created{res, err}
 	}()
 	obs, err := inst.Connect(ctx, db)
@@ -264,7 +264,7 @@ func slotSnapshotWindow(t *testing.T, gdb string, inst *pgtest.Instance, guarded
 		go func() {
 			var c created
 			if guarded {
-				c.res, c.err = slotsnap.Create(ctx, rc, inst.DSN(db), "slotsnap_window", true)
+				c.res, c.err = slotsnap.Create(ctx, rc, inst.DSN(db)+"&replication=database", "slotsnap_window", true)
 			} else {
 				c.res, c.err = pglogrepl.CreateReplicationSlot(ctx, rc, "slotsnap_window", "pgoutput",
 					pglogrepl.CreateReplicationSlotOptions{Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT"})

@@ -30,15 +30,11 @@ func createSlot(ctx context.Context, cat *catalog.Catalog, node *catalog.Node, n
 	if err != nil {
 		return nil, err
 	}
-	guardDSN, err := cat.ConnString(node, nil)
-	if err != nil {
-		return nil, err
-	}
 	conn, err := pgconn.Connect(ctx, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("replication connection to %s: %w", node, err)
 	}
-	res, err := slotsnap.Create(ctx, conn, guardDSN, name, temporary)
+	res, err := slotsnap.Create(ctx, conn, dsn, name, temporary)
 	if err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("create replication slot %q on %s: %w", name, node, err)

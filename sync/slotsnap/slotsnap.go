@@ -39,14 +39,16 @@ const GuardApplicationName = "reshard slot guard"
 
 // Create creates the logical slot name with the pgoutput plugin on the
 // replication connection repl, exporting its snapshot, while a guard
-// session opened with guardDSN (an ordinary connection string to the same
-// database) holds an xmin no newer than the snapshot's. The guard is
-// closed before Create returns.
-func Create(ctx context.Context, repl *pgconn.PgConn, guardDSN, name string, temporary bool) (pglogrepl.CreateReplicationSlotResult, error) {
-	cfg, err := pgconn.ParseConfig(guardDSN)
+// session holds an xmin no newer than the snapshot's. The guard is an
+// ordinary connection made from dsn, the connection string repl was made
+// with (its replication parameter dropped); it is closed before Create
+// returns.
+func Create(ctx context.Context, repl *pgconn.PgConn, dsn, name string, temporary bool) (pglogrepl.CreateReplicationSlotResult, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return pglogrepl.CreateReplicationSlotResult{}, fmt.Errorf("slot %q guard: %w", name, err)
 	}
+	delete(cfg.RuntimeParams, "replication")
 	cfg.RuntimeParams["application_name"] = GuardApplicationName
 	guard, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {

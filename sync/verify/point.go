@@ -170,14 +170,10 @@ func leaderSnapshots(ctx context.Context, cat *catalog.Catalog, leaders []*serve
 				return job.Wrap("08006", err, "%s: %v", job.Unreachable(s.node), err)
 			}
 			defer rc.Close(context.Background())
-			guardDSN, err := cat.ConnString(s.node, nil)
-			if err != nil {
-				return err
-			}
 			name := slotName()
 			// Guarded: see package slotsnap for the rows PostgreSQL would
 			// otherwise let a concurrent reader prune from the snapshot.
-			res, err := slotsnap.Create(gctx, rc, guardDSN, name, true)
+			res, err := slotsnap.Create(gctx, rc, dsn, name, true)
 			if err != nil {
 				return job.Wrap(codeOf(err, "XX000"), err, "create the temporary slot %s on %s: %v", name, s, err).
 					WithHint("VERIFY needs wal_level = logical and a free replication slot and WAL sender on every shard it takes its consistent point on")
