@@ -16,6 +16,7 @@ import (
 
 	"github.com/reshard/reshard/sync/slotsnap"
 	"github.com/reshard/reshard/tests/pgtest"
+	"github.com/reshard/reshard/tests/testkit"
 )
 
 // slotSnapDB creates database db on inst with t(id, v): 3000
@@ -222,7 +223,8 @@ func slotSnapshotWindow(t *testing.T, gdb string, inst *pgtest.Instance, guarded
 			t.Fatal(err)
 		}
 		cmd := exec.CommandContext(ctx, gdb, "-q", "-batch", "-p", pid, "-x", scriptPath)
-		var out strings.Builder
+		// Read while gdb writes it: testkit.Buffer locks.
+		var out testkit.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
