@@ -38,11 +38,13 @@ test-race: deps
 # a shard rejecting writes, faults at every cutover and rollback step),
 # under the race detector: each scenario's "fault hit" checks, its outcome
 # and the summary line
-# (faults injected, reshard restarts, rows compared). Full log in
+# (faults injected, reshard restarts, rows compared); for a test that
+# failed, the end of its own output as well. Full log in
 # /tmp/reshard-test-fault.log.
 test-fault: deps
 	@$(GO) test -race -count=1 -timeout 20m -v ./tests/fault >/tmp/reshard-test-fault.log 2>&1; rc=$$?; \
-	grep -E '^(--- |    .*(fault hit|fault did not hit|DATA RACE|exact|failed resumably|recovered|SHOW TASKS|writable)|fault suite summary|ok|FAIL)' /tmp/reshard-test-fault.log; exit $$rc
+	grep -E '^(--- |    .*(fault hit|fault did not hit|DATA RACE|exact|failed resumably|recovered|SHOW TASKS|writable)|fault suite summary|ok|FAIL)' /tmp/reshard-test-fault.log; \
+	[ $$rc -eq 0 ] || scripts/fault-failures.sh /tmp/reshard-test-fault.log; exit $$rc
 
 demo: build
 	$(BIN) demo
