@@ -116,3 +116,43 @@ func (f Format) String() string {
 	}
 	return fmt.Sprintf("Format(%d)", uint8(f))
 }
+
+// ForColumn returns the data_type that hashes a column of PostgreSQL base
+// type typname (pg_type.typname: int2, int4, int8, varchar, text, uuid) the
+// way PostgreSQL and a query router do; ok is false for any other type,
+// which cannot be a sharding key.
+func ForColumn(typname string) (t DataType, ok bool) {
+	switch typname {
+	case "int2":
+		return SmallInt, true
+	case "int4":
+		return Integer, true
+	case "int8":
+		return BigInt, true
+	case "varchar":
+		return Varchar, true
+	case "text":
+		return Text, true
+	case "uuid":
+		return UUID, true
+	}
+	return 0, false
+}
+
+// Accepts reports whether a column of PostgreSQL base type typname can be
+// sharded with data_type t: any integer width with any integer data_type
+// (all hash as int8), text and varchar with either, uuid with uuid. A
+// mismatch would hash the column's bytes as another type than the one its
+// values are, and place rows where neither PostgreSQL nor a router looks.
+func (t DataType) Accepts(typname string) bool {
+	c, ok := ForColumn(typname)
+	switch {
+	case !ok:
+		return false
+	case c.IsInteger():
+		return t.IsInteger()
+	case c.isString():
+		return t.isString()
+	}
+	return t == c
+}

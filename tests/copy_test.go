@@ -467,6 +467,27 @@ func TestCopyPreflight(t *testing.T) {
 		}
 		expect(t, e, "without a primary key or replica identity", "public.loose, public.loose2")
 	})
+	t.Run("sharding column of another type than data_type", func(t *testing.T) {
+		// customer_id is the sharding column, data_type bigint (left out):
+		// a varchar one would fail the copy mid-way, a uuid one would be
+		// hashed as bytes; a domain over an integer is an integer.
+		e := newCopyEnv(t, "pf5", 1, 2, "")
+		e.setup(t, 100)
+		ddl := `CREATE DOMAIN ukey AS uuid; CREATE DOMAIN ikey AS int4; CREATE DOMAIN iikey AS ikey;
+			CREATE TABLE vkeyed (id int PRIMARY KEY, customer_id varchar(8));
+			CREATE TABLE dkeyed (id int PRIMARY KEY, customer_id ukey);
+			CREATE TABLE okkeyed (id int PRIMARY KEY, customer_id iikey)`
+		e.src[0].exec(t, ddl)
+		for _, d := range e.dst {
+			d.exec(t, ddl)
+		}
+		expect(t, e, `table public.vkeyed: its sharding column customer_id is of type varchar, but its [[sharded_tables]] entry says data_type = "bigint"`,
+			`set data_type = "varchar"`, `table public.dkeyed: its sharding column customer_id is of type ukey (a domain over uuid)`, `set data_type = "uuid"`)
+		_, err := e.exec.Execute(context.Background(), commands.CopyData{Route: e.route(), Slot: "pf_slot", Foreground: true})
+		if strings.Contains(err.Error(), "okkeyed") {
+			t.Fatalf("a domain over a domain over integer refused: %v", err)
+		}
+	})
 	t.Run("missing publication", func(t *testing.T) {
 		e := newCopyEnv(t, "pf2", 1, 2, "")
 		e.setup(t, 100)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/sharding"
+	"github.com/reshard/reshard/sync/job"
 )
 
 // Column is one copied column.
@@ -23,6 +24,9 @@ type Column struct {
 	// Type is the source type name (pg_type.typname), DstType the
 	// destination's.
 	Type, DstType string
+	// Base is Type's base type when Type is a domain (through nested
+	// domains), else Type.
+	Base string
 }
 
 // Table is one table of the publication and how to copy it.
@@ -140,12 +144,15 @@ func publicationTables(ctx context.Context, conn *pgx.Conn, publication string) 
 }
 
 type columnInfo struct {
-	name, typ string
-	generated bool
+	name, typ, base string
+	generated       bool
 }
 
 func tableColumns(ctx context.Context, conn *pgx.Conn, qualified string) ([]columnInfo, error) {
-	rows, err := conn.Query(ctx, `SELECT a.attname, t.typname, a.attgenerated <> ''
+	rows, err := conn.Query(ctx, `SELECT a.attname, t.typname, a.attgenerated <> '',
+			(WITH RECURSIVE d(oid) AS (SELECT a.atttypid
+				UNION ALL SELECT dt.typbasetype FROM d JOIN pg_type dt ON dt.oid = d.oid WHERE dt.typtype = 'd')
+			SELECT bt.typname FROM d JOIN pg_type bt ON bt.oid = d.oid WHERE bt.typtype <> 'd')
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 		WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, qualified)
 	if err != nil {
@@ -155,7 +162,7 @@ func tableColumns(ctx context.Context, conn *pgx.Conn, qualified string) ([]colu
 	var out []columnInfo
 	for rows.Next() {
 		var c columnInfo
-		if err := rows.Scan(&c.name, &c.typ, &c.generated); err != nil {
+		if err := rows.Scan(&c.name, &c.typ, &c.generated, &c.base); err != nil {
 			return nil, err
 		}
 		out = append(out, c)
@@ -194,7 +201,7 @@ func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*T
 	}
 	for _, c := range cols {
 		if !c.generated {
-			t.Columns = append(t.Columns, Column{Name: c.name, Type: c.typ})
+			t.Columns = append(t.Columns, Column{Name: c.name, Type: c.typ, Base: c.base})
 		}
 	}
 	rows, err := conn.Query(ctx, `SELECT a.attname, ty.typname
@@ -280,6 +287,9 @@ func route(t *Table, dst *catalog.Cluster) error {
 			}
 			typ, err := sharding.ParseDataType(st.DataType)
 			if err != nil {
+				return err
+			}
+			if err := keyType(t, t.Columns[pos], typ); err != nil {
 				return err
 			}
 			var mappings []sharding.Mapping
@@ -410,4 +420,35 @@ func Describe(ctx context.Context, conn *pgx.Conn, schema, name string, dst *cat
 		return nil, err
 	}
 	return t, nil
+}
+
+// keyType checks that the sharding column col of t can be hashed as
+// data_type typ: its values hashed as another type would land on shards
+// where neither PostgreSQL's hash partitioning nor a query router looks for
+// them (and a varchar read as an integer fails the copy mid-way). SQLSTATE
+// 42804, datatype_mismatch.
+func keyType(t *Table, col Column, typ sharding.DataType) error {
+	base := col.Base
+	if base == "" {
+		base = col.Type
+	}
+	if base == "" || typ.Accepts(base) {
+		// (A table the stream routes from a Relation message has no
+		// type names: the copy's preflight checked its columns.)
+		return nil
+	}
+	of := col.Type
+	if base != col.Type {
+		of = fmt.Sprintf("%s (a domain over %s)", col.Type, base)
+	}
+	dflt := ""
+	if typ == sharding.BigInt {
+		dflt = ", the default when data_type is left out"
+	}
+	if want, ok := sharding.ForColumn(base); ok {
+		return job.Errorf("42804", "table %s: its sharding column %s is of type %s, but its [[sharded_tables]] entry says data_type = %q%s: set data_type = %q there",
+			t, col.Name, of, typ, dflt, want)
+	}
+	return job.Errorf("42804", "table %s: its sharding column %s is of type %s, which cannot be a sharding key (data_type %q%s; supported column types: bigint, integer, smallint, varchar, text, uuid)",
+		t, col.Name, of, typ, dflt)
 }
