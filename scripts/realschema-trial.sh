@@ -17,7 +17,7 @@
 # Relative paths are taken from the directory the script is run in.
 set -euo pipefail
 : "${RESHARD_TRIAL_SQL:?files to load, separated by :}"
-: "${RESHARD_TRIAL_RULES:?sharding rules: column or table.column, comma-separated}"
+: "${RESHARD_TRIAL_RULES:?sharding rules: column or table.column, comma-separated, each with :data_type unless bigint}"
 # The test runs in tests/: make the paths absolute first.
 abs() { case "$1" in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
 files=""

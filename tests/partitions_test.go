@@ -97,6 +97,13 @@ func (e *copyEnv) compareSourceAndShards(t *testing.T, tables []string, keyOf ma
 // partitioning of key puts on another shard.
 func misplaced(t *testing.T, d node, rel, key string, n, k int) int64 {
 	t.Helper()
+	return misplacedAs(t, d, rel, key, "bigint", n, k)
+}
+
+// misplacedAs is misplaced for a key hashed as type typ (bigint, text or
+// uuid).
+func misplacedAs(t *testing.T, d node, rel, key, typ string, n, k int) int64 {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := d.inst.Connect(ctx, d.db)
 	if err != nil {
@@ -107,11 +114,11 @@ func misplaced(t *testing.T, d node, rel, key string, n, k int) int64 {
 	if _, err := conn.Exec(ctx, `SET default_transaction_read_only = off`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE hp (k bigint) PARTITION BY HASH (k)`); err != nil {
+	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE hp (k `+typ+`) PARTITION BY HASH (k)`); err != nil {
 		t.Fatal(err)
 	}
 	var out int64
-	if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s WHERE NOT satisfies_hash_partition('pg_temp.hp'::regclass, %d, %d, %s::bigint)`, rel, n, k, key)).Scan(&out); err != nil {
+	if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s WHERE NOT satisfies_hash_partition('pg_temp.hp'::regclass, %d, %d, %s::%s)`, rel, n, k, key, typ)).Scan(&out); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -33,7 +33,9 @@ import (
 // crossing shards. Figures go to the test log (and RESHARD_TRIAL_REPORT).
 //
 //	RESHARD_TRIAL_SQL     files to load, in order, separated by ':'
-//	RESHARD_TRIAL_RULES   sharding rules: column or table.column, ','-separated
+//	RESHARD_TRIAL_RULES   sharding rules: column or table.column, ','-separated,
+//	                      each with :data_type after it unless bigint
+//	                      (customer_id:varchar)
 //	RESHARD_TRIAL_SCHEMAS schemas compared (default: every user schema)
 //	RESHARD_TRIAL_WRITES  SQL file run on the source while streaming
 //	RESHARD_TRIAL_LOAD    pgbench script run on the source (4 clients) from
@@ -58,11 +60,16 @@ func TestRealSchemaTrial(t *testing.T) {
 		if r = strings.TrimSpace(r); r == "" {
 			continue
 		}
-		if table, col, ok := strings.Cut(r, "."); ok {
-			rules = append(rules, trialRule{table, col})
-		} else {
-			rules = append(rules, trialRule{"", r})
+		rule := trialRule{dataType: "bigint"}
+		if spec, typ, ok := strings.Cut(r, ":"); ok {
+			r, rule.dataType = spec, typ
 		}
+		if table, col, ok := strings.Cut(r, "."); ok {
+			rule.table, rule.column = table, col
+		} else {
+			rule.column = r
+		}
+		rules = append(rules, rule)
 	}
 	if len(rules) == 0 {
 		t.Fatal("RESHARD_TRIAL_RULES names no sharding column")
@@ -90,7 +97,11 @@ func TestRealSchemaTrial(t *testing.T) {
 		if r.table != "" {
 			fmt.Fprintf(&b, "name = %q\n", r.table)
 		}
-		fmt.Fprintf(&b, "column = %q\n\n", r.column)
+		fmt.Fprintf(&b, "column = %q\n", r.column)
+		if r.dataType != "bigint" {
+			fmt.Fprintf(&b, "data_type = %q\n", r.dataType)
+		}
+		b.WriteString("\n")
 	}
 	if err := os.WriteFile(e.cfgPath, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
@@ -342,7 +353,7 @@ func compareTrial(t *testing.T, e *copyEnv, tables []trialTable, rules []trialRu
 	t.Helper()
 	src := e.src[0]
 	for _, tb := range tables {
-		key := tb.shardKey(rules)
+		key, hashedAs := tb.shardKey(rules)
 		srcCount, srcSum := checksumOf(t, src, tb.rel())
 		rows += srcCount
 		if key == "" {
@@ -361,7 +372,7 @@ func compareTrial(t *testing.T, e *copyEnv, tables []trialTable, rules []trialRu
 			c, s := checksumOf(t, d, tb.rel())
 			total += c
 			sum = d.one(t, fmt.Sprintf("SELECT (%s::numeric + %s::numeric)::text", sum, s))
-			if n := misplaced(t, d, tb.rel(), quoteIdent(key), len(e.dst), k); n != 0 {
+			if n := misplacedAs(t, d, tb.rel(), quoteIdent(key), hashedAs, len(e.dst), k); n != 0 {
 				t.Errorf("%s%s: %d rows on shard %d belong elsewhere", when, tb.rel(), n, k)
 			}
 		}
@@ -457,7 +468,9 @@ func (e *copyEnv) trialCutover(t *testing.T, ctx context.Context, admin *noticeC
 
 // trialRule is one sharding rule of the trial: a column, on every table
 // that has it, or on the named table only.
-type trialRule struct{ table, column string }
+// trialRule is one [[sharded_tables]] entry: a column (of every table that
+// has it, or of one table) and its data_type.
+type trialRule struct{ table, column, dataType string }
 
 // trialTable is a table of the source with rows of its own (a leaf, or a
 // plain table), with the partitioned roots above it and its columns.
@@ -471,23 +484,35 @@ func (tb trialTable) rel() string { return "ONLY " + quoteIdent(tb.schema) + "."
 
 // shardKey returns the column the rules shard the table by, "" for an omni
 // table: a rule naming it or a root above it wins over a column rule.
-func (tb trialTable) shardKey(rules []trialRule) string {
+func (tb trialTable) shardKey(rules []trialRule) (column, hashedAs string) {
 	for _, r := range rules {
 		if r.table == "" {
 			continue
 		}
 		for _, n := range append([]string{tb.name}, tb.roots...) {
 			if r.table == n && tb.columns[r.column] {
-				return r.column
+				return r.column, keyHashType(r.dataType)
 			}
 		}
 	}
 	for _, r := range rules {
 		if r.table == "" && tb.columns[r.column] {
-			return r.column
+			return r.column, keyHashType(r.dataType)
 		}
 	}
-	return ""
+	return "", ""
+}
+
+// keyHashType is the type whose hash partitioning places a key of
+// data_type dt: integers hash as bigint, varchar as text.
+func keyHashType(dt string) string {
+	switch dt {
+	case "varchar", "text":
+		return "text"
+	case "uuid":
+		return "uuid"
+	}
+	return "bigint"
 }
 
 func trialSchemaFilter(schemas string) string {
