@@ -87,6 +87,44 @@ func (p *plan) update(newRow []value, key rowKey) string {
 	})
 }
 
+// replace is update for a row whose GENERATED ALWAYS identity column may
+// have changed, which no UPDATE can set: the row located by key is deleted
+// and inserted again, in one statement, with the new row's sent columns
+// and the old row's unsent ones (unchanged TOASTed values), identity
+// values included (OVERRIDING SYSTEM VALUE). Its parameters are update's,
+// and like an UPDATE it affects no row when the row is not on the shard.
+func (p *plan) replace(newRow []value, key rowKey) string {
+	shape := make([]byte, 0, 2+len(newRow)+3*len(key.cols))
+	shape = append(shape, 'R')
+	for _, v := range newRow {
+		if v.toasted {
+			shape = append(shape, 0)
+		} else {
+			shape = append(shape, 1)
+		}
+	}
+	shape = key.shape(append(shape, '|'))
+	return p.cached(shape, func() string {
+		names := make([]string, len(p.r.columns))
+		vals := make([]string, len(p.r.columns))
+		n := 0
+		for i, v := range newRow {
+			names[i] = quoteIdent(p.r.columns[i])
+			if v.toasted {
+				vals[i] = "d." + names[i]
+				continue
+			}
+			n++
+			vals[i] = "$" + strconv.Itoa(n)
+			if i < len(p.r.types) && p.r.types[i] != "" {
+				vals[i] += "::" + p.r.types[i]
+			}
+		}
+		return fmt.Sprintf("WITH d AS (DELETE FROM %s WHERE %s RETURNING *) INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM d",
+			p.r.qualified, whereKey(p.r, key, n+1), p.r.qualified, strings.Join(names, ", "), strings.Join(vals, ", "))
+	})
+}
+
 // delete is the DELETE locating the row by key.
 func (p *plan) delete(key rowKey) string {
 	if p.deleteKey != "" && p.r.identity != 'f' && sameCols(key.cols, p.r.key) {
@@ -141,7 +179,12 @@ func insertSQL(r *relation, cols []int) string {
 		names[i] = quoteIdent(r.columns[c])
 		params[i] = "$" + strconv.Itoa(i+1)
 	}
-	return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", r.qualified, strings.Join(names, ", "), strings.Join(params, ", "))
+	override := ""
+	if r.anyAlways {
+		// GENERATED ALWAYS identity columns take the source's values.
+		override = " OVERRIDING SYSTEM VALUE"
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s)%s VALUES (%s)", r.qualified, strings.Join(names, ", "), override, strings.Join(params, ", "))
 }
 
 // rowKey locates a row: the columns compared and their values (nil for

@@ -32,6 +32,11 @@ type relation struct {
 	qualified         string
 	// types are the destination's column types (format_type), by position.
 	types []string
+	// always marks, by position, the destination's GENERATED ALWAYS
+	// identity columns: an INSERT gives them their values with OVERRIDING
+	// SYSTEM VALUE, and no UPDATE can set them (see plan.update).
+	always    []bool
+	anyAlways bool
 	// partitioned: the destination table is partitioned (its rows' ctids
 	// are unique per partition only).
 	partitioned bool
@@ -148,18 +153,20 @@ func (s shaper) prepare(ctx context.Context, r *relation) error {
 	if r.ignore {
 		return nil
 	}
-	rows, err := s.conn.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, r.qualified)
+	rows, err := s.conn.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod), attidentity = 'a' FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, r.qualified)
 	if err != nil {
 		return fmt.Errorf("read the columns of %s on destination shard 0: %w", r, err)
 	}
 	types := map[string]string{}
+	always := map[string]bool{}
 	for rows.Next() {
 		var n, typ string
-		if err := rows.Scan(&n, &typ); err != nil {
+		var a bool
+		if err := rows.Scan(&n, &typ, &a); err != nil {
 			rows.Close()
 			return err
 		}
-		types[n] = typ
+		types[n], always[n] = typ, a
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -180,6 +187,8 @@ func (s shaper) prepare(ctx context.Context, r *relation) error {
 	}
 	for _, c := range r.columns {
 		r.types = append(r.types, types[c])
+		r.always = append(r.always, always[c])
+		r.anyAlways = r.anyAlways || always[c]
 	}
 	// A partition follows the rules naming the tables above it.
 	ancestors, err := copier.Ancestors(ctx, s.conn, r.qualified)

@@ -1,8 +1,10 @@
 package stream
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -169,9 +171,10 @@ func (rt *router) route(c *change, pos position, emit func(shard int, o op)) err
 		if err != nil {
 			return err
 		}
+		setRow, replace := identitySet(c)
 		args := make([][]byte, 0, len(c.newRow)+len(key.vals))
 		var setCols []int
-		for i, v := range c.newRow {
+		for i, v := range setRow {
 			if v.toasted {
 				continue
 			}
@@ -183,11 +186,15 @@ func (rt *router) route(c *change, pos position, emit func(shard int, o op)) err
 			}
 		}
 		row := rowID(c.rel, key.vals)
-		o := op{sql: c.rel.plan.update(c.newRow, key), args: append(args, key.args(c.rel)...), pos: pos, row: row,
+		sql := c.rel.plan.update(setRow, key)
+		if replace {
+			sql = c.rel.plan.replace(setRow, key)
+		}
+		o := op{sql: sql, args: append(args, key.args(c.rel)...), pos: pos, row: row,
 			rel: c.rel, kind: opUpdate, keyCols: key.cols, setCols: setCols}
 		// Coalescible: the key is unchanged (no old tuple) and the row is
 		// found by key, not by its whole old image.
-		o.update = c.oldRow == nil && c.rel.identity != 'f'
+		o.update = c.oldRow == nil && c.rel.identity != 'f' && !replace
 		newRow := newRowOf(c)
 		sh, err := c.rel.shardOf(newRow)
 		if err != nil {
@@ -244,6 +251,39 @@ func (rt *router) route(c *change, pos position, emit func(shard int, o op)) err
 		return nil
 	}
 	return nil
+}
+
+// identitySet is the new row of an UPDATE as its statement sets it. No
+// UPDATE can set a GENERATED ALWAYS identity column: one the change shows
+// unchanged (a key column when no old key was sent, or a column whose old
+// value was sent and is the same) is left out, as an unchanged TOASTed
+// column is; when one may have changed (REPLICA IDENTITY FULL or a column
+// outside the key: UPDATE ... SET id = DEFAULT on the source), replace
+// is set and the row is deleted and inserted again (plan.replace).
+func identitySet(c *change) (row []value, replace bool) {
+	r := c.rel
+	if !r.anyAlways {
+		return c.newRow, false
+	}
+	row = append([]value(nil), c.newRow...)
+	for i := range row {
+		if i >= len(r.always) || !r.always[i] || row[i].toasted {
+			continue
+		}
+		switch {
+		case c.oldRow != nil && i < len(c.oldRow) && !c.oldRow[i].toasted:
+			if c.oldRow[i].null != row[i].null || !bytes.Equal(c.oldRow[i].data, row[i].data) {
+				replace = true
+				continue
+			}
+		case c.oldRow == nil && r.identity != 'f' && slices.Contains(r.key, i):
+		default:
+			replace = true
+			continue
+		}
+		row[i].toasted = true
+	}
+	return row, replace
 }
 
 // probeArgs are a probe's parameters after the key values: the slot, the
