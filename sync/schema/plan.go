@@ -196,7 +196,17 @@ func splitDump(dump string) ([]parsed, error) {
 		b.WriteString(line)
 	}
 	text := b.String()
+	major := dumpMajor(text)
+	text = quoteNewerKeywords(text, major)
 	tree, err := pg_query.Parse(text)
+	for tries := 0; err != nil && tries < 1000; tries++ {
+		quoted, ok := quoteAtError(text, err, major)
+		if !ok {
+			break
+		}
+		text = quoted
+		tree, err = pg_query.Parse(text)
+	}
 	if err != nil {
 		return nil, dumpSyntaxError(text, err)
 	}
@@ -229,10 +239,13 @@ func splitDump(dump string) ([]parsed, error) {
 // NOT VALID) does not parse.
 func dumpSyntaxError(text string, err error) error {
 	var pe *parser.Error
-	if !errors.As(err, &pe) || pe.Cursorpos <= 0 || pe.Cursorpos > len(text) {
+	if !errors.As(err, &pe) {
 		return fmt.Errorf("parse schema dump: %w", err)
 	}
-	at := pe.Cursorpos - 1
+	at, ok := errorOffset(text, pe.Cursorpos)
+	if !ok {
+		return fmt.Errorf("parse schema dump: %w", err)
+	}
 	line := 1 + strings.Count(text[:at], "\n")
 	// The statement starts after the previous statement's end (a ";" that
 	// ends a line) and its comments.
