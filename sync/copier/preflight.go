@@ -204,10 +204,20 @@ func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables
 			return nil, err
 		}
 		if len(cols) == 0 {
-			if w != wantAbsentOrEmpty {
-				missing = append(missing, t.String())
+			// No columns: absent, or a table of none (CREATE TABLE t ()).
+			var exists bool
+			if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.Qualified()).Scan(&exists); err != nil {
+				return nil, fmt.Errorf("check %s on %s: %w", t, where, err)
 			}
-			continue
+			if !exists || len(t.Columns) > 0 {
+				if w != wantAbsentOrEmpty && !exists {
+					missing = append(missing, t.String())
+				}
+				if exists {
+					problems = append(problems, fmt.Sprintf("%s has no columns on %s", t, where))
+				}
+				continue
+			}
 		}
 		dst := map[string]columnInfo{}
 		for _, c := range cols {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/reshard/reshard/sharding"
 	"github.com/reshard/reshard/sync/job"
 )
 
@@ -188,9 +189,9 @@ func atSnapshot(ctx context.Context, snap *pgx.Conn, t *Table) (bool, error) {
 // table is locked first (DDL waiting for it waits for this unit only),
 // then named as the source names it now, each copied column by its name
 // now, a column dropped since the snapshot read as NULL (the stream drops
-// it on the shards). It returns the COPY and the copied columns the source
-// no longer has.
-func (w *worker) snapshotSource(ctx context.Context, t *Table, where string) (string, []string, error) {
+// it on the shards). It returns the COPY (in format, the unit's) and the
+// copied columns the source no longer has.
+func (w *worker) snapshotSource(ctx context.Context, t *Table, where string, format sharding.Format) (string, []string, error) {
 	// The table by its name at the snapshot (this source shard's oid).
 	var oid uint32
 	err := w.src.QueryRow(ctx, `SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
@@ -261,7 +262,7 @@ func (w *worker) snapshotSource(ctx context.Context, t *Table, where string) (st
 	if t.Partitioned {
 		from = name
 	}
-	return fmt.Sprintf("COPY (SELECT %s FROM %s%s) TO STDOUT (FORMAT %s)", strings.Join(cols, ", "), from, where, w.run.format), gone, nil
+	return fmt.Sprintf("COPY (SELECT %s FROM %s%s) TO STDOUT (FORMAT %s)", strings.Join(cols, ", "), from, where, format), gone, nil
 }
 
 // errDropped: the table was dropped on the source since the snapshot; the

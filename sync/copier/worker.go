@@ -170,7 +170,7 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 	srcSQL := t.copyOutSQL(where, format)
 	var gone []string
 	if t.atSnapshot {
-		if srcSQL, gone, err = w.snapshotSource(ctx, t, where); errors.Is(err, errDropped) {
+		if srcSQL, gone, err = w.snapshotSource(ctx, t, where, format); errors.Is(err, errDropped) {
 			w.run.log.Info("table dropped on the source since the copy's snapshot: not copied (the stream drops it)", "table", t.String())
 			return 0, 0, false, nil
 		} else if err != nil {
@@ -181,6 +181,10 @@ func (w *worker) copyUnit(ctx context.Context, u *unit, item *progress.TableCopy
 		return 0, 0, false, err
 	}
 	dstSQL := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT %s)", t.Qualified(), t.columnList(), fmtName)
+	if len(t.Columns) == 0 {
+		// A table of no columns (CREATE TABLE t ()): its rows are empty.
+		dstSQL = fmt.Sprintf("COPY %s FROM STDIN (FORMAT %s)", t.Qualified(), fmtName)
+	}
 	n := len(w.dst)
 	conns := make([]*pgx.Conn, n)
 	for k := 0; k < n; k++ {
@@ -348,11 +352,24 @@ func (w *worker) clearUnit(ctx context.Context, u *unit) error {
 // unreadableValue tells that a destination refused a value of a binary
 // COPY while reading it back: a type whose binary output its own binary
 // input rejects (PostgreSQL's empty tsquery: "malformed tsquery: operand
-// not found", XX000), or any data exception (class 22) raised inside
-// COPY. Copying the unit again in text works for those.
+// not found", XX000), any data exception (class 22) raised inside COPY,
+// or a type with no binary input or output function at all. Copying the
+// unit again in text works for those.
 func unreadableValue(err error) bool {
+	if err == nil {
+		return false
+	}
+	if msg := err.Error(); strings.Contains(msg, "no binary input function available for type") || strings.Contains(msg, "no binary output function available for type") {
+		// A type without binary I/O (isn's isbn, say; 42883 from either
+		// side, the source's carried in the destination's COPY failure):
+		// it copies in text.
+		return true
+	}
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || !strings.HasPrefix(pe.Where, "COPY ") {
+	if !errors.As(err, &pe) {
+		return false
+	}
+	if !strings.HasPrefix(pe.Where, "COPY ") {
 		return false
 	}
 	return strings.HasPrefix(pe.Code, "22") || pe.Code == "XX000"

@@ -20,6 +20,11 @@ func TestUnreadableValue(t *testing.T) {
 		{&pgconn.PgError{Code: "XX000", Message: "could not read block"}, false},
 		{&pgconn.PgError{Code: "08006", Message: "connection lost"}, false},
 		{fmt.Errorf("plain"), false},
+		// A type with no binary I/O at all, on either side (the source's
+		// error arrives inside the destination's COPY failure).
+		{fmt.Errorf("destination shard 1: %w", &pgconn.PgError{Code: "42883", Message: "no binary input function available for type isbn"}), true},
+		{fmt.Errorf("destination shard 0: %w", &pgconn.PgError{Code: "57014", Message: "COPY from stdin failed: source shard 0: ERROR: no binary output function available for type extensions.isbn (SQLSTATE 42883)"}), true},
+		{&pgconn.PgError{Code: "42883", Message: "function f(integer) does not exist"}, false},
 	} {
 		if got := unreadableValue(c.err); got != c.want {
 			t.Errorf("unreadableValue(%v) = %v, want %v", c.err, got, c.want)

@@ -103,7 +103,7 @@ func mergeable(o op) bool {
 	}
 	switch o.kind {
 	case opInsert:
-		return true
+		return len(o.args) > 0 // (INSERT ... DEFAULT VALUES has no VALUES list)
 	case opUpdate:
 		return o.update && o.row != "" && len(o.setCols) > 0 && len(o.rel.types) == len(o.rel.columns)
 	case opDelete:

@@ -179,6 +179,10 @@ func insertSQL(r *relation, cols []int) string {
 		names[i] = quoteIdent(r.columns[c])
 		params[i] = "$" + strconv.Itoa(i+1)
 	}
+	if len(cols) == 0 {
+		// A table of no columns (CREATE TABLE t ()).
+		return fmt.Sprintf("INSERT INTO %s DEFAULT VALUES", r.qualified)
+	}
 	override := ""
 	if r.anyAlways {
 		// GENERATED ALWAYS identity columns take the source's values.

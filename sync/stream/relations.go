@@ -178,7 +178,14 @@ func (s shaper) prepare(ctx context.Context, r *relation) error {
 			missing = append(missing, c)
 		}
 	}
-	if len(types) == 0 {
+	present := len(types) > 0
+	if !present && len(r.columns) == 0 {
+		// A table of no columns (CREATE TABLE t ()), or none at all.
+		if err := s.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, r.qualified).Scan(&present); err != nil {
+			return fmt.Errorf("read %s on destination shard 0: %w", r, err)
+		}
+	}
+	if !present {
 		return job.Errorf("42P01", "table %s is not on the destination: DDL is not replicated; create it on every shard (SCHEMA_SYNC PRE) and restart the stream", r)
 	}
 	if len(missing) > 0 {
