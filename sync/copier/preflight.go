@@ -209,13 +209,14 @@ func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables
 			if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.Qualified()).Scan(&exists); err != nil {
 				return nil, fmt.Errorf("check %s on %s: %w", t, where, err)
 			}
-			if !exists || len(t.Columns) > 0 {
-				if w != wantAbsentOrEmpty && !exists {
+			switch {
+			case !exists:
+				if w != wantAbsentOrEmpty {
 					missing = append(missing, t.String())
 				}
-				if exists {
-					problems = append(problems, fmt.Sprintf("%s has no columns on %s", t, where))
-				}
+				continue
+			case len(t.Columns) > 0:
+				problems = append(problems, fmt.Sprintf("%s has no columns on %s", t, where))
 				continue
 			}
 		}

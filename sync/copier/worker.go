@@ -366,10 +366,7 @@ func unreadableValue(err error) bool {
 		return true
 	}
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return false
-	}
-	if !strings.HasPrefix(pe.Where, "COPY ") {
+	if !errors.As(err, &pe) || !strings.HasPrefix(pe.Where, "COPY ") {
 		return false
 	}
 	return strings.HasPrefix(pe.Code, "22") || pe.Code == "XX000"

@@ -64,18 +64,7 @@ func (p *plan) insert(ncols int) string {
 // TOASTed ones are left as they are), locating the row by key, whose
 // parameters follow the new values.
 func (p *plan) update(newRow []value, key rowKey) string {
-	shape := make([]byte, 0, 2+len(newRow)+3*len(key.cols))
-	shape = append(shape, 'u')
-	nset := 0
-	for _, v := range newRow {
-		if v.toasted {
-			shape = append(shape, 0)
-			continue
-		}
-		shape = append(shape, 1)
-		nset++
-	}
-	shape = key.shape(append(shape, '|'))
+	shape, nset := setShape('u', newRow, key)
 	return p.cached(shape, func() string {
 		var set []string
 		for i, v := range newRow {
@@ -94,16 +83,7 @@ func (p *plan) update(newRow []value, key rowKey) string {
 // values included (OVERRIDING SYSTEM VALUE). Its parameters are update's,
 // and like an UPDATE it affects no row when the row is not on the shard.
 func (p *plan) replace(newRow []value, key rowKey) string {
-	shape := make([]byte, 0, 2+len(newRow)+3*len(key.cols))
-	shape = append(shape, 'R')
-	for _, v := range newRow {
-		if v.toasted {
-			shape = append(shape, 0)
-		} else {
-			shape = append(shape, 1)
-		}
-	}
-	shape = key.shape(append(shape, '|'))
+	shape, _ := setShape('R', newRow, key)
 	return p.cached(shape, func() string {
 		names := make([]string, len(p.r.columns))
 		vals := make([]string, len(p.r.columns))
@@ -123,6 +103,23 @@ func (p *plan) replace(newRow []value, key rowKey) string {
 		return fmt.Sprintf("WITH d AS (DELETE FROM %s WHERE %s RETURNING *) INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM d",
 			p.r.qualified, whereKey(p.r, key, n+1), p.r.qualified, strings.Join(names, ", "), strings.Join(vals, ", "))
 	})
+}
+
+// setShape is what an UPDATE-like statement of kind depends on: which of
+// the new row's columns it sets (the sent ones; nset of them) and the
+// key's shape.
+func setShape(kind byte, newRow []value, key rowKey) (shape []byte, nset int) {
+	shape = make([]byte, 0, 2+len(newRow)+3*len(key.cols))
+	shape = append(shape, kind)
+	for _, v := range newRow {
+		if v.toasted {
+			shape = append(shape, 0)
+			continue
+		}
+		shape = append(shape, 1)
+		nset++
+	}
+	return key.shape(append(shape, '|')), nset
 }
 
 // delete is the DELETE locating the row by key.

@@ -34,7 +34,9 @@ type relation struct {
 	types []string
 	// always marks, by position, the destination's GENERATED ALWAYS
 	// identity columns: an INSERT gives them their values with OVERRIDING
-	// SYSTEM VALUE, and no UPDATE can set them (see plan.update).
+	// SYSTEM VALUE, and no UPDATE can set them (see identitySet and
+	// plan.replace); anyAlways caches whether there is one, for the
+	// updates of every other table.
 	always    []bool
 	anyAlways bool
 	// partitioned: the destination table is partitioned (its rows' ctids
