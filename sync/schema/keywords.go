@@ -103,7 +103,7 @@ func quoteAtError(text string, err error, major int) (string, bool) {
 	}
 	// The statement: from the end of the previous one (a ";" ending a
 	// line, as pg_dump writes them) to just past the error's token.
-	start := strings.LastIndex(text[:at], ";\n") + 1
+	start := statementStart(text, at)
 	end := at
 	for end < len(text) && (text[end] == '_' || text[end] >= 'a' && text[end] <= 'z' || text[end] >= 'A' && text[end] <= 'Z' || text[end] >= '0' && text[end] <= '9') {
 		end++
@@ -140,4 +140,15 @@ func errorOffset(text string, cursorpos int) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// statementStart is where the dump statement holding byte offset at
+// begins: after the previous statement's end (a ";" that ends a line, as
+// pg_dump writes them), or at 0.
+func statementStart(text string, at int) int {
+	i := strings.LastIndex(text[:at], ";\n")
+	if i < 0 {
+		return 0
+	}
+	return i + 2
 }

@@ -247,15 +247,9 @@ func dumpSyntaxError(text string, err error) error {
 		return fmt.Errorf("parse schema dump: %w", err)
 	}
 	line := 1 + strings.Count(text[:at], "\n")
-	// The statement starts after the previous statement's end (a ";" that
-	// ends a line) and its comments.
-	start := strings.LastIndex(text[:at], ";\n")
-	if start < 0 {
-		start = 0
-	} else {
-		start += 2
-	}
-	stmt := stripLeadingComments(text[start:])
+	// The statement starts after the previous statement's end and its
+	// comments.
+	stmt := stripLeadingComments(text[statementStart(text, at):])
 	if i := strings.IndexByte(stmt, '\n'); i >= 0 {
 		stmt = stmt[:i]
 	}
