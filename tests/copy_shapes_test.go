@@ -1,8 +1,14 @@
 package tests
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/reshard/reshard/commands"
+	"github.com/reshard/reshard/tests/pgtest"
 )
 
 // Tables of shapes real schemas have (PostgREST's test schema has both):
@@ -40,4 +46,95 @@ func TestCopyTypeWithoutBinaryAndTableWithoutColumns(t *testing.T) {
 			t.Errorf("shard %d has %s rows of no_columns (omni), the source %s", k, got, want)
 		}
 	}
+}
+
+// An extension's configuration table that holds rows of the extension's
+// own (pg_extension_config_dump with a condition, as PostGIS's
+// spatial_ref_sys): CREATE EXTENSION in SCHEMA_SYNC PRE fills it on the
+// shards, so the copy takes only the rows matching the condition (the
+// database's own, which pg_dump carries), the preflight checks only those
+// empty, and ABORT_TASK WITH DATA leaves the extension's rows. Its later
+// changes stream, those of the extension's rows too. Before, the preflight
+// refused the table as "not empty" on every shard.
+func TestCopyExtensionConfigurationTable(t *testing.T) {
+	ext := fmt.Sprintf("reshard_cfgtest_%d", os.Getpid())
+	remove, err := pgtest.InstallExtension(cluster.BinDir, ext, "relocatable = true\nsuperuser = true\n", `
+		CREATE TABLE ref_systems (srid int PRIMARY KEY, name text NOT NULL);
+		INSERT INTO ref_systems SELECT g, 'standard ' || g FROM generate_series(1, 100) g;
+		SELECT pg_catalog.pg_extension_config_dump('ref_systems', 'WHERE srid > 100');
+		CREATE TABLE ext_log (id int PRIMARY KEY, note text);
+		SELECT pg_catalog.pg_extension_config_dump('ext_log', '');`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(remove)
+	e, id := streamEnv(t, "cpext", 2, `
+		CREATE EXTENSION `+ext+`;
+		CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+		CREATE TABLE customers (id bigint PRIMARY KEY, name text);`, `
+		INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 200) g;
+		INSERT INTO ref_systems SELECT g, 'own ' || g FROM generate_series(101, 140) g;
+		INSERT INTO ext_log VALUES (1, 'own'), (2, 'own');`)
+	src := e.src[0]
+	src.exec(t, `INSERT INTO ref_systems VALUES (141, 'streamed'), (142, 'streamed');
+		UPDATE ref_systems SET name = 'own, changed' WHERE srid = 120;
+		DELETE FROM ref_systems WHERE srid = 130;
+		UPDATE ref_systems SET name = 'standard, changed' WHERE srid = 7;
+		INSERT INTO ext_log VALUES (3, 'streamed');`)
+	e.waitCaughtUp(t, time.Minute)
+	if state, msg := e.taskState(t); state != "streaming" {
+		t.Fatalf("task: %s %s", state, msg)
+	}
+	same := func(when string) {
+		t.Helper()
+		for _, table := range []string{"ref_systems", "ext_log"} {
+			q := `SELECT count(*) || ' ' || coalesce(sum(hashtext(r::text)), 0) FROM ` + table + ` r`
+			want := src.one(t, q)
+			for k, d := range e.dst {
+				if got := d.one(t, q); got != want {
+					t.Errorf("%s: shard %d has %s (count, hash) of %s, the source %s", when, k, got, table, want)
+				}
+			}
+		}
+	}
+	same("streaming")
+	if got := src.one(t, `SELECT count(*) FROM ref_systems`); got != "141" {
+		t.Fatalf("source has %s rows of ref_systems, want 141 (100 of the extension's, 41 own)", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := e.exec.Execute(ctx, commands.Verify{Route: e.route(), Foreground: true})
+	if err != nil {
+		t.Fatalf("VERIFY: %v", err)
+	}
+	for _, r := range res.Rows {
+		if r[3] != "match" {
+			t.Errorf("VERIFY %s.%s: %v", r[1], r[2], r)
+		}
+	}
+
+	// ABORT_TASK WITH DATA empties the shards of the copy's rows: the
+	// extension's own stay. (Its changed row is changed back first: a
+	// copy leaves the extension's rows as the shards have them, as a
+	// pg_dump restored onto them would.)
+	src.exec(t, `UPDATE ref_systems SET name = 'standard 7' WHERE srid = 7`)
+	e.waitCaughtUp(t, time.Minute)
+	if _, err := e.exec.Execute(ctx, commands.AbortTask{Task: id, WithData: true}); err != nil {
+		t.Fatalf("ABORT_TASK WITH DATA: %v", err)
+	}
+	for k, d := range e.dst {
+		if got := d.one(t, `SELECT (SELECT count(*) FROM ref_systems WHERE srid <= 100) || ' ' || (SELECT count(*) FROM ref_systems WHERE srid > 100) || ' ' || (SELECT count(*) FROM ext_log)`); got != "100 0 0" {
+			t.Errorf("shard %d after ABORT_TASK WITH DATA: extension's, own ref_systems rows, ext_log rows = %s, want 100 0 0", k, got)
+		}
+	}
+	// A fresh copy after it passes the preflight and ends equal.
+	res, err = e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again"})
+	if err != nil {
+		t.Fatalf("COPY_DATA after the abort: %v", err)
+	}
+	again := res.Rows[0][0].(string)
+	t.Cleanup(func() { _, _ = e.exec.Execute(context.Background(), commands.StopTask{Task: again}) })
+	e.waitStreaming(t, again)
+	e.waitCaughtUp(t, time.Minute)
+	same("copied again")
 }

@@ -186,7 +186,7 @@ func copyAgain(ctx context.Context, j *job.Job, slot string, tables [][2]string,
 			return fmt.Errorf("replace the copy plan of %s: %w", t, err)
 		}
 		for k, c := range dstConns {
-			if _, err := c.Exec(ctx, "TRUNCATE "+t.From()); err != nil {
+			if _, err := c.Exec(ctx, t.EmptySQL()); err != nil {
 				return fmt.Errorf("empty %s on destination shard %d to copy it again: %w", t, k, err)
 			}
 		}

@@ -408,7 +408,7 @@ func resumePlan(ctx context.Context, run *copyRun, saved []savedUnit, tables []*
 	}
 	for t := range reset {
 		for k, c := range dst {
-			if _, err := c.Exec(ctx, "TRUNCATE "+t.From()); err != nil {
+			if _, err := c.Exec(ctx, t.EmptySQL()); err != nil {
 				return nil, fmt.Errorf("empty %s on destination shard %d to copy it again: %w", t, k, err)
 			}
 		}

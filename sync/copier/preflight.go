@@ -244,7 +244,13 @@ func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables
 		}
 		if w != wantPresent {
 			var any bool
-			if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+t.From()+")").Scan(&any); err != nil {
+			// (Of an extension's configuration table, only the rows the
+			// copy would write: the extension's own are the shard's.)
+			own := ""
+			if t.ExtensionRows != "" {
+				own = " WHERE " + t.onlyOwnRows("")
+			}
+			if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+t.From()+own+")").Scan(&any); err != nil {
 				return nil, fmt.Errorf("check %s on %s: %w", t, where, err)
 			}
 			if any {

@@ -65,6 +65,14 @@ type Table struct {
 	// first (schema.name): a [[sharded_tables]] rule naming one of them
 	// applies to the partition too.
 	Ancestors []string
+	// ExtensionRows, for an extension's configuration table whose rows
+	// are partly the extension's own (pg_extension_config_dump with a
+	// condition, as PostGIS's spatial_ref_sys), is that condition: the
+	// rows that are the database's own data, which pg_dump carries. CREATE
+	// EXTENSION in SCHEMA_SYNC PRE fills the shards with the extension's
+	// rows, so the copy reads, checks empty and clears only the rows
+	// matching it. "" for every other table.
+	ExtensionRows string
 	// atSnapshot: the table was described at the copy's snapshot (a copy
 	// whose schema is the snapshot's, see Slots). Schema, Name and Columns
 	// are then the names at the snapshot (the shards'), and each unit
@@ -238,7 +246,41 @@ func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*T
 		return nil, fmt.Errorf("describe %s: %w", t, err)
 	}
 	t.HasIdentity = len(t.PK) > 0 && replident == "d" || replident == "f" || (replident == "i" && identIndex)
+	if err := conn.QueryRow(ctx, extensionRowsSQL, q).Scan(&t.ExtensionRows); err != nil {
+		return nil, fmt.Errorf("extension configuration of %s: %w", t, err)
+	}
 	return t, nil
+}
+
+// extensionRowsSQL reads the condition an extension registered for its
+// configuration table $1 (pg_extension.extcondition, "WHERE ..."), without
+// its WHERE; "" when the table is none or registered without one (all its
+// rows are then the database's own, and the table is copied whole).
+const extensionRowsSQL = `SELECT coalesce((SELECT regexp_replace(x.cond, '^\s*WHERE\s+', '', 'i')
+	FROM pg_extension e CROSS JOIN LATERAL unnest(e.extconfig, e.extcondition) x(oid, cond)
+	WHERE x.oid = to_regclass($1) AND btrim(x.cond) <> '' LIMIT 1), '')`
+
+// onlyOwnRows narrows a predicate on the table's rows ("" for all) to the
+// rows the copy handles: for an extension's configuration table, those
+// matching its ExtensionRows.
+func (t *Table) onlyOwnRows(predicate string) string {
+	switch {
+	case t.ExtensionRows == "":
+		return predicate
+	case predicate == "":
+		return "(" + t.ExtensionRows + ")"
+	default:
+		return "(" + t.ExtensionRows + ") AND " + predicate
+	}
+}
+
+// EmptySQL empties the table on a destination shard, of the rows the copy
+// handles (onlyOwnRows: an extension's own rows stay).
+func (t *Table) EmptySQL() string {
+	if t.ExtensionRows != "" {
+		return "DELETE FROM " + t.From() + " WHERE " + t.onlyOwnRows("")
+	}
+	return "TRUNCATE " + t.From()
 }
 
 // route decides how the table is sharded on the destination cluster: the

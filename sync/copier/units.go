@@ -30,7 +30,7 @@ func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, t
 	if !t.Partitioned {
 		blocks = size / blockSize
 	}
-	whole := []*unit{{sourceShard: sourceShard, table: t, n: 1, of: 1, kind: unitWhole, estimateBytes: size}}
+	whole := []*unit{{sourceShard: sourceShard, table: t, n: 1, of: 1, kind: unitWhole, predicate: t.onlyOwnRows(""), estimateBytes: size}}
 	k := int64(1)
 	if threshold > 0 {
 		k = (size + threshold - 1) / threshold
@@ -106,7 +106,7 @@ func planUnits(ctx context.Context, conn *pgx.Conn, t *Table, sourceShard int, t
 	}
 	units := make([]*unit, len(preds))
 	for i, p := range preds {
-		units[i] = &unit{sourceShard: sourceShard, table: t, n: i + 1, of: len(preds), kind: kind, predicate: p, estimateBytes: size / int64(len(preds))}
+		units[i] = &unit{sourceShard: sourceShard, table: t, n: i + 1, of: len(preds), kind: kind, predicate: t.onlyOwnRows(p), estimateBytes: size / int64(len(preds))}
 		if ranges != nil {
 			units[i].lo, units[i].hi = ranges[i][0], ranges[i][1]
 		}

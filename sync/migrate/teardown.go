@@ -313,21 +313,34 @@ func emptyShards(ctx context.Context, j *job.Job, src *pgx.Conn, shards job.Conn
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = t.Qualified()
+	// An extension's configuration table keeps the extension's own rows
+	// (CREATE EXTENSION put them there; a copy adds only the others).
+	var names, own []string
+	for _, t := range tables {
+		if t.ExtensionRows != "" {
+			own = append(own, t.EmptySQL())
+		} else {
+			names = append(names, t.Qualified())
+		}
 	}
 	sort.Strings(names)
 	var out []Removed
 	for k, c := range shards {
-		if len(names) == 0 {
+		if len(tables) == 0 {
 			break
 		}
-		if _, err := c.Exec(ctx, "TRUNCATE "+strings.Join(names, ", ")); err != nil {
-			return out, fmt.Errorf("empty the tables on %s: %w", j.Destination.Shards[k].Primary, err)
+		if len(names) > 0 {
+			if _, err := c.Exec(ctx, "TRUNCATE "+strings.Join(names, ", ")); err != nil {
+				return out, fmt.Errorf("empty the tables on %s: %w", j.Destination.Shards[k].Primary, err)
+			}
+		}
+		for _, sql := range own {
+			if _, err := c.Exec(ctx, sql); err != nil {
+				return out, fmt.Errorf("empty the tables on %s: %s: %w", j.Destination.Shards[k].Primary, sql, err)
+			}
 		}
 		out = append(out, Removed{Node: j.Destination.Shards[k].Primary.String(), Kind: "rows",
-			Name: fmt.Sprintf("all rows of %d tables", len(names))})
+			Name: fmt.Sprintf("all rows of %d tables", len(tables))})
 	}
 	return out, nil
 }

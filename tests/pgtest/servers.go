@@ -188,3 +188,44 @@ func ServerVersion(bin string) (int, error) {
 	major, _ := strconv.Atoi(string(m[1]))
 	return major, nil
 }
+
+// ExtensionDir is where the servers of bin (a BinDir) look for extension
+// control and script files: share/postgresql/extension beside bin for the
+// npm servers, /usr/share/postgresql/<major>/extension for Debian's.
+func ExtensionDir(bin string) (string, error) {
+	beside := filepath.Join(filepath.Dir(bin), "share", "postgresql", "extension")
+	if st, err := os.Stat(beside); err == nil && st.IsDir() {
+		return beside, nil
+	}
+	v, err := ServerVersion(bin)
+	if err != nil {
+		return "", err
+	}
+	debian := filepath.Join("/usr/share/postgresql", strconv.Itoa(v), "extension")
+	if st, err := os.Stat(debian); err == nil && st.IsDir() {
+		return debian, nil
+	}
+	return "", fmt.Errorf("no extension directory for the servers in %s (looked in %s and %s)", bin, beside, debian)
+}
+
+// InstallExtension writes an extension of version 1.0 (its control file's
+// settings beyond default_version, and its script) where the servers of
+// bin find it, so that a test can CREATE EXTENSION it; remove deletes the
+// files again.
+func InstallExtension(bin, name, control, script string) (remove func(), err error) {
+	dir, err := ExtensionDir(bin)
+	if err != nil {
+		return nil, err
+	}
+	ctl := filepath.Join(dir, name+".control")
+	sql := filepath.Join(dir, name+"--1.0.sql")
+	remove = func() { os.Remove(ctl); os.Remove(sql) }
+	if err := os.WriteFile(ctl, []byte("default_version = '1.0'\n"+control), 0o644); err != nil {
+		return nil, fmt.Errorf("install extension %s: %w", name, err)
+	}
+	if err := os.WriteFile(sql, []byte(script), 0o644); err != nil {
+		remove()
+		return nil, fmt.Errorf("install extension %s: %w", name, err)
+	}
+	return remove, nil
+}
