@@ -537,3 +537,28 @@ func TestDDLDuringCopy(t *testing.T) {
 	}
 	e.checkDDLResult(t)
 }
+
+// A PostgreSQL 15 or 16 source runs DDL that names things by words 17 made
+// keywords (a parameter and a column named json): reshard's parser has
+// 17's grammar, so the captured statements are parsed, and run on the
+// shards, with those words quoted. Before, the stream stopped at the
+// first of them: "it does not parse".
+func TestDDLNewerKeywordsFromOlderSource(t *testing.T) {
+	e, src := ddlEnv(t, "ddlkw", "")
+	if v := src.one(t, `SELECT current_setting('server_version_num')::int / 10000`); v != "15" && v != "16" {
+		t.Fatalf("the tests' source is PostgreSQL %s: this test needs 15 or 16 (json is a keyword from 16, json_table from 17)", v)
+	}
+	e.reshardStreaming(t)
+	src.exec(t, `CREATE FUNCTION public.keyed(json json, json_table text DEFAULT 'json json') RETURNS json LANGUAGE sql AS $$ SELECT json $$`)
+	src.exec(t, `ALTER TABLE scratch ADD COLUMN json json; INSERT INTO scratch (id, v, json) VALUES (1001, 'k', '{"a": 1}')`)
+	e.caughtUp(t, 2*time.Minute)
+	if state, msg := e.taskState(t); state != "streaming" {
+		t.Fatalf("task: %s %s", state, msg)
+	}
+	want := src.one(t, `SELECT pg_get_function_arguments('public.keyed'::regproc) || ' | ' || (SELECT json::text FROM scratch WHERE id = 1001) || ' | ' || public.keyed('{"b": 2}')::text`)
+	for k, d := range e.dst {
+		if got := d.one(t, `SELECT pg_get_function_arguments('public.keyed'::regproc) || ' | ' || (SELECT json::text FROM scratch WHERE id = 1001) || ' | ' || public.keyed('{"b": 2}')::text`); got != want {
+			t.Errorf("shard %d: %s, the source %s", k, got, want)
+		}
+	}
+}

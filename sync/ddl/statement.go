@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/reshard/reshard/sync/keywords"
 )
 
 // Captured is one statement the event triggers recorded: a row of
@@ -30,6 +32,11 @@ type Captured struct {
 	Nth   int
 	// SearchPath is the search_path it ran with; User the session user.
 	SearchPath, User string
+	// SourceMajor is the source server's major version (0: unknown). A
+	// query from a server older than PostgreSQL 17 may name things by
+	// words 17 made keywords (a parameter named json): they are quoted
+	// before the query is parsed, and in the statement the shards run.
+	SourceMajor int
 	// Error is set when the trigger failed to record the statement.
 	Error string
 }
@@ -141,7 +148,7 @@ var ErrNotFound = fmt.Errorf("statement not found in the captured query")
 // command. A query that is a DO block (or calls a function) that ran the
 // DDL is returned whole, with inside set.
 func (c *Captured) Statement() (st Stmt, inside bool, err error) {
-	stmts, err := split(c.Query)
+	stmts, err := split(c.Query, c.SourceMajor)
 	if err != nil {
 		return Stmt{}, false, fmt.Errorf("parse the captured query: %w", err)
 	}
@@ -191,9 +198,11 @@ func (c *Captured) Statement() (st Stmt, inside bool, err error) {
 	return Stmt{}, false, fmt.Errorf("%w: %s #%d among %d DDL statements", ErrNotFound, c.Tag, c.Nth, len(ddl))
 }
 
-// split parses a query into its statements with their texts.
-func split(query string) ([]Stmt, error) {
-	tree, err := pg_query.Parse(query)
+// split parses a query a server of major version major ran into its
+// statements with their texts (keywords.Parse: with the words newer
+// servers made keywords quoted).
+func split(query string, major int) ([]Stmt, error) {
+	tree, query, err := keywords.Parse(query, major)
 	if err != nil {
 		return nil, err
 	}

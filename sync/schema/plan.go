@@ -8,11 +8,15 @@ package schema
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pganalyze/pg_query_go/v6/parser"
+
+	"github.com/reshard/reshard/sync/keywords"
 )
 
 // Phase is a schema-sync phase.
@@ -195,18 +199,7 @@ func splitDump(dump string) ([]parsed, error) {
 		}
 		b.WriteString(line)
 	}
-	text := b.String()
-	major := dumpMajor(text)
-	text = quoteNewerKeywords(text, major)
-	tree, err := pg_query.Parse(text)
-	for tries := 0; err != nil && tries < 1000; tries++ {
-		quoted, ok := quoteAtError(text, err, major)
-		if !ok {
-			break
-		}
-		text = quoted
-		tree, err = pg_query.Parse(text)
-	}
+	tree, text, err := keywords.Parse(b.String(), dumpMajor(b.String()))
 	if err != nil {
 		return nil, dumpSyntaxError(text, err)
 	}
@@ -232,6 +225,19 @@ func splitDump(dump string) ([]parsed, error) {
 	return out, nil
 }
 
+var dumpedFrom = regexp.MustCompile(`(?m)^-- Dumped from database version (\d+)`)
+
+// dumpMajor is the major version of the server a dump was taken from (its
+// "-- Dumped from database version" line), 0 when it does not say.
+func dumpMajor(dump string) int {
+	m := dumpedFrom.FindStringSubmatch(dump)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
 // dumpSyntaxError names where a dump failed to parse: the line and the
 // statement's first line. pg_query's grammar is PostgreSQL 17's: what only
 // a newer server's pg_dump writes (PostgreSQL 18's virtual generated
@@ -242,14 +248,14 @@ func dumpSyntaxError(text string, err error) error {
 	if !errors.As(err, &pe) {
 		return fmt.Errorf("parse schema dump: %w", err)
 	}
-	at, ok := errorOffset(text, pe.Cursorpos)
+	at, ok := keywords.ErrorOffset(text, pe.Cursorpos)
 	if !ok {
 		return fmt.Errorf("parse schema dump: %w", err)
 	}
 	line := 1 + strings.Count(text[:at], "\n")
 	// The statement starts after the previous statement's end and its
 	// comments.
-	stmt := stripLeadingComments(text[statementStart(text, at):])
+	stmt := stripLeadingComments(text[keywords.StatementStart(text, at):])
 	if i := strings.IndexByte(stmt, '\n'); i >= 0 {
 		stmt = stmt[:i]
 	}

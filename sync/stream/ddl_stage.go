@@ -52,7 +52,11 @@ type ddlStage struct {
 	// a column added with a stable default); src is opened when needed.
 	srcDSN string
 	src    *pgx.Conn
-	rules  ddl.Rules
+	// sourceMajor is the source server's major version: its captured
+	// queries are parsed with the words newer servers made keywords
+	// quoted (ddl.Captured.SourceMajor).
+	sourceMajor int
+	rules       ddl.Rules
 	// slot, sourceShard and sourceShards say which stream this is;
 	// barrier lines up the source shards' streams at each statement.
 	slot                      string
@@ -101,8 +105,8 @@ CREATE TABLE IF NOT EXISTS reshard.ddl_applied (
 // every destination shard (through the appliers, before they apply
 // anything), the stage's own connection to shard 0, and SHOW DDL's history
 // of this stream.
-func startDDLStage(ctx context.Context, cfg sessionConfig, appliers []*applier, rt *router, pos *positions) (*ddlStage, error) {
-	s := &ddlStage{appliers: appliers, router: rt, pos: pos, shape: shaper{dst: cfg.dst, sourceRules: cfg.sourceRules},
+func startDDLStage(ctx context.Context, cfg sessionConfig, sourceMajor int, appliers []*applier, rt *router, pos *positions) (*ddlStage, error) {
+	s := &ddlStage{appliers: appliers, router: rt, pos: pos, sourceMajor: sourceMajor, shape: shaper{dst: cfg.dst, sourceRules: cfg.sourceRules},
 		srcDSN: cfg.sourceDSN, rules: ddl.Rules{Destination: cfg.dst, Publication: cfg.publication, Widen: cfg.sourceRules == nil},
 		slot: cfg.slot, sourceShard: cfg.sourceShard, sourceShards: cfg.sourceShards, barrier: cfg.ddl,
 		reg: cfg.job.Registry, task: cfg.job.Task, log: cfg.log.Named("ddl"), timeout: cfg.timeout(),
@@ -267,25 +271,31 @@ func (s *ddlStage) needing(lsn pglogrepl.LSN) []int {
 	return out
 }
 
-// decode reads a captured statement from its change.
-func decodeCaptured(c *change) (*ddl.Captured, error) {
+// decodeCaptured reads a captured statement from its change, ran by a
+// source of major version sourceMajor.
+func decodeCaptured(c *change, sourceMajor int) (*ddl.Captured, error) {
 	byName := map[string]int{}
 	for i, n := range c.rel.columns {
 		byName[n] = i
 	}
-	return ddl.Decode(func(col string) (string, bool) {
+	cap, err := ddl.Decode(func(col string) (string, bool) {
 		i, ok := byName[col]
 		if !ok || i >= len(c.newRow) || c.newRow[i].null || c.newRow[i].toasted {
 			return "", true
 		}
 		return string(c.newRow[i].data), false
 	})
+	if err != nil {
+		return nil, err
+	}
+	cap.SourceMajor = sourceMajor
+	return cap, nil
 }
 
 // createdByRows names the table (schema.name) a CREATE TABLE AS or SELECT
 // INTO statement created, "" for other statements.
 func createdByRows(c *change) string {
-	cap, err := decodeCaptured(c)
+	cap, err := decodeCaptured(c, 0)
 	if err != nil || (cap.Tag != "CREATE TABLE AS" && cap.Tag != "SELECT INTO") {
 		return ""
 	}
@@ -565,7 +575,7 @@ func (s *ddlStage) ordinal(ctx context.Context, id int64) (int, error) {
 // hold).
 func (s *ddlStage) matchFirst(ctx context.Context, t *txn, stmts []spooledStatement) error {
 	for _, stmt := range stmts {
-		cap, err := decodeCaptured(stmt.change)
+		cap, err := decodeCaptured(stmt.change, s.sourceMajor)
 		if err != nil {
 			return fmt.Errorf("captured statement at %s: %w", t.commitLSN, err)
 		}
@@ -598,7 +608,7 @@ func (s *ddlStage) describe(cap *ddl.Captured) progress.DDLStatement {
 
 // skipApplied notes a statement every shard already has.
 func (s *ddlStage) skipApplied(ctx context.Context, c *change) error {
-	cap, err := decodeCaptured(c)
+	cap, err := decodeCaptured(c, s.sourceMajor)
 	if err != nil {
 		return err
 	}
@@ -634,7 +644,7 @@ func (s *ddlStage) source(ctx context.Context) *pgx.Conn {
 // not have its transaction yet, inside their open transactions (or alone,
 // for a statement that cannot run in one).
 func (s *ddlStage) applyStatement(ctx context.Context, t *txn, c *change) error {
-	cap, err := decodeCaptured(c)
+	cap, err := decodeCaptured(c, s.sourceMajor)
 	if err != nil {
 		return fmt.Errorf("captured statement at %s: %w", t.commitLSN, err)
 	}

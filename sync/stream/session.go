@@ -131,7 +131,7 @@ func runSession(ctx context.Context, cfg sessionConfig) error {
 	var stage *ddlStage
 	if cfg.captureDDL() {
 		setupCtx, cancel := context.WithTimeout(ctx, cfg.timeout())
-		stage, err = startDDLStage(setupCtx, cfg, appliers, rt, pos)
+		stage, err = startDDLStage(setupCtx, cfg, serverMajor(rcv.conn), appliers, rt, pos)
 		cancel()
 		if err != nil {
 			return err

@@ -1,9 +1,11 @@
-package schema
+// Package keywords makes SQL written for a server older than PostgreSQL 17
+// parse with reshard's parser (PostgreSQL 17's grammar): the words 16 and
+// 17 made keywords, written bare by the older server's pg_dump and by its
+// users, are quoted where they are identifiers.
+package keywords
 
 import (
 	"errors"
-	"regexp"
-	"strconv"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -23,25 +25,31 @@ var newerKeywords = map[string]int{
 	"merge_action": 17,
 }
 
-var dumpedFrom = regexp.MustCompile(`(?m)^-- Dumped from database version (\d+)`)
-
-// dumpMajor is the major version of the server a dump was taken from (its
-// "-- Dumped from database version" line), 0 when it does not say.
-func dumpMajor(dump string) int {
-	m := dumpedFrom.FindStringSubmatch(dump)
-	if m == nil {
-		return 0
+// Parse parses SQL text that a server of major version major (0:
+// unknown) took or wrote, quoting the newer keywords first (Quote, then
+// QuoteAtError for each place the parser still stops at, up to 1000): it
+// returns the parse and the text parsed, whose statements are what to
+// run on a newer server.
+func Parse(text string, major int) (*pg_query.ParseResult, string, error) {
+	text = Quote(text, major)
+	tree, err := pg_query.Parse(text)
+	for tries := 0; err != nil && tries < 1000; tries++ {
+		quoted, ok := QuoteAtError(text, err, major)
+		if !ok {
+			break
+		}
+		text = quoted
+		tree, err = pg_query.Parse(text)
 	}
-	n, _ := strconv.Atoi(m[1])
-	return n
+	return tree, text, err
 }
 
-// quoteNewerKeywords quotes, in a dump taken from a server older than
-// PostgreSQL 17, every bare word that was no keyword at all on that
+// Quote quotes, in SQL text taken from a server older than PostgreSQL 17
+// (a dump, a statement it ran), every bare word that was no keyword at all on that
 // server and is one reshard's parser does not take as an identifier: there
 // it can only have been an identifier, and quoted (in lower case, as
 // PostgreSQL folds it) it means the same on every version.
-func quoteNewerKeywords(dump string, major int) string {
+func Quote(dump string, major int) string {
 	if major == 0 || major >= 17 {
 		return dump
 	}
@@ -85,25 +93,25 @@ func quoteNewerKeywords(dump string, major int) string {
 	return b.String()
 }
 
-// quoteAtError quotes the bare word of newerKeywords nearest before (or
+// QuoteAtError quotes the bare word of newerKeywords nearest before (or
 // at) where a parse error points, in the statement it is in, when the
 // dump's server had it as an unreserved keyword (json on PostgreSQL 16:
 // its dump writes a parameter named json bare, as it writes IS JSON), so
 // that the caller can parse again; ok is false when there is none. Words
 // are found by the scanner: string literals and function bodies are never
 // touched.
-func quoteAtError(text string, err error, major int) (string, bool) {
+func QuoteAtError(text string, err error, major int) (string, bool) {
 	var pe *parser.Error
 	if major == 0 || major >= 17 || !errors.As(err, &pe) {
 		return text, false
 	}
-	at, ok := errorOffset(text, pe.Cursorpos)
+	at, ok := ErrorOffset(text, pe.Cursorpos)
 	if !ok {
 		return text, false
 	}
 	// The statement: from the end of the previous one (a ";" ending a
 	// line, as pg_dump writes them) to just past the error's token.
-	start := statementStart(text, at)
+	start := StatementStart(text, at)
 	end := at
 	for end < len(text) && (text[end] == '_' || text[end] >= 'a' && text[end] <= 'z' || text[end] >= 'A' && text[end] <= 'Z' || text[end] >= '0' && text[end] <= '9') {
 		end++
@@ -126,9 +134,9 @@ func quoteAtError(text string, err error, major int) (string, bool) {
 	return text, false
 }
 
-// errorOffset turns a parse error's cursor position (1-based, in
+// ErrorOffset turns a parse error's cursor position (1-based, in
 // characters, as PostgreSQL counts it) into a byte offset of text.
-func errorOffset(text string, cursorpos int) (int, bool) {
+func ErrorOffset(text string, cursorpos int) (int, bool) {
 	if cursorpos <= 0 {
 		return 0, false
 	}
@@ -142,10 +150,10 @@ func errorOffset(text string, cursorpos int) (int, bool) {
 	return 0, false
 }
 
-// statementStart is where the dump statement holding byte offset at
-// begins: after the previous statement's end (a ";" that ends a line, as
-// pg_dump writes them), or at 0.
-func statementStart(text string, at int) int {
+// StatementStart is where the statement holding byte offset at begins:
+// after the previous statement's end (a ";" that ends a line, as pg_dump
+// writes them), or at 0.
+func StatementStart(text string, at int) int {
 	i := strings.LastIndex(text[:at], ";\n")
 	if i < 0 {
 		return 0
