@@ -53,8 +53,9 @@ func TestCopyTypeWithoutBinaryAndTableWithoutColumns(t *testing.T) {
 // spatial_ref_sys): CREATE EXTENSION in SCHEMA_SYNC PRE fills it on the
 // shards, so the copy takes only the rows matching the condition (the
 // database's own, which pg_dump carries), the preflight checks only those
-// empty, and ABORT_TASK WITH DATA leaves the extension's rows. Its later
-// changes stream, those of the extension's rows too. Before, the preflight
+// empty, a resumed copy clears only those, and ABORT_TASK WITH DATA leaves
+// the extension's rows. Its later changes stream, those of the extension's
+// rows too. Before, the preflight
 // refused the table as "not empty" on every shard.
 func TestCopyExtensionConfigurationTable(t *testing.T) {
 	ext := fmt.Sprintf("reshard_cfgtest_%d", os.Getpid())
@@ -128,13 +129,27 @@ func TestCopyExtensionConfigurationTable(t *testing.T) {
 		}
 	}
 	// A fresh copy after it passes the preflight and ends equal.
-	res, err = e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again"})
-	if err != nil {
-		t.Fatalf("COPY_DATA after the abort: %v", err)
+	copyOnly := func() bool {
+		t.Helper()
+		res, err := e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again", Foreground: true, SyncOnly: true})
+		if err != nil {
+			t.Fatalf("COPY_DATA after the abort: %v", err)
+		}
+		return res.Rows[0][2].(bool)
 	}
-	again := res.Rows[0][0].(string)
-	t.Cleanup(func() { _, _ = e.exec.Execute(context.Background(), commands.StopTask{Task: again}) })
-	e.waitStreaming(t, again)
-	e.waitCaughtUp(t, time.Minute)
+	copyOnly()
 	same("copied again")
+	// Resumed with the table's unit unfinished (as after a crash in the
+	// middle of it: some of its rows on the shards), the copy clears only
+	// the rows of the database's own before it copies the unit again.
+	e.dst[0].exec(t, `UPDATE reshard.copy_units SET done = false, watermark_lsn = NULL, rows = NULL, bytes = NULL, finished_at = NULL
+		WHERE slot = 'cpext_again' AND table_name = 'ref_systems'`)
+	for _, d := range e.dst {
+		d.exec(t, `INSERT INTO ref_systems VALUES (999, 'half copied')`)
+	}
+	if !copyOnly() {
+		t.Fatal("the second COPY_DATA with the slot did not resume the copy")
+	}
+	same("resumed")
 }
+
