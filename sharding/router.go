@@ -1,6 +1,9 @@
 package sharding
 
-import "fmt"
+import (
+	"bytes"
+	"fmt"
+)
 
 // AllShards is the shard Router.Shard returns for a row of an omni table:
 // the row belongs to every shard.
@@ -22,14 +25,21 @@ type Table struct {
 	Mappings []Mapping
 	// Default is the rule for keys no mapping matches.
 	Default Default
+	// BlankPadded marks a sharding column of type character(n) (bpchar,
+	// with a string Type): its values carry the trailing blanks that
+	// PostgreSQL drops from it as text (col::text, col::varchar) and in
+	// its hash (hashbpchar), so they are dropped before a key is hashed
+	// or mapped.
+	BlankPadded bool
 }
 
 // Router routes the rows of one table to shards. It is safe for
 // concurrent use.
 type Router struct {
-	fn     *Function // nil for an omni table
-	column int
-	shards int
+	fn          *Function // nil for an omni table
+	column      int
+	shards      int
+	blankPadded bool
 }
 
 // NewRouter returns the router of table t.
@@ -47,7 +57,10 @@ func NewRouter(t Table) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Router{fn: fn, column: t.Column, shards: t.Shards}, nil
+	if t.BlankPadded && !t.Type.isString() {
+		return nil, fmt.Errorf("sharding: a character(n) sharding column with data_type %s (want varchar or text)", t.Type)
+	}
+	return &Router{fn: fn, column: t.Column, shards: t.Shards, blankPadded: t.BlankPadded}, nil
 }
 
 // Omni reports whether the table is an omni table, whose rows go to every
@@ -65,10 +78,15 @@ func (r *Router) Shards() int { return r.shards }
 func (r *Router) Function() *Function { return r.fn }
 
 // Shard returns the shard of a row whose sharding key, in format f, is data
-// (or NULL): see Function.Shard. For an omni table it returns AllShards.
+// (or NULL): see Function.Shard (a character(n) key without its trailing
+// blanks: Table.BlankPadded). For an omni table it returns AllShards.
 func (r *Router) Shard(f Format, data []byte, isNull bool) (int, error) {
 	if r.fn == nil {
 		return AllShards, nil
+	}
+	if r.blankPadded {
+		// Text and binary forms of character(n) are both its characters.
+		data = bytes.TrimRight(data, " ")
 	}
 	return r.fn.Shard(f, data, isNull)
 }

@@ -118,9 +118,11 @@ func (f Format) String() string {
 }
 
 // ForColumn returns the data_type that hashes a column of PostgreSQL base
-// type typname (pg_type.typname: int2, int4, int8, varchar, text, uuid) the
-// way PostgreSQL and a query router do; ok is false for any other type,
-// which cannot be a sharding key.
+// type typname (pg_type.typname: int2, int4, int8, varchar, text, bpchar,
+// uuid) the way PostgreSQL and a query router do; ok is false for any
+// other type, which cannot be a sharding key. A character(n) (bpchar)
+// column hashes as the text of it, without its trailing blanks
+// (Table.BlankPadded).
 func ForColumn(typname string) (t DataType, ok bool) {
 	switch typname {
 	case "int2":
@@ -129,7 +131,7 @@ func ForColumn(typname string) (t DataType, ok bool) {
 		return Integer, true
 	case "int8":
 		return BigInt, true
-	case "varchar":
+	case "varchar", "bpchar":
 		return Varchar, true
 	case "text":
 		return Text, true
@@ -141,7 +143,8 @@ func ForColumn(typname string) (t DataType, ok bool) {
 
 // Accepts reports whether a column of PostgreSQL base type typname can be
 // sharded with data_type t: any integer width with any integer data_type
-// (all hash as int8), text and varchar with either, uuid with uuid. A
+// (all hash as int8), text, varchar and character(n) with text or varchar,
+// uuid with uuid. A
 // mismatch would hash the column's bytes as another type than the one its
 // values are, and place rows where neither PostgreSQL nor a router looks.
 func (t DataType) Accepts(typname string) bool {

@@ -16,9 +16,11 @@ func TestAccepts(t *testing.T) {
 		{"bigint", "varchar", false}, {"bigint", "text", false}, {"integer", "uuid", false},
 		// An integer column hashed as text would hash its binary bytes.
 		{"text", "int8", false}, {"varchar", "uuid", false}, {"uuid", "text", false},
-		// character(n) pads with blanks PostgreSQL's hash ignores; numeric,
-		// a domain's own name and arrays are no sharding keys.
-		{"varchar", "bpchar", false}, {"bigint", "numeric", false}, {"bigint", "_int8", false}, {"text", "citext", false},
+		// character(n) hashes as its text (the router drops its blanks),
+		// never as an integer; numeric, a domain's own name and arrays are
+		// no sharding keys.
+		{"varchar", "bpchar", true}, {"text", "bpchar", true}, {"bigint", "bpchar", false}, {"uuid", "bpchar", false},
+		{"bigint", "numeric", false}, {"bigint", "_int8", false}, {"text", "citext", false},
 	} {
 		dt, err := ParseDataType(c.data)
 		if err != nil {
@@ -31,7 +33,7 @@ func TestAccepts(t *testing.T) {
 	if dt, ok := ForColumn("int4"); !ok || dt != Integer {
 		t.Errorf("ForColumn(int4) = %v, %v", dt, ok)
 	}
-	if _, ok := ForColumn("bpchar"); ok {
-		t.Error("ForColumn(bpchar) ok")
+	if dt, ok := ForColumn("bpchar"); !ok || dt != Varchar {
+		t.Errorf("ForColumn(bpchar) = %v, %v, want varchar", dt, ok)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,15 +105,7 @@ func TestCopyExtensionConfigurationTable(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := e.exec.Execute(ctx, commands.Verify{Route: e.route(), Foreground: true})
-	if err != nil {
-		t.Fatalf("VERIFY: %v", err)
-	}
-	for _, r := range res.Rows {
-		if r[3] != "match" {
-			t.Errorf("VERIFY %s.%s: %v", r[1], r[2], r)
-		}
-	}
+	verifyMatches(t, ctx, e, 4)
 
 	// ABORT_TASK WITH DATA empties the shards of the copy's rows: the
 	// extension's own stay. (Its changed row is changed back first: a
@@ -153,3 +146,60 @@ func TestCopyExtensionConfigurationTable(t *testing.T) {
 	same("resumed")
 }
 
+// A character(n) sharding column (data_type varchar): its values carry
+// trailing blanks that PostgreSQL drops from its text (and its hash), so
+// rows are placed, copied and streamed by the key without them, where
+// PostgreSQL's hash partitioning of the key as text (and VERIFY) finds
+// them. Before, the preflight refused the column's type.
+func TestCopyAndStreamCharacterKey(t *testing.T) {
+	e, _ := streamEnvWith(t, "cpchar", 2, `
+		CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+		CREATE TABLE accounts (acct char(5) PRIMARY KEY, name text, balance int);
+		CREATE TABLE account_notes (id int PRIMARY KEY, acct character(5), note text);`, `
+		INSERT INTO accounts SELECT chr(65 + g % 26) || g, 'n' || g, g FROM generate_series(1, 300) g;
+		INSERT INTO accounts VALUES ('ALFKI', 'five', 5), ('x', 'one', 1), (' lead', 'leading blank', 0);
+		INSERT INTO account_notes SELECT g, (SELECT acct FROM accounts ORDER BY acct OFFSET g % 303 LIMIT 1), 'note ' || g FROM generate_series(1, 600) g;`,
+		func(e *copyEnv) func() {
+			f, err := os.OpenFile(e.cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprint(f, "\n[[sharded_tables]]\ndatabase = \"dst\"\ncolumn = \"acct\"\ndata_type = \"varchar\"\n")
+			f.Close()
+			e.load(t)
+			return func() {}
+		}, nil)
+	src := e.src[0]
+	src.exec(t, `INSERT INTO accounts VALUES ('NEW1', 'streamed', 1), ('Z', 'streamed', 2);
+		UPDATE accounts SET acct = 'Q' WHERE acct = 'B1';
+		UPDATE account_notes SET acct = 'ALFKI' WHERE id % 7 = 0;
+		UPDATE account_notes SET acct = 'Z', note = 'moved' WHERE id % 11 = 0;
+		DELETE FROM account_notes WHERE id % 13 = 0;
+		DELETE FROM accounts WHERE acct = 'C2';`)
+	e.waitCaughtUp(t, time.Minute)
+	if state, msg := e.taskState(t); state != "streaming" {
+		t.Fatalf("task: %s %s", state, msg)
+	}
+	for _, table := range []string{"accounts", "account_notes"} {
+		q := `SELECT count(*) || ' ' || coalesce(sum(hashtext(r::text)::numeric), 0) FROM ` + table + ` r`
+		var n, sum float64
+		for k, d := range e.dst {
+			d.exec(t, `CREATE SCHEMA IF NOT EXISTS chk; CREATE TABLE IF NOT EXISTS chk.hp_text (k text) PARTITION BY HASH (k)`)
+			if bad := d.one(t, fmt.Sprintf(`SELECT count(*) FROM %s WHERE NOT satisfies_hash_partition('chk.hp_text'::regclass, 2, %d, acct::text)`, table, k)); bad != "0" {
+				t.Errorf("%s: %s rows on shard %d belong to the other shard", table, bad, k)
+			}
+			var c, s float64
+			fmt.Sscan(strings.Replace(d.one(t, q), " ", "\n", 1), &c, &s)
+			if c == 0 {
+				t.Errorf("%s: shard %d holds no row", table, k)
+			}
+			n, sum = n+c, sum+s
+		}
+		if got, want := fmt.Sprintf("%.0f %.0f", n, sum), src.one(t, q); got != want {
+			t.Errorf("%s: the shards hold %s (count, hash), the source %s", table, got, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	verifyMatches(t, ctx, e, 3)
+}

@@ -178,6 +178,21 @@ func tableColumns(ctx context.Context, conn *pgx.Conn, qualified string) ([]colu
 	return out, rows.Err()
 }
 
+// BaseTypes returns the base type (pg_type.typname, a domain's base type
+// for a domain) of each column of the table qualified, by column name, as
+// the database behind conn has them.
+func BaseTypes(ctx context.Context, conn *pgx.Conn, qualified string) (map[string]string, error) {
+	cols, err := tableColumns(ctx, conn, qualified)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(cols))
+	for _, c := range cols {
+		out[c.name] = c.base
+	}
+	return out, nil
+}
+
 // ancestorsSQL lists the partitioned tables above the relation $1
 // (schema.name, nearest first).
 const ancestorsSQL = `ARRAY(SELECT an.nspname || '.' || ar.relname FROM pg_partition_ancestors(c.oid) WITH ORDINALITY a(relid, ord)
@@ -356,7 +371,9 @@ func route(t *Table, dst *catalog.Cluster) error {
 				}
 				mappings = append(mappings, sm)
 			}
-			r, err := sharding.NewRouter(sharding.Table{Column: pos, Type: typ, Shards: shards, Mappings: mappings})
+			key := t.Columns[pos]
+			padded := key.Base == "bpchar" || key.Base == "" && key.Type == "bpchar"
+			r, err := sharding.NewRouter(sharding.Table{Column: pos, Type: typ, Shards: shards, Mappings: mappings, BlankPadded: padded})
 			if err != nil {
 				return fmt.Errorf("table %s: %w", t, err)
 			}
@@ -378,11 +395,13 @@ func route(t *Table, dst *catalog.Cluster) error {
 // place it, and the sharding column's position (-1 for an omni table). The
 // stream uses it for the relations pgoutput describes. ancestors are the
 // partitioned tables above a partition (schema.name, see Ancestors): a rule
-// naming one of them applies to the partition.
-func RouteColumns(schema, name string, ancestors, columns []string, dst *catalog.Cluster) (*sharding.Router, int, error) {
+// naming one of them applies to the partition. bases, when known, are the
+// columns' base types by name (BaseTypes): a character(n) key hashes
+// without its trailing blanks, as the copy hashes it.
+func RouteColumns(schema, name string, ancestors, columns []string, bases map[string]string, dst *catalog.Cluster) (*sharding.Router, int, error) {
 	t := &Table{Schema: schema, Name: name, Ancestors: ancestors}
 	for _, c := range columns {
-		t.Columns = append(t.Columns, Column{Name: c})
+		t.Columns = append(t.Columns, Column{Name: c, Base: bases[c]})
 	}
 	if err := route(t, dst); err != nil {
 		return nil, -1, err
@@ -491,6 +510,6 @@ func keyType(t *Table, col Column, typ sharding.DataType) error {
 		return job.Errorf("42804", "table %s: its sharding column %s is of type %s, but its [[sharded_tables]] entry says data_type = %q%s: set data_type = %q there",
 			t, col.Name, of, typ, dflt, want)
 	}
-	return job.Errorf("42804", "table %s: its sharding column %s is of type %s, which cannot be a sharding key (data_type %q%s; supported column types: bigint, integer, smallint, varchar, text, uuid)",
+	return job.Errorf("42804", "table %s: its sharding column %s is of type %s, which cannot be a sharding key (data_type %q%s; supported column types: bigint, integer, smallint, varchar, text, character(n), uuid)",
 		t, col.Name, of, typ, dflt)
 }

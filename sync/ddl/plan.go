@@ -321,7 +321,7 @@ func (p *planner) place(schemaName, name string, cols []string) (placement, erro
 	if err != nil {
 		ancestors = nil // a table not there yet (renamed): none
 	}
-	_, col, err := copier.RouteColumns(schemaName, name, ancestors, cols, p.rules.Destination)
+	_, col, err := copier.RouteColumns(schemaName, name, ancestors, cols, nil, p.rules.Destination)
 	if err != nil {
 		return placement{}, err
 	}

@@ -207,7 +207,11 @@ func (s shaper) prepare(ctx context.Context, r *relation) error {
 	if err := s.conn.QueryRow(ctx, `SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)`, r.qualified).Scan(&r.partitioned); err != nil {
 		return fmt.Errorf("read %s on destination shard 0: %w", r, err)
 	}
-	router, col, err := copier.RouteColumns(r.schema, r.name, ancestors, r.columns, s.dst)
+	bases, err := copier.BaseTypes(ctx, s.conn, r.qualified)
+	if err != nil {
+		return fmt.Errorf("read %s on destination shard 0: %w", r, err)
+	}
+	router, col, err := copier.RouteColumns(r.schema, r.name, ancestors, r.columns, bases, s.dst)
 	if err != nil {
 		return err
 	}
@@ -217,7 +221,7 @@ func (s shaper) prepare(ctx context.Context, r *relation) error {
 		// Reverse replication: whether the source shards (the new shards)
 		// each hold part of the table or a whole copy follows the forward
 		// rules, not the destination's.
-		_, fcol, err := copier.RouteColumns(r.schema, r.name, ancestors, r.columns, s.sourceRules)
+		_, fcol, err := copier.RouteColumns(r.schema, r.name, ancestors, r.columns, bases, s.sourceRules)
 		if err != nil {
 			return err
 		}

@@ -155,7 +155,6 @@ func (c *comparer) misplacedKeys(ctx context.Context, t *table, r keyRange, s *s
 // on another, by the distinct sharding keys the shard holds there, and
 // names some of them.
 func (c *comparer) mappedPlacement(ctx context.Context, t *table, r keyRange, dstSums []sums) error {
-	fn := t.Router.Function()
 	return onEach(ctx, c.dst, func(ctx context.Context, k int, s *server) error {
 		rows, err := s.query(ctx, t.shardValuesSQL(r))
 		if err != nil {
@@ -167,7 +166,7 @@ func (c *comparer) mappedPlacement(ctx context.Context, t *table, r keyRange, ds
 			if err != nil {
 				return fmt.Errorf("%s: %w", s, err)
 			}
-			shard, err := fn.Shard(sharding.FormatText, row[0], row[0] == nil)
+			shard, err := t.Router.Shard(sharding.FormatText, row[0], row[0] == nil)
 			if err == nil && shard == k {
 				continue
 			}
