@@ -63,7 +63,7 @@ func TestCopyExtensionConfigurationTable(t *testing.T) {
 	remove, err := pgtest.InstallExtension(cluster.BinDir, ext, "relocatable = true\nsuperuser = true\n", `
 		CREATE TABLE ref_systems (srid int PRIMARY KEY, name text NOT NULL);
 		INSERT INTO ref_systems SELECT g, 'standard ' || g FROM generate_series(1, 100) g;
-		SELECT pg_catalog.pg_extension_config_dump('ref_systems', 'WHERE srid > 100');
+		SELECT pg_catalog.pg_extension_config_dump('ref_systems', 'WHERE(srid > 100)');
 		CREATE TABLE ext_log (id int PRIMARY KEY, note text);
 		SELECT pg_catalog.pg_extension_config_dump('ext_log', '');`)
 	if err != nil {
@@ -121,7 +121,15 @@ func TestCopyExtensionConfigurationTable(t *testing.T) {
 			t.Errorf("shard %d after ABORT_TASK WITH DATA: extension's, own ref_systems rows, ext_log rows = %s, want 100 0 0", k, got)
 		}
 	}
-	// A fresh copy after it passes the preflight and ends equal.
+	// A fresh copy is refused while a shard has rows of the database's own
+	// in it (the message names the condition), then passes the preflight
+	// and ends equal.
+	e.dst[1].exec(t, `INSERT INTO ref_systems VALUES (777, 'left on a shard')`)
+	_, err = e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again", Foreground: true, SyncOnly: true})
+	if err == nil || !strings.Contains(err.Error(), "public.ref_systems WHERE (srid > 100)") || strings.Contains(err.Error(), "cpext_dst0") {
+		t.Fatalf("COPY_DATA with a row of the database's own in ref_systems on shard 1: %v", err)
+	}
+	e.dst[1].exec(t, `DELETE FROM ref_systems WHERE srid = 777`)
 	copyOnly := func() bool {
 		t.Helper()
 		res, err := e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again", Foreground: true, SyncOnly: true})

@@ -3,6 +3,7 @@ package copier
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -197,7 +198,7 @@ const (
 // destinationChecks verifies the tables on one destination shard as w
 // needs them. It fills the tables' destination types and widening.
 func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables []*Table, w want) ([]string, error) {
-	var problems, notEmpty, missing []string
+	var problems, notEmpty, notEmptyOwn, missing []string
 	for _, t := range tables {
 		cols, err := tableColumns(ctx, conn, t.Qualified())
 		if err != nil {
@@ -253,7 +254,10 @@ func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables
 			if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+t.From()+own+")").Scan(&any); err != nil {
 				return nil, fmt.Errorf("check %s on %s: %w", t, where, err)
 			}
-			if any {
+			switch {
+			case any && t.ExtensionRows != "":
+				notEmptyOwn = append(notEmptyOwn, t.String()+" WHERE "+t.ExtensionRows)
+			case any:
 				notEmpty = append(notEmpty, t.String())
 			}
 		}
@@ -263,6 +267,9 @@ func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables
 	}
 	if len(notEmpty) > 0 {
 		problems = append(problems, fmt.Sprintf("tables not empty on %s: %s (a fresh copy needs empty tables: TRUNCATE them, or resume the copy that filled them with its slot name)", where, joinList(notEmpty)))
+	}
+	if len(notEmptyOwn) > 0 {
+		problems = append(problems, fmt.Sprintf("extension configuration tables with rows of the database's own on %s: %s (a fresh copy adds those to the extension's rows: DELETE them, as the condition says, or resume the copy that filled them with its slot name)", where, strings.Join(notEmptyOwn, "; ")))
 	}
 	return problems, nil
 }

@@ -271,7 +271,7 @@ func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*T
 // configuration table $1 (pg_extension.extcondition, "WHERE ..."), without
 // its WHERE; "" when the table is none or registered without one (all its
 // rows are then the database's own, and the table is copied whole).
-const extensionRowsSQL = `SELECT coalesce((SELECT regexp_replace(x.cond, '^\s*WHERE\s+', '', 'i')
+const extensionRowsSQL = `SELECT coalesce((SELECT regexp_replace(x.cond, '^\s*WHERE\M\s*', '', 'i')
 	FROM pg_extension e CROSS JOIN LATERAL unnest(e.extconfig, e.extcondition) x(oid, cond)
 	WHERE x.oid = to_regclass($1) AND btrim(x.cond) <> '' LIMIT 1), '')`
 
@@ -279,13 +279,14 @@ const extensionRowsSQL = `SELECT coalesce((SELECT regexp_replace(x.cond, '^\s*WH
 // rows the copy handles: for an extension's configuration table, those
 // matching its ExtensionRows.
 func (t *Table) onlyOwnRows(predicate string) string {
+	// (The condition is the extension's text: it may end in a comment.)
 	switch {
 	case t.ExtensionRows == "":
 		return predicate
 	case predicate == "":
-		return "(" + t.ExtensionRows + ")"
+		return "(" + t.ExtensionRows + "\n)"
 	default:
-		return "(" + t.ExtensionRows + ") AND " + predicate
+		return "(" + t.ExtensionRows + "\n) AND " + predicate
 	}
 }
 
@@ -494,12 +495,15 @@ func keyType(t *Table, col Column, typ sharding.DataType) error {
 		base = col.Type
 	}
 	if base == "" || typ.Accepts(base) {
-		// (A table the stream routes from a Relation message has no
-		// type names: the copy's preflight checked its columns.)
+		// (A table routed without its column types, as the DDL stage
+		// routes one: the copy's preflight checked its columns.)
 		return nil
 	}
 	of := col.Type
-	if base != col.Type {
+	if of == "" {
+		of = base
+	}
+	if base != of {
 		of = fmt.Sprintf("%s (a domain over %s)", col.Type, base)
 	}
 	dflt := ""

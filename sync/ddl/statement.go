@@ -91,7 +91,8 @@ func Decode(get func(column string) (string, bool)) (*Captured, error) {
 
 // Stmt is one statement of a captured query.
 type Stmt struct {
-	// SQL is its text, as the source ran it.
+	// SQL is its text, as the source ran it (with the words newer servers
+	// made keywords quoted: split).
 	SQL  string
 	Node *pg_query.Node
 	// Index is its place in the query (from 0), for messages.
