@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,18 @@ func TestCopyExtensionConfigurationTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(remove)
+	// Update scripts to 1.1 and back, for a shard at another version.
+	dir, err := pgtest.ExtensionDir(cluster.BinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{ext + "--1.0--1.1.sql", ext + "--1.1--1.0.sql"} {
+		path := filepath.Join(dir, f)
+		if err := os.WriteFile(path, []byte("SELECT 1;\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(path) })
+	}
 	e, id := streamEnv(t, "cpext", 2, `
 		CREATE EXTENSION `+ext+`;
 		CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
@@ -121,9 +134,17 @@ func TestCopyExtensionConfigurationTable(t *testing.T) {
 			t.Errorf("shard %d after ABORT_TASK WITH DATA: extension's, own ref_systems rows, ext_log rows = %s, want 100 0 0", k, got)
 		}
 	}
-	// A fresh copy is refused while a shard has rows of the database's own
-	// in it (the message names the condition), then passes the preflight
-	// and ends equal.
+	// A fresh copy is refused while a shard has the extension at another
+	// version than the source (the rows it ships there may differ, and are
+	// not copied), and while a shard has rows of the database's own in the
+	// table (the message names the condition); then it passes the
+	// preflight and ends equal.
+	e.dst[1].exec(t, `ALTER EXTENSION `+ext+` UPDATE TO '1.1'`)
+	_, err = e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again", Foreground: true, SyncOnly: true})
+	if err == nil || !strings.Contains(err.Error(), "extension "+ext+" is version 1.1 on") || !strings.Contains(err.Error(), "but 1.0 on the source") {
+		t.Fatalf("COPY_DATA with the extension at 1.1 on shard 1: %v", err)
+	}
+	e.dst[1].exec(t, `ALTER EXTENSION `+ext+` UPDATE TO '1.0'`)
 	e.dst[1].exec(t, `INSERT INTO ref_systems VALUES (777, 'left on a shard')`)
 	_, err = e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again", Foreground: true, SyncOnly: true})
 	if err == nil || !strings.Contains(err.Error(), "public.ref_systems WHERE (srid > 100)") || strings.Contains(err.Error(), "cpext_dst0") {

@@ -243,6 +243,19 @@ func destinationChecks(ctx context.Context, conn *pgx.Conn, where string, tables
 				problems = append(problems, fmt.Sprintf("%s.%s is %s on the source but %s on %s", t, c.Name, c.Type, d.typ, where))
 			}
 		}
+		if t.ExtensionRows != "" {
+			var version *string
+			if err := conn.QueryRow(ctx, `SELECT (SELECT extversion FROM pg_extension WHERE extname = $1)`, t.Extension).Scan(&version); err != nil {
+				return nil, fmt.Errorf("check extension %s on %s: %w", t.Extension, where, err)
+			}
+			switch {
+			case version == nil:
+				problems = append(problems, fmt.Sprintf("extension %s is not on %s (its table %s is; run SCHEMA_SYNC PRE first)", t.Extension, where, t))
+			case *version != t.ExtensionVersion:
+				problems = append(problems, fmt.Sprintf("extension %s is version %s on %s but %s on the source: the rows of %s it ships may differ, and they are not copied; ALTER EXTENSION %s UPDATE TO '%s' on the shards (or update the source's) first",
+					t.Extension, *version, where, t.ExtensionVersion, t, pgx.Identifier{t.Extension}.Sanitize(), t.ExtensionVersion))
+			}
+		}
 		if w != wantPresent {
 			var any bool
 			// (Of an extension's configuration table, only the rows the

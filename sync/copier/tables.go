@@ -73,6 +73,11 @@ type Table struct {
 	// rows, so the copy reads, checks empty and clears only the rows
 	// matching it. "" for every other table.
 	ExtensionRows string
+	// Extension and ExtensionVersion name the extension of such a table
+	// and its version on the source: the shards must have that version
+	// (its rows there are the ones it ships, which the condition leaves
+	// out).
+	Extension, ExtensionVersion string
 	// atSnapshot: the table was described at the copy's snapshot (a copy
 	// whose schema is the snapshot's, see Slots). Schema, Name and Columns
 	// are then the names at the snapshot (the shards'), and each unit
@@ -261,7 +266,7 @@ func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*T
 		return nil, fmt.Errorf("describe %s: %w", t, err)
 	}
 	t.HasIdentity = len(t.PK) > 0 && replident == "d" || replident == "f" || (replident == "i" && identIndex)
-	if err := conn.QueryRow(ctx, extensionRowsSQL, q).Scan(&t.ExtensionRows); err != nil {
+	if err := conn.QueryRow(ctx, extensionRowsSQL, q).Scan(&t.ExtensionRows, &t.Extension, &t.ExtensionVersion); err != nil {
 		return nil, fmt.Errorf("extension configuration of %s: %w", t, err)
 	}
 	return t, nil
@@ -269,11 +274,13 @@ func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*T
 
 // extensionRowsSQL reads the condition an extension registered for its
 // configuration table $1 (pg_extension.extcondition, "WHERE ..."), without
-// its WHERE; "" when the table is none or registered without one (all its
-// rows are then the database's own, and the table is copied whole).
-const extensionRowsSQL = `SELECT coalesce((SELECT regexp_replace(x.cond, '^\s*WHERE\M\s*', '', 'i')
-	FROM pg_extension e CROSS JOIN LATERAL unnest(e.extconfig, e.extcondition) x(oid, cond)
-	WHERE x.oid = to_regclass($1) AND btrim(x.cond) <> '' LIMIT 1), '')`
+// its WHERE, and the extension's name and version; three "" when the table
+// is none or registered without one (all its rows are then the database's
+// own, and the table is copied whole).
+const extensionRowsSQL = `SELECT coalesce(min(c.cond), ''), coalesce(min(c.extname), ''), coalesce(min(c.extversion), '')
+	FROM (SELECT regexp_replace(x.cond, '^\s*WHERE\M\s*', '', 'i') AS cond, e.extname::text AS extname, e.extversion
+		FROM pg_extension e CROSS JOIN LATERAL unnest(e.extconfig, e.extcondition) x(oid, cond)
+		WHERE x.oid = to_regclass($1) AND btrim(x.cond) <> '' LIMIT 1) c`
 
 // onlyOwnRows narrows a predicate on the table's rows ("" for all) to the
 // rows the copy handles: for an extension's configuration table, those
