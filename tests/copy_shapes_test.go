@@ -139,27 +139,30 @@ func TestCopyExtensionConfigurationTable(t *testing.T) {
 	// not copied), and while a shard has rows of the database's own in the
 	// table (the message names the condition); then it passes the
 	// preflight and ends equal.
+	copyOnly := func() (*commands.Result, error) {
+		return e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again", Foreground: true, SyncOnly: true})
+	}
 	e.dst[1].exec(t, `ALTER EXTENSION `+ext+` UPDATE TO '1.1'`)
-	_, err = e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again", Foreground: true, SyncOnly: true})
+	_, err = copyOnly()
 	if err == nil || !strings.Contains(err.Error(), "extension "+ext+" is version 1.1 on") || !strings.Contains(err.Error(), "but 1.0 on the source") {
 		t.Fatalf("COPY_DATA with the extension at 1.1 on shard 1: %v", err)
 	}
 	e.dst[1].exec(t, `ALTER EXTENSION `+ext+` UPDATE TO '1.0'`)
 	e.dst[1].exec(t, `INSERT INTO ref_systems VALUES (777, 'left on a shard')`)
-	_, err = e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again", Foreground: true, SyncOnly: true})
+	_, err = copyOnly()
 	if err == nil || !strings.Contains(err.Error(), "public.ref_systems WHERE (srid > 100)") || strings.Contains(err.Error(), "cpext_dst0") {
 		t.Fatalf("COPY_DATA with a row of the database's own in ref_systems on shard 1: %v", err)
 	}
 	e.dst[1].exec(t, `DELETE FROM ref_systems WHERE srid = 777`)
-	copyOnly := func() bool {
+	copied := func() bool {
 		t.Helper()
-		res, err := e.exec.Execute(ctx, commands.CopyData{Route: e.route(), Slot: "cpext_again", Foreground: true, SyncOnly: true})
+		res, err := copyOnly()
 		if err != nil {
 			t.Fatalf("COPY_DATA after the abort: %v", err)
 		}
 		return res.Rows[0][2].(bool)
 	}
-	copyOnly()
+	copied()
 	same("copied again")
 	// Resumed with the table's unit unfinished (as after a crash in the
 	// middle of it: some of its rows on the shards), the copy clears only
@@ -169,7 +172,7 @@ func TestCopyExtensionConfigurationTable(t *testing.T) {
 	for _, d := range e.dst {
 		d.exec(t, `INSERT INTO ref_systems VALUES (999, 'half copied')`)
 	}
-	if !copyOnly() {
+	if !copied() {
 		t.Fatal("the second COPY_DATA with the slot did not resume the copy")
 	}
 	same("resumed")

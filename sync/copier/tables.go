@@ -260,27 +260,24 @@ func describeTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*T
 	var replident string
 	var identIndex bool
 	err = conn.QueryRow(ctx, `SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident),
-		c.relkind = 'p', `+treeSize+`, `+ancestorsSQL+`
-		FROM pg_class c WHERE c.oid = to_regclass($1)`, q).Scan(&replident, &identIndex, &t.Partitioned, &t.SizeBytes, &t.Ancestors)
+		c.relkind = 'p', `+treeSize+`, `+ancestorsSQL+`, coalesce(ext.cond, ''), coalesce(ext.extname, ''), coalesce(ext.extversion, '')
+		FROM pg_class c LEFT JOIN LATERAL (`+extensionRowsSQL+`) ext ON true WHERE c.oid = to_regclass($1)`, q).
+		Scan(&replident, &identIndex, &t.Partitioned, &t.SizeBytes, &t.Ancestors, &t.ExtensionRows, &t.Extension, &t.ExtensionVersion)
 	if err != nil {
 		return nil, fmt.Errorf("describe %s: %w", t, err)
 	}
 	t.HasIdentity = len(t.PK) > 0 && replident == "d" || replident == "f" || (replident == "i" && identIndex)
-	if err := conn.QueryRow(ctx, extensionRowsSQL, q).Scan(&t.ExtensionRows, &t.Extension, &t.ExtensionVersion); err != nil {
-		return nil, fmt.Errorf("extension configuration of %s: %w", t, err)
-	}
 	return t, nil
 }
 
-// extensionRowsSQL reads the condition an extension registered for its
-// configuration table $1 (pg_extension.extcondition, "WHERE ..."), without
-// its WHERE, and the extension's name and version; three "" when the table
-// is none or registered without one (all its rows are then the database's
-// own, and the table is copied whole).
-const extensionRowsSQL = `SELECT coalesce(min(c.cond), ''), coalesce(min(c.extname), ''), coalesce(min(c.extversion), '')
-	FROM (SELECT regexp_replace(x.cond, '^\s*WHERE\M\s*', '', 'i') AS cond, e.extname::text AS extname, e.extversion
+// extensionRowsSQL reads, for the table c, the condition an extension
+// registered for it as a configuration table (pg_extension.extcondition,
+// "WHERE ..."), without its WHERE, and the extension's name and version:
+// no row when the table is none or registered without one (all its rows
+// are then the database's own, and the table is copied whole).
+const extensionRowsSQL = `SELECT regexp_replace(x.cond, '^\s*WHERE\M\s*', '', 'i') AS cond, e.extname::text AS extname, e.extversion
 		FROM pg_extension e CROSS JOIN LATERAL unnest(e.extconfig, e.extcondition) x(oid, cond)
-		WHERE x.oid = to_regclass($1) AND btrim(x.cond) <> '' LIMIT 1) c`
+		WHERE x.oid = c.oid AND btrim(x.cond) <> '' LIMIT 1`
 
 // onlyOwnRows narrows a predicate on the table's rows ("" for all) to the
 // rows the copy handles: for an extension's configuration table, those
