@@ -29,6 +29,15 @@ type Column struct {
 	Base string
 }
 
+// baseType is the column's Base, or its Type when Base is not known; ""
+// when neither is (a column routed by name only).
+func (c Column) baseType() string {
+	if c.Base != "" {
+		return c.Base
+	}
+	return c.Type
+}
+
 // Table is one table of the publication and how to copy it.
 type Table struct {
 	Schema, Name string
@@ -376,8 +385,7 @@ func route(t *Table, dst *catalog.Cluster) error {
 				}
 				mappings = append(mappings, sm)
 			}
-			key := t.Columns[pos]
-			padded := key.Base == "bpchar" || key.Base == "" && key.Type == "bpchar"
+			padded := t.Columns[pos].baseType() == "bpchar"
 			r, err := sharding.NewRouter(sharding.Table{Column: pos, Type: typ, Shards: shards, Mappings: mappings, BlankPadded: padded})
 			if err != nil {
 				return fmt.Errorf("table %s: %w", t, err)
@@ -494,10 +502,7 @@ func Describe(ctx context.Context, conn *pgx.Conn, schema, name string, dst *cat
 // them (and a varchar read as an integer fails the copy mid-way). SQLSTATE
 // 42804, datatype_mismatch.
 func keyType(t *Table, col Column, typ sharding.DataType) error {
-	base := col.Base
-	if base == "" {
-		base = col.Type
-	}
+	base := col.baseType()
 	if base == "" || typ.Accepts(base) {
 		// (A table routed without its column types, as the DDL stage
 		// routes one: the copy's preflight checked its columns.)
